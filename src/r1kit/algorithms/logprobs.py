@@ -1,0 +1,194 @@
+"""Per-token log-probabilities and entropies of a causal LM, without a full-vocabulary blow-up.
+
+The learner needs log pi(y_t | y_<t) for every completion token, and often the entropy of the
+distribution at each step. Computing `log_softmax(logits)` in float32 materialises an [N, T, V]
+tensor (N rows x T tokens x V ~ 150k vocabulary: gigabytes), and autograd keeps it alive until
+backward. Here both forward and backward walk over chunks of rows: each chunk is cast to float32,
+divided by the sampling temperature, reduced with `logsumexp`, and dropped; backward recomputes the
+chunk from the (model-dtype) logits it already holds and writes its gradient in place. Peak extra
+memory is one chunk, whatever N is.
+
+Temperature: the sampler draws from softmax(logits / temperature) computed in float32 (that is what
+`transformers`' `generate` does), so the learner must score tokens the same way or the
+importance ratio pi/pi_old is off even for identical weights.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+
+import torch
+
+CHUNK_BYTES = 256 * 2**20
+"""Default size of one float32 chunk of logits (256 MiB) when `chunk_rows` is not given."""
+
+
+def selective_log_softmax(
+    logits: torch.Tensor,
+    index: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """log softmax(logits / temperature) at the chosen tokens, computed chunk by chunk over rows.
+
+    logits  # [N, T, V] any float dtype (bf16 from the model is fine; maths is float32)
+    index   # [N, T] long, the token whose log-prob is wanted at each position
+    chunk_rows: rows per chunk; None picks as many as fit in `CHUNK_BYTES` of float32.
+    Returns # [N, T] float32 (float64 if the logits are float64); differentiable w.r.t. logits.
+    """
+    rows = chunk_rows or default_chunk_rows(logits)
+    return _SelectiveLogSoftmax.apply(logits, index, float(temperature), rows)
+
+
+def entropy_from_logits(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """Entropy H = -sum_v p_v log p_v of softmax(logits / temperature), chunk by chunk over rows.
+
+    logits  # [N, T, V]
+    Returns # [N, T] float32; differentiable (for an entropy bonus), with the same chunking.
+    """
+    rows = chunk_rows or default_chunk_rows(logits)
+    return _Entropy.apply(logits, float(temperature), rows)
+
+
+def completion_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    logits_to_keep: int,
+    temperature: float = 1.0,
+    chunk_rows: int | None = None,
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs (and entropies) of the last `logits_to_keep` tokens of each row under `model`.
+
+    input_ids       # [N, L] prompt + completion, prompts left-padded, completions right-padded
+    attention_mask  # [N, L] 1 on real tokens
+    Returns logp    # [N, logits_to_keep], or (logp, entropy) both [N, logits_to_keep]
+
+    The model is any Hugging Face causal LM (also behind PEFT or DDP wrappers). The logits at
+    position t predict token t+1, so `logits_to_keep + 1` positions are computed (passed as
+    `logits_to_keep` when the model's forward accepts it, which skips the LM head on the prompt)
+    and the last one is dropped. Position ids are derived from the attention mask exactly as
+    `generate` derives them (cumsum - 1), so a left-padded prompt is scored at the positions it
+    was sampled at.
+    """
+    if not 0 < logits_to_keep < input_ids.shape[1]:
+        raise ValueError(f"logits_to_keep={logits_to_keep} must be in [1, {input_ids.shape[1] - 1}]")
+    accepted = _forward_parameters(model)
+    kwargs: dict = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "position_ids" in accepted:
+        kwargs["position_ids"] = position_ids_from_mask(attention_mask)
+    if "use_cache" in accepted:
+        kwargs["use_cache"] = False
+    if "logits_to_keep" in accepted:
+        kwargs["logits_to_keep"] = logits_to_keep + 1
+    logits = model(**kwargs).logits[:, -(logits_to_keep + 1) : -1]  # [N, k, V]
+    targets = input_ids[:, -logits_to_keep:]  # [N, k]
+    logp = selective_log_softmax(logits, targets, temperature, chunk_rows)
+    if not with_entropy:
+        return logp
+    return logp, entropy_from_logits(logits, temperature, chunk_rows)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids as `generate` makes them: count of real tokens so far minus 1, 0 on padding.
+
+    attention_mask  # [N, L]
+    Returns         # [N, L] long
+    """
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 0)
+
+
+def _forward_parameters(model: torch.nn.Module) -> set[str]:
+    """Names the innermost model's forward accepts (looking through PEFT and DDP wrappers)."""
+    inner = model
+    while True:
+        if hasattr(inner, "get_base_model"):
+            inner = inner.get_base_model()
+        elif isinstance(getattr(inner, "module", None), torch.nn.Module):
+            inner = inner.module
+        else:
+            break
+    return set(inspect.signature(inner.forward).parameters)
+
+
+def default_chunk_rows(logits: torch.Tensor) -> int:
+    """How many rows of `logits` [N, ...] fit in `CHUNK_BYTES` once cast to float32 (at least 1)."""
+    bytes_per_row = max(1, logits[0].numel()) * 4
+    return max(1, CHUNK_BYTES // bytes_per_row)
+
+
+def row_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:
+    """Slices [0, k), [k, 2k), ... covering `n_rows` rows, k = `chunk_rows`."""
+    for start in range(0, n_rows, chunk_rows):
+        yield slice(start, min(start + chunk_rows, n_rows))
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """float32 (or float64) logits divided by the temperature, as the sampler computes them."""
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return z / temperature if temperature != 1.0 else z
+
+
+class _SelectiveLogSoftmax(torch.autograd.Function):
+    """logp_t = z_t[index_t] - logsumexp(z_t), z = logits / T; d logp / dz = onehot - softmax(z)."""
+
+    @staticmethod
+    def forward(ctx, logits, index, temperature, chunk_rows):
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        logp = torch.empty(index.shape, dtype=dtype, device=logits.device)
+        lse = torch.empty_like(logp)
+        for rows in row_chunks(logits.shape[0], chunk_rows):
+            z = _scaled(logits[rows], temperature)
+            lse[rows] = torch.logsumexp(z, dim=-1)
+            logp[rows] = z.gather(-1, index[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
+        ctx.save_for_backward(logits, index, lse)
+        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
+        return logp
+
+    @staticmethod
+    def backward(ctx, grad_logp):
+        logits, index, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for rows in row_chunks(logits.shape[0], ctx.chunk_rows):
+            z = _scaled(logits[rows], ctx.temperature)
+            g = grad_logp[rows].unsqueeze(-1)  # [n, T, 1]
+            gz = torch.exp(z - lse[rows].unsqueeze(-1)).mul_(-g)  # -softmax * g
+            gz.scatter_add_(-1, index[rows].unsqueeze(-1), g)  # + onehot * g
+            grad[rows] = gz.div_(ctx.temperature)
+        return grad, None, None, None
+
+
+class _Entropy(torch.autograd.Function):
+    """H = logsumexp(z) - sum_v p_v z_v; dH/dz_v = -p_v (log p_v + H)."""
+
+    @staticmethod
+    def forward(ctx, logits, temperature, chunk_rows):
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        entropy = torch.empty(logits.shape[:-1], dtype=dtype, device=logits.device)
+        lse = torch.empty_like(entropy)
+        for rows in row_chunks(logits.shape[0], chunk_rows):
+            z = _scaled(logits[rows], temperature)
+            lse[rows] = torch.logsumexp(z, dim=-1)
+            p = torch.exp(z - lse[rows].unsqueeze(-1))
+            entropy[rows] = lse[rows] - (p * z).sum(-1)
+        ctx.save_for_backward(logits, lse, entropy)
+        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
+        return entropy
+
+    @staticmethod
+    def backward(ctx, grad_entropy):
+        logits, lse, entropy = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for rows in row_chunks(logits.shape[0], ctx.chunk_rows):
+            z = _scaled(logits[rows], ctx.temperature)
+            log_p = z - lse[rows].unsqueeze(-1)
+            gz = -torch.exp(log_p) * (log_p + entropy[rows].unsqueeze(-1))
+            grad[rows] = gz.mul_(grad_entropy[rows].unsqueeze(-1)).div_(ctx.temperature)
+        return grad, None, None

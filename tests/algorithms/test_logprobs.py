@@ -1,0 +1,165 @@
+"""selective_log_softmax / entropy_from_logits / completion_logprobs against plain torch."""
+
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+from r1kit.algorithms.logprobs import completion_logprobs, entropy_from_logits, selective_log_softmax
+
+
+def reference_logp(logits, index, temperature=1.0):
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return torch.log_softmax(logits / temperature, -1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+
+
+def test_selective_log_softmax_hand_values():
+    # logits [0, ln 3] -> softmax [1/4, 3/4]; token 1 -> ln(3/4) = -0.287682
+    # temperature 2 -> [0, ln 3 / 2] = [0, ln sqrt 3] -> p1 = sqrt3 / (1 + sqrt3) = 0.633975
+    #   -> ln 0.633975 = -0.455746
+    logits = torch.tensor([[[0.0, math.log(3.0)]]])
+    index = torch.tensor([[1]])
+    assert selective_log_softmax(logits, index).item() == pytest.approx(-0.287682, abs=1e-6)
+    assert selective_log_softmax(logits, index, temperature=2.0).item() == pytest.approx(-0.455746, abs=1e-6)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 5, None])
+def test_selective_log_softmax_chunked_equals_log_softmax_gather_with_grad(chunk_rows):
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3, 7, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 7, (5, 3))
+    weights = torch.randn(5, 3, dtype=torch.float64)
+
+    got = selective_log_softmax(logits, index, temperature=0.7, chunk_rows=chunk_rows)
+    (got * weights).sum().backward()
+    grad_got, logits.grad = logits.grad, None
+    want = reference_logp(logits, index, temperature=0.7)
+    (want * weights).sum().backward()
+
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(grad_got, logits.grad)
+
+
+def test_selective_log_softmax_bf16_logits_are_scored_in_float32():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 11).to(torch.bfloat16)
+    index = torch.randint(0, 11, (2, 3))
+    got = selective_log_softmax(logits, index)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, reference_logp(logits, index))
+
+
+def test_entropy_hand_values():
+    # [0, ln 3] -> p = [1/4, 3/4]: H = 1/4 ln 4 + 3/4 ln(4/3) = 0.346574 + 0.215762 = 0.562335
+    # uniform over 8 tokens: H = ln 8 = 2.079442
+    logits = torch.tensor([[[0.0, math.log(3.0)]]])
+    assert entropy_from_logits(logits).item() == pytest.approx(0.562335, abs=1e-6)
+    assert entropy_from_logits(torch.zeros(1, 1, 8)).item() == pytest.approx(2.079442, abs=1e-6)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3])
+def test_entropy_chunked_equals_autograd_formula_with_grad(chunk_rows):
+    torch.manual_seed(1)
+    logits = torch.randn(4, 2, 6, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(4, 2, dtype=torch.float64)
+
+    got = entropy_from_logits(logits, temperature=1.3, chunk_rows=chunk_rows)
+    (got * weights).sum().backward()
+    grad_got, logits.grad = logits.grad, None
+    logp = torch.log_softmax(logits / 1.3, -1)
+    want = -(logp.exp() * logp).sum(-1)
+    (want * weights).sum().backward()
+
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(grad_got, logits.grad)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    return Qwen2ForCausalLM(config).eval()
+
+
+def test_completion_logprobs_equals_full_forward_log_softmax(tiny_model):
+    torch.manual_seed(0)
+    input_ids = torch.randint(0, 32, (3, 9))
+    attention_mask = torch.ones_like(input_ids)
+    k = 4  # the last 4 tokens are the completion; logits at positions 4..7 predict tokens 5..8
+    with torch.no_grad():
+        logits = tiny_model(input_ids=input_ids, attention_mask=attention_mask).logits
+        want = reference_logp(logits[:, -k - 1 : -1], input_ids[:, -k:], temperature=0.9)
+        got, entropy = completion_logprobs(
+            tiny_model, input_ids, attention_mask, k, temperature=0.9, with_entropy=True
+        )
+        chunked = completion_logprobs(tiny_model, input_ids, attention_mask, k, temperature=0.9, chunk_rows=1)
+    assert got.shape == entropy.shape == (3, 4)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(chunked, got)
+    torch.testing.assert_close(entropy, entropy_from_logits(logits[:, -k - 1 : -1], temperature=0.9))
+
+
+class NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward takes only input_ids and attention_mask (the fallback path)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_completion_logprobs_falls_back_when_model_lacks_logits_to_keep(tiny_model):
+    torch.manual_seed(1)
+    input_ids = torch.randint(0, 32, (2, 7))
+    attention_mask = torch.ones_like(input_ids)
+    with torch.no_grad():
+        want = completion_logprobs(tiny_model, input_ids, attention_mask, 3)
+        got = completion_logprobs(NoLogitsToKeep(tiny_model), input_ids, attention_mask, 3)
+    torch.testing.assert_close(got, want)
+
+
+def tiny_gpt2():
+    """GPT-2 has learned absolute positions, so wrong position ids change its outputs (RoPE
+    models like Qwen2 only see relative positions and are blind to a uniform shift)."""
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=32, n_embd=16, n_layer=1, n_head=2, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+def test_completion_logprobs_left_padding_does_not_change_logprobs():
+    # Row 1 is row 0's last 4 tokens left-padded by 2. Position ids from the attention mask put
+    # its real tokens at positions 0..3, as generate does, so its completion scores must equal
+    # those of the same 4 tokens unpadded (a plain forward would put them at 2..5: off by ~0.3).
+    model = tiny_gpt2()
+    torch.manual_seed(2)
+    tokens = torch.randint(1, 32, (6,))
+    input_ids = torch.stack([tokens, torch.cat([torch.zeros(2, dtype=torch.long), tokens[2:]])])
+    attention_mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    alone = tokens[2:].unsqueeze(0)
+    with torch.no_grad():
+        padded = completion_logprobs(model, input_ids, attention_mask, 2)
+        unpadded = completion_logprobs(model, alone, torch.ones_like(alone), 2)
+        naive = model(input_ids=input_ids, attention_mask=attention_mask).logits[1, -3:-1]
+    torch.testing.assert_close(padded[1], unpadded[0])
+    assert not torch.allclose(reference_logp(naive, tokens[-2:]), unpadded[0], atol=1e-3)
+
+
+def test_completion_logprobs_gradient_reaches_the_model(tiny_model):
+    input_ids = torch.randint(0, 32, (2, 5))
+    logp = completion_logprobs(tiny_model, input_ids, torch.ones_like(input_ids), 2, chunk_rows=1)
+    logp.sum().backward()
+    grad = tiny_model.lm_head.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    tiny_model.zero_grad(set_to_none=True)
