@@ -90,9 +90,8 @@ def test_ipo_on_length_averaged_logps_hand_value():
     # pi_c = -1/2 = -0.5, pi_r = -3/4 = -0.75, ref_c = -2/2 = -1.0, ref_r = -2.5/4 = -0.625
     # h = (-0.5 + 1.0) - (-0.75 + 0.625) = 0.5 + 0.125 = 0.625; 1/(2 beta) = 5
     # loss = (0.625 - 5)^2 = 19.140625; rewards 0.1 * 0.5 = 0.05 and 0.1 * -0.125 = -0.0125
-    loss, chosen_rewards, rejected_rewards = dpo_loss(
-        PC, PR, RC, RR, beta=0.1, loss_type="ipo", chosen_len=torch.tensor([2.0]), rejected_len=torch.tensor([4.0])
-    )
+    lengths = {"chosen_len": torch.tensor([2.0]), "rejected_len": torch.tensor([4.0])}
+    loss, chosen_rewards, rejected_rewards = dpo_loss(PC, PR, RC, RR, beta=0.1, loss_type="ipo", **lengths)
     assert loss.item() == pytest.approx(19.140625, abs=1e-5)
     assert chosen_rewards.item() == pytest.approx(0.05)
     assert rejected_rewards.item() == pytest.approx(-0.0125)
