@@ -1,0 +1,91 @@
+"""`r1kit <verb> --config FILE [key=value ...]`, `r1kit demo`, `r1kit eval`, `r1kit report RUN_DIR`.
+
+A problem the user can fix (an R1kitError) prints one sentence and exits with status 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from r1kit.errors import R1kitError
+
+TRAIN_VERBS = {
+    "pretrain": "train a tiny base model on a task's synthetic corpus",
+    "sft": "supervised fine-tuning (cold start) on chain-of-thought data",
+    "grpo": "GRPO and its variants (Dr. GRPO, DAPO, GSPO, RLOO) with verifiable rewards",
+    "ppo": "PPO with a value model, GAE and a per-token KL penalty",
+    "rm": "train a reward model on preference pairs",
+    "dpo": "DPO and its variants on preference pairs",
+    "sample": "rejection sampling: keep verified completions as SFT data",
+    "distill": "distil a teacher into a smaller student",
+    "pipeline": "run a multi-stage recipe declared in YAML",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1kit", description="Train language models to reason the way DeepSeek-R1 was trained.")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb, help_text in TRAIN_VERBS.items():
+        p = sub.add_parser(verb, help=help_text)
+        p.add_argument("--config", "-c", help="YAML config file")
+        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint (same as run.resume=auto)")
+        p.add_argument("overrides", nargs="*", help="key=value or section.key=value overrides")
+    demo = sub.add_parser("demo", help="the R1 recipe in miniature on CPU")
+    demo.add_argument("overrides", nargs="*", help="key=value overrides of the demo config")
+    demo.add_argument("--config", "-c", default=None, help="demo config (defaults to the built-in tiny arithmetic one)")
+    ev = sub.add_parser("eval", help="evaluate a model: greedy acc, pass@1 over k, pass@k, maj@k, length")
+    ev.add_argument("--model", "-m", required=True, help="model directory or hub id")
+    ev.add_argument("--task", "-t", default="arithmetic", help="built-in task (or use --data)")
+    ev.add_argument("--data", default="", help="held-out JSONL/parquet with prompt and answer columns")
+    ev.add_argument("--k", type=int, default=4, help="samples per prompt")
+    ev.add_argument("--n", type=int, default=100, help="test rows")
+    ev.add_argument("--out", default="", help="write the metrics as JSON here")
+    ev.add_argument("overrides", nargs="*", help="eval.* / data.* overrides, e.g. eval.temperature=0.6")
+    rep = sub.add_parser("report", help="write an HTML report with curves for a run or pipeline directory")
+    rep.add_argument("run_dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except R1kitError as e:
+        print(f"r1kit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("r1kit: interrupted", file=sys.stderr)
+        return 130
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    import importlib
+
+    from r1kit import config as cfg
+
+    if args.verb in TRAIN_VERBS:
+        cls = cfg.recipe_config_class(args.verb)
+        overrides = list(args.overrides) + (["run.resume=auto"] if args.resume else [])
+        config = cfg.load(args.config, overrides, cls)
+        module = importlib.import_module(cfg.RECIPES[args.verb].split(":")[0])
+        out = module.train(config)
+        print(out)
+        return 0
+    if args.verb == "demo":
+        from r1kit.demo import run_demo
+
+        run_demo(args.config, list(args.overrides))
+        return 0
+    if args.verb == "eval":
+        from r1kit.eval.cli import run_eval
+
+        run_eval(args)
+        return 0
+    if args.verb == "report":
+        from r1kit.report.html import write_report
+
+        print(write_report(args.run_dir))
+        return 0
+    raise AssertionError(args.verb)

@@ -1,0 +1,288 @@
+"""Typed configuration: dataclasses with a docstring per field, loaded from YAML, overridden as
+`key=value` / `section.key=value` on the command line.
+
+Every recipe has one config dataclass (defined next to the recipe) built from the shared sections
+below. `load(path, overrides)` returns it; an unknown key or a value of the wrong type or outside
+its choices is an `R1kitError` that names the key and what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from r1kit.errors import R1kitError
+
+# Recipe name -> "module:ConfigClass". Imported lazily so `r1kit --help` stays fast.
+RECIPES: dict[str, str] = {
+    "pretrain": "r1kit.recipes.pretrain:PretrainConfig",
+    "sft": "r1kit.recipes.sft:SFTConfig",
+    "grpo": "r1kit.recipes.grpo:GRPOConfig",
+    "ppo": "r1kit.recipes.ppo:PPOConfig",
+    "rm": "r1kit.recipes.reward_model:RewardModelConfig",
+    "dpo": "r1kit.recipes.dpo:DPOConfig",
+    "sample": "r1kit.recipes.rejection_sampling:SampleConfig",
+    "distill": "r1kit.recipes.distill:DistillConfig",
+    "pipeline": "r1kit.recipes.pipeline:PipelineConfig",
+}
+
+
+@dataclass
+class ModelArgs:
+    """Which model to train and how to hold it."""
+
+    path: str = ""
+    """A local Hugging Face model directory or a hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct)."""
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    """Weights dtype. `auto` keeps what the checkpoint says."""
+    device: str = "auto"
+    """`auto` (cuda when available, else cpu), `cpu`, `cuda`, `cuda:1` ..."""
+    attn_implementation: str = ""
+    """Passed to transformers when set (`sdpa`, `eager`, `flash_attention_2`)."""
+
+
+@dataclass
+class DataArgs:
+    """Where the prompts (and gold answers) come from."""
+
+    task: str = "arithmetic"
+    """A built-in task (arithmetic, countdown, code) that generates rows; ignored when `path` is set."""
+    task_params: dict[str, Any] = field(default_factory=dict)
+    """Parameters of the built-in task, e.g. {n_operands: 2, digits: 1}."""
+    path: str = ""
+    """Training data: a .jsonl/.json/.parquet file or a saved HF dataset directory."""
+    test_path: str = ""
+    """Held-out data in the same form; when empty a built-in task's test split is used."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Column mapping {our_name: their_name}, e.g. {prompt: question, answer: solution}."""
+    train_size: int = 2000
+    """Rows generated for training by a built-in task (or the cap on rows read from `path`; 0 = all)."""
+    test_size: int = 100
+    """Rows of the test split used for evaluation."""
+    seed: int = 0
+    """Seed of the task generator (splits are disjoint whatever the seed)."""
+    template: Literal["tiny", "r1zero", "chat", "plain"] = "tiny"
+    """How a prompt is shown to the model: `tiny` (Q:/A: for char-level models), `r1zero` (the
+    DeepSeek-R1-Zero template), `chat` (the tokenizer's chat template), `plain` (as is)."""
+    system_prompt: str = ""
+    """System message for the `chat` template."""
+
+
+@dataclass
+class OptimArgs:
+    """Optimiser and schedule."""
+
+    lr: float = 1e-3
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    warmup_steps: int = 10
+    """Linear warm-up steps."""
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    """Learning-rate schedule after warm-up."""
+    min_lr_ratio: float = 0.1
+    """Floor of the cosine/linear decay as a fraction of `lr`."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+
+
+@dataclass
+class RunArgs:
+    """Where results go and how often things happen."""
+
+    output_dir: str = "runs"
+    """Parent folder of run directories."""
+    name: str = ""
+    """Run directory name; empty = `<recipe>-<timestamp>`."""
+    seed: int = 0
+    """Seed for python, numpy and torch."""
+    log_every: int = 1
+    """Log metrics every N steps."""
+    eval_every: int = 0
+    """Evaluate on the test split every N steps (0 = only at the end)."""
+    save_every: int = 0
+    """Save a checkpoint every N steps (0 = only at the end)."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep (the final model is always kept)."""
+    tensorboard: bool = True
+    """Write TensorBoard events when tensorboard is installed."""
+    threads: int = 0
+    """torch intra-op threads (0 = torch's default)."""
+    resume: str = ""
+    """`auto` to continue from the newest checkpoint of the run directory, or a checkpoint path."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class EvalArgs:
+    """Evaluation on the test split."""
+
+    k: int = 4
+    """Samples per prompt for pass@1 (mean over k), pass@k and maj@k; 0 = greedy only."""
+    temperature: float = 1.0
+    """Sampling temperature for the k samples (R1 evaluates at 0.6 with top-p 0.95)."""
+    top_p: float = 1.0
+    """Nucleus sampling for the k samples."""
+    max_new_tokens: int = 64
+    """Longest completion."""
+    batch_size: int = 64
+    """Prompts per generation batch."""
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def recipe_config_class(recipe: str) -> type:
+    if recipe not in RECIPES:
+        raise R1kitError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+    module, name = RECIPES[recipe].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), cls: type | None = None) -> Any:
+    """Build a typed config from a YAML file and `key=value` overrides.
+
+    `cls` is the config dataclass; when None it comes from the YAML's `recipe:` key.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise R1kitError(f"config file {str(p)!r} not found; pass an existing YAML file to --config")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise R1kitError(f"config file {str(p)!r} is not valid YAML ({e}); fix the syntax") from None
+        if not isinstance(raw, dict):
+            raise R1kitError(f"config file {str(p)!r} must hold a mapping of keys to values")
+    for item in overrides:
+        apply_override(raw, item)
+    recipe = raw.pop("recipe", None)
+    if cls is None:
+        if recipe is None:
+            raise R1kitError("the config does not say which recipe it is for; add `recipe: grpo` (or sft, ...)")
+        cls = recipe_config_class(recipe)
+    return from_dict(cls, raw)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (so 1e-3, true, [1,2] work)."""
+    if "=" not in item:
+        raise R1kitError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-4)")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = raw
+    for part in parts[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]  # stages.1.config.steps=5
+            continue
+        if not isinstance(node, dict):
+            raise R1kitError(f"override {item!r}: {part!r} is not a section")
+        node = node.setdefault(part, {})
+    if not isinstance(node, dict):
+        raise R1kitError(f"override {item!r}: {parts[-2] if len(parts) > 1 else key!r} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    """Instantiate dataclass `cls` from `raw`, checking every key and value."""
+    if not isinstance(raw, dict):
+        raise R1kitError(f"config section {prefix.rstrip('.') or '(top)'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            near = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {prefix}{near[0]!r}?)" if near else ""
+            raise R1kitError(
+                f"unknown config key {prefix}{key!r}{hint}; valid keys here: {', '.join(sorted(fields))}"
+            )
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, key + ".")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise R1kitError(f"config key {key!r} is {value!r}; choose one of {list(choices)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except R1kitError as e:
+                errors.append(str(e))
+        raise R1kitError(errors[0] if errors else f"config key {key!r} has an invalid value {value!r}")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise R1kitError(f"config key {key!r} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise R1kitError(f"config key {key!r} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise R1kitError(f"config key {key!r} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise R1kitError(f"config key {key!r} must be a string, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise R1kitError(f"config key {key!r} must be a list, got {value!r}")
+        (inner,) = typing.get_args(tp) or (Any,)
+        return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise R1kitError(f"config key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The resolved config as plain data (for config.yaml in the run directory)."""
+    return dataclasses.asdict(config)
+
+
+def dump(config: Any, recipe: str | None = None) -> str:
+    data = to_dict(config)
+    if recipe:
+        data = {"recipe": recipe, **data}
+    return yaml.safe_dump(data, sort_keys=False)

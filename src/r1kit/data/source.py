@@ -1,0 +1,23 @@
+"""Rows for a run: from a built-in task or from the user's files, per `DataArgs`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from r1kit.config import DataArgs
+from r1kit.data.io import load_rows
+from r1kit.data.tasks import get_task
+from r1kit.errors import R1kitError
+
+
+def load_split(data: DataArgs, split: str, required: tuple[str, ...] = ("prompt",)) -> list[dict[str, Any]]:
+    """Train or test rows. Files win over the built-in task; a task fills a missing test file."""
+    path = data.path if split == "train" else data.test_path
+    if path:
+        limit = data.train_size if split == "train" else data.test_size
+        return load_rows(path, required=dict.fromkeys(required, object), columns=data.columns, limit=limit)
+    if split == "test" and data.path and not data.task:
+        raise R1kitError("data.path is set but data.test_path is not; give a held-out file for evaluation")
+    task = get_task(data.task, **data.task_params)
+    n = data.train_size if split == "train" else data.test_size
+    return task.generate(split, n, seed=data.seed)

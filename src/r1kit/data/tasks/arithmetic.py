@@ -1,0 +1,118 @@
+"""Multi-step integer arithmetic, where a chain of thought helps.
+
+A problem is a left-to-right chain such as `47+8-13`; the worked `cot` writes each partial result
+(`47+8=55 55-13=42`) and the answer is the final value. Difficulty is set by the number of operands
+and the digits per operand. Besides prompts for RL, the task writes a synthetic pretraining corpus
+for the demo's base model: documents in a mixture of styles (bare answer, untagged working, and the
+tagged R1 format) so that the base sometimes reasons, sometimes uses the tags, and is sometimes
+right -- leaving room for RL to raise all three.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from r1kit.data.tasks.split import sample_split
+from r1kit.data.templates import extract_answer_tag, format_response, render_prompt
+from r1kit.errors import R1kitError
+from r1kit.rewards.base import Completion, completion_text
+
+LAST_INT_RE = re.compile(r"-?\d+")
+
+
+@dataclass(frozen=True)
+class Problem:
+    operands: tuple[int, ...]
+    ops: tuple[str, ...]
+
+    @property
+    def expression(self) -> str:
+        out = str(self.operands[0])
+        for op, x in zip(self.ops, self.operands[1:]):
+            out += f"{op}{x}"
+        return out
+
+    def steps(self) -> list[tuple[str, int]]:
+        """[(`a+b`, value), (`value-c`, value) ...]: the partial results left to right."""
+        acc = self.operands[0]
+        out = []
+        for op, x in zip(self.ops, self.operands[1:]):
+            new = acc + x if op == "+" else acc - x if op == "-" else acc * x
+            out.append((f"{acc}{op}{x}", new))
+            acc = new
+        return out
+
+    @property
+    def value(self) -> int:
+        steps = self.steps()
+        return steps[-1][1] if steps else self.operands[0]
+
+
+class ArithmeticTask:
+    """Rows: `prompt` (e.g. `47+8-13=?`), `answer` (`42`), `cot` (tagged worked solution)."""
+
+    name = "arithmetic"
+
+    def __init__(self, n_operands: int | Sequence[int] = (2, 3), digits: int = 1, ops: str = "+-"):
+        lo, hi = (n_operands, n_operands) if isinstance(n_operands, int) else tuple(n_operands)
+        if lo < 2 or hi < lo:
+            raise R1kitError(f"arithmetic n_operands must be >= 2 (or a [min, max] range), got {n_operands!r}")
+        if digits < 1 or not ops or set(ops) - set("+-*"):
+            raise R1kitError(f"arithmetic needs digits >= 1 and ops drawn from '+-*', got digits={digits}, ops={ops!r}")
+        self.n_range, self.digits, self.ops = (lo, hi), digits, ops
+
+    # -- generation ------------------------------------------------------------------------------
+    def draw(self, rng: random.Random) -> Problem:
+        n = rng.randint(*self.n_range)
+        top = 10**self.digits - 1
+        operands = tuple(rng.randint(0, top) for _ in range(n))
+        ops = tuple(rng.choice(self.ops) for _ in range(n - 1))
+        return Problem(operands, ops)
+
+    def row(self, p: Problem) -> dict[str, Any]:
+        think = " ".join(f"{e}={v}" for e, v in p.steps())
+        return {"prompt": f"{p.expression}=?", "answer": str(p.value), "cot": format_response(think, str(p.value))}
+
+    def generate(self, split: str, n: int, seed: int = 0, **params: Any) -> list[dict[str, Any]]:
+        task = ArithmeticTask(**params) if params else self
+        problems = sample_split(split, n, seed, task.draw, lambda p: p.expression, unique=split == "test")
+        return [task.row(p) for p in problems]
+
+    def pretrain_documents(self, n: int, seed: int = 0, style_weights: Sequence[float] = (0.4, 0.3, 0.3)) -> list[str]:
+        """`n` training-split documents `Q: …\\nA: <response>` in three styles, weighted:
+        bare answer, untagged working ending in the answer, tagged R1 format."""
+        rng = random.Random(f"{seed}-pretrain")
+        docs = []
+        for p in sample_split("train", n, seed, self.draw, lambda p: p.expression, unique=False):
+            think = " ".join(f"{e}={v}" for e, v in p.steps())
+            style = rng.choices(range(3), weights=style_weights)[0]
+            response = (str(p.value), f"{think}. So {p.value}", format_response(think, str(p.value)))[style]
+            docs.append(render_prompt(f"{p.expression}=?", "tiny") + response)
+        return docs
+
+    # -- verification ------------------------------------------------------------------------------
+    def extract_answer(self, text: str) -> str | None:
+        """The integer in the last <answer> block; without tags, the last integer of the text."""
+        tagged = extract_answer_tag(text)
+        source = tagged if tagged is not None else text
+        found = LAST_INT_RE.findall(source)
+        if tagged is not None:
+            return str(int(found[0])) if len(found) == 1 and found[0] == tagged.strip() else None
+        return str(int(found[-1])) if found else None
+
+    def reward(self, completions: Sequence[Completion], answer: Sequence[Any], **columns: Any) -> list[float | None]:
+        """1.0 when the extracted integer equals the gold answer, else 0.0 (None for a missing gold)."""
+        out: list[float | None] = []
+        for c, gold in zip(completions, answer, strict=True):
+            if gold is None or str(gold).strip() == "":
+                out.append(None)
+                continue
+            got = self.extract_answer(completion_text(c))
+            out.append(1.0 if got is not None and got == str(int(str(gold).strip())) else 0.0)
+        return out
+
+
+TASK = ArithmeticTask()

@@ -1,0 +1,33 @@
+"""The estimators of evaluation: unbiased pass@k and majority voting (maj@k, R1's cons@64)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from math import comb
+from typing import Hashable, Sequence
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def majority_vote(answers: Sequence[Hashable | None]) -> Hashable | None:
+    """The most common non-None answer; ties go to the answer seen first. None if all are None."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == best)
+
+
+def maj_at_k(answers: Sequence[Hashable | None], correct: Sequence[bool]) -> float:
+    """1.0 if the majority answer among the samples is a correct one, else 0.0."""
+    winner = majority_vote(answers)
+    if winner is None:
+        return 0.0
+    return float(any(ok for a, ok in zip(answers, correct, strict=True) if a == winner))

@@ -1,0 +1,20 @@
+"""Which verifier scores a dataset: the built-in task's own, or the `math` reward for user data
+with gold answers. Training and evaluation both get their correctness signal from here."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from r1kit.config import DataArgs
+from r1kit.data.tasks import get_task
+
+
+def scorer_for(data: DataArgs) -> tuple[Callable[..., list[float | None]], Callable[[str], Any]]:
+    """(reward function giving 1.0 for a correct completion, answer extractor for voting)."""
+    if data.task and not data.path:
+        task = get_task(data.task, **data.task_params)
+        return task.reward, task.extract_answer
+    from r1kit.rewards import get
+    from r1kit.rewards.math import extract_final_answer
+
+    return get("math"), extract_final_answer

@@ -1,0 +1,82 @@
+"""Load any Hugging Face causal LM and its tokenizer, from a local directory or a hub id.
+
+Tests and the demo pass directories of tiny models built by `r1kit.models.tiny`; a user passes
+`Qwen/Qwen2.5-0.5B-Instruct`. Both go through `load_model`, so the code a test exercises is the
+code that serves a real model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from r1kit.errors import R1kitError
+
+log = logging.getLogger(__name__)
+hf_logging.disable_progress_bar()
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _check_exists(path_or_id: str) -> None:
+    if not path_or_id:
+        raise R1kitError("no model given; set model.path to a model directory or a hub id")
+    p = Path(path_or_id)
+    looks_local = p.is_absolute() or path_or_id.startswith((".", "~")) or path_or_id.count("/") != 1
+    if looks_local and not p.exists():
+        raise R1kitError(f"model directory {path_or_id!r} does not exist; check model.path")
+    if p.is_dir() and not (p / "config.json").is_file():
+        raise R1kitError(
+            f"{path_or_id!r} is a directory without config.json, so not a Hugging Face model; "
+            "point model.path at a directory written by save_pretrained"
+        )
+
+
+def load_tokenizer(path_or_id: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model, with a pad token (the eos token when the tokenizer has none)."""
+    _check_exists(path_or_id)
+    try:
+        tok = AutoTokenizer.from_pretrained(path_or_id)
+    except OSError as e:
+        raise R1kitError(f"could not load a tokenizer from {path_or_id!r} ({str(e).splitlines()[0]}); check the path or hub id") from None
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise R1kitError(f"the tokenizer of {path_or_id!r} has neither a pad nor an eos token; add a pad token and save it again")
+        log.warning("tokenizer of %s has no pad token; using its eos token %r for padding", path_or_id, tok.eos_token)
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_model(path_or_id: str, dtype: str = "float32", device: str = "auto", attn_implementation: str = "") -> PreTrainedModel:
+    """A causal LM on `device` in `dtype` (`auto` keeps the checkpoint's dtype)."""
+    _check_exists(path_or_id)
+    if dtype != "auto" and dtype not in DTYPES:
+        raise R1kitError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES) + ['auto']}")
+    kwargs = {"dtype": "auto" if dtype == "auto" else DTYPES[dtype]}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
+    except OSError as e:
+        raise R1kitError(f"could not load a model from {path_or_id!r} ({str(e).splitlines()[0]}); check the path or hub id") from None
+    return model.to(resolve_device(device))
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
+    """Write model and tokenizer as an ordinary HF directory (safetensors)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,135 @@
+"""A multi-stage recipe declared in YAML: the DeepSeek-R1 pipeline and its ablations.
+
+Each stage names a recipe, a config (overrides of that recipe's config), and where its starting
+model comes from (`from`: an earlier stage's model, or a path). Stages run in order, each in its
+own run directory `output_dir/<name>`. A stage that finished (its run directory holds DONE) is
+skipped on a re-run; a stage that fails stops the pipeline with its error and keeps everything the
+earlier stages produced. At the end a table compares every stage on the held-out split.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from r1kit.config import RECIPES, from_dict, recipe_config_class
+from r1kit.errors import R1kitError
+from r1kit.report.logger import console
+
+
+@dataclass
+class StageSpec:
+    """One stage of a pipeline."""
+
+    name: str = ""
+    """Stage name; also its run directory's name."""
+    recipe: str = ""
+    """pretrain, sft, grpo, ppo, rm, dpo, sample, distill."""
+    start: str = ""
+    """Starting model: the name of an earlier stage (its model) or a model path/hub id; empty for pretrain."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the recipe's config for this stage."""
+    data_from: str = ""
+    """Name of an earlier `sample` stage whose JSONL becomes this stage's training data."""
+    teacher: str = ""
+    """For distill: the earlier stage (or path) whose model is the teacher."""
+    show: bool = True
+    """Include this stage in the results table."""
+
+
+@dataclass
+class PipelineConfig:
+    """A pipeline of stages."""
+
+    output_dir: str = "runs/pipeline"
+    """Parent directory; each stage runs in output_dir/<stage name>."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Config sections merged into every stage whose recipe has them (e.g. data, eval, run)."""
+    stages: list[StageSpec] = field(default_factory=list)
+    """The stages, in order."""
+    report: bool = True
+    """Write the comparison report at the end."""
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def stage_config(pipe: PipelineConfig, stage: StageSpec, outputs: dict[str, Path]) -> Any:
+    """The typed config of one stage, with defaults, its run dir and its inputs filled in."""
+    cls = recipe_config_class(stage.recipe)
+    fields = set(cls.__dataclass_fields__)
+    raw = {k: v for k, v in pipe.defaults.items() if k in fields}
+    raw = deep_merge(raw, stage.config)
+    raw = deep_merge(raw, {"run": {"output_dir": pipe.output_dir, "name": stage.name}})
+    if stage.start:
+        path = str(outputs[stage.start] / "model") if stage.start in outputs else stage.start
+        raw = deep_merge(raw, {"model": {"path": path}})
+    if stage.data_from:
+        if stage.data_from not in outputs:
+            raise R1kitError(f"stage {stage.name!r} takes data from {stage.data_from!r}, which is not an earlier stage")
+        raw = deep_merge(raw, {"data": {"path": str(outputs[stage.data_from] / "samples.jsonl")}})
+    if stage.teacher:
+        path = str(outputs[stage.teacher] / "model") if stage.teacher in outputs else stage.teacher
+        raw = deep_merge(raw, {"teacher": {"path": path}})
+    return from_dict(cls, raw, f"stages[{stage.name}].config.")
+
+
+def run_pipeline(pipe: PipelineConfig) -> Path:
+    """Run every stage not yet done; return the pipeline directory."""
+    out = Path(pipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [s.name for s in pipe.stages]
+    if len(set(names)) != len(names) or not all(names):
+        raise R1kitError(f"pipeline stage names must be unique and non-empty, got {names}")
+    for s in pipe.stages:
+        if s.recipe not in RECIPES or s.recipe == "pipeline":
+            raise R1kitError(f"stage {s.name!r} has recipe {s.recipe!r}; choose one of {sorted(set(RECIPES) - {'pipeline'})}")
+    outputs: dict[str, Path] = {}
+    timings: dict[str, float] = {}
+    for stage in pipe.stages:
+        done = out / stage.name / "DONE"
+        if done.is_file():
+            outputs[stage.name] = Path(done.read_text().strip() or out / stage.name)
+            console.print(f"[bold]stage {stage.name}[/bold]: already done, skipped")
+            continue
+        config = stage_config(pipe, stage, outputs)
+        console.rule(f"stage {stage.name} ({stage.recipe})")
+        t0 = time.perf_counter()
+        module = importlib.import_module(RECIPES[stage.recipe].split(":")[0])
+        try:
+            run_dir = Path(module.train(config))
+        except R1kitError as e:
+            raise R1kitError(f"stage {stage.name!r} failed: {e} (earlier stages are kept; fix it and re-run to continue)") from None
+        timings[stage.name] = time.perf_counter() - t0
+        outputs[stage.name] = run_dir
+        (out / stage.name).mkdir(parents=True, exist_ok=True)
+        done.write_text(str(run_dir))
+    rows = []
+    for stage in pipe.stages:
+        ev = outputs[stage.name] / "eval.json"
+        if stage.show and ev.is_file():
+            rows.append((stage.name, json.loads(ev.read_text()).get("after", {})))
+    k = int(pipe.defaults.get("eval", {}).get("k", 4))
+    from r1kit.demo import print_results
+
+    print_results(rows, k, out)
+    if timings:
+        console.print("stage seconds: " + ", ".join(f"{n} {t:.0f}" for n, t in timings.items()))
+    (out / "stages.json").write_text(json.dumps({s.name: str(outputs[s.name]) for s in pipe.stages}, indent=2))
+    if pipe.report:
+        try:
+            from r1kit.report.html import write_report
+        except ImportError:
+            write_report = None
+        if write_report is not None:
+            console.print(f"report: {write_report(out)}")
+    return out

@@ -1,0 +1,42 @@
+"""AdamW with linear warm-up and cosine/linear/constant decay, and gradient clipping."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from r1kit.config import OptimArgs
+
+
+def build_optimizer(params, args: OptimArgs) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    return torch.optim.AdamW(params, lr=args.lr, betas=tuple(args.betas), weight_decay=args.weight_decay)
+
+
+def lr_lambda(args: OptimArgs, total_steps: int):
+    """Multiplier of the peak lr at a step: linear warm-up, then the chosen decay to min_lr_ratio."""
+
+    def f(step: int) -> float:
+        if args.warmup_steps and step < args.warmup_steps:
+            return (step + 1) / args.warmup_steps
+        if args.schedule == "constant" or total_steps <= args.warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - args.warmup_steps) / max(1, total_steps - args.warmup_steps))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if args.schedule == "cosine" else 1 - progress
+        return args.min_lr_ratio + (1 - args.min_lr_ratio) * decay
+
+    return f
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, args: OptimArgs, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total_steps))
+
+
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
+    """Clip in place and return the global gradient norm before clipping (inf/nan included)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    return float(norm)
