@@ -75,8 +75,7 @@ def test_entropy_chunked_equals_autograd_formula_with_grad(chunk_rows):
     torch.testing.assert_close(grad_got, logits.grad)
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
+def tiny_qwen2():
     torch.manual_seed(0)
     config = Qwen2Config(
         vocab_size=32,
@@ -87,6 +86,11 @@ def tiny_model():
         num_key_value_heads=1,
     )
     return Qwen2ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return tiny_qwen2()
 
 
 def test_completion_logprobs_equals_full_forward_log_softmax(tiny_model):
@@ -163,3 +167,31 @@ def test_completion_logprobs_gradient_reaches_the_model(tiny_model):
     grad = tiny_model.lm_head.weight.grad
     assert grad is not None and grad.abs().sum() > 0
     tiny_model.zero_grad(set_to_none=True)
+
+
+def lm_head_positions(model, call):
+    """How many positions the LM head of `model` was run on during `call()`."""
+    seen = []
+    handle = model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.shape[1]))
+    try:
+        call()
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_only_logits_to_keep_plus_one_positions_reach_the_lm_head_also_behind_peft():
+    peft = pytest.importorskip("peft")
+    model = tiny_qwen2()
+    input_ids = torch.randint(0, 32, (2, 9))
+    attention_mask = torch.ones_like(input_ids)
+    wrapped = peft.get_peft_model(tiny_qwen2(), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        want = completion_logprobs(model, input_ids, attention_mask, 3)
+        got = completion_logprobs(wrapped, input_ids, attention_mask, 3)
+        plain = lm_head_positions(model, lambda: completion_logprobs(model, input_ids, attention_mask, 3))
+        behind_peft = lm_head_positions(
+            wrapped.get_base_model(), lambda: completion_logprobs(wrapped, input_ids, attention_mask, 3)
+        )
+    assert plain == behind_peft == [4]  # 3 completion tokens + 1, not all 9 positions
+    torch.testing.assert_close(got, want)  # same seed, and LoRA starts as the identity (B = 0)
