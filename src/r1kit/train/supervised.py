@@ -150,7 +150,7 @@ def train_supervised(
                 with autocast(device, precision):
                     loss_sum, _ = token_loss_sum(model, m)
                 (loss_sum / n_tokens).backward()
-                total += float(loss_sum)
+                total += float(loss_sum.detach())
             grad_norm = clip_gradients(model, optim.max_grad_norm)
             if math.isfinite(grad_norm):
                 opt.step()
