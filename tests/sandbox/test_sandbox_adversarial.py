@@ -13,7 +13,7 @@ import pytest
 
 from r1kit.sandbox import run_python
 from r1kit.sandbox.isolation import MINIMAL_PATH, bwrap_isolation, find_bwrap, sandbox_problem
-from r1kit.sandbox.runner import _kill
+from r1kit.sandbox.runner import kill_process_group
 
 needs_bwrap = pytest.mark.skipif(sandbox_problem() is not None, reason=f"no bubblewrap sandbox: {sandbox_problem()}")
 
@@ -183,7 +183,7 @@ def test_namespace_teardown_kills_processes_the_guard_never_saw():
     while len(host_processes_with(marker)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(host_processes_with(marker)) >= 2
-    _kill(proc)
+    kill_process_group(proc)
     proc.wait()
     deadline = time.monotonic() + 5
     while host_processes_with(marker) and time.monotonic() < deadline:

@@ -15,9 +15,10 @@ Containment (`isolation`, `launcher`)
 -------------------------------------
 Every test is a fresh process under bubblewrap: new user, PID, network, IPC and UTS namespaces; no
 network; read-only binds of the system and interpreter directories only; a private size-capped
-tmpfs on /tmp; no /proc; an empty environment; no capabilities; `--die-with-parent` and
+tmpfs on /tmp; no /proc; an environment holding only PATH; no capabilities; `--die-with-parent` and
 `--new-session`. Inside, the launcher sets rlimits before any user code runs (CPU seconds, address
-space, processes, file size, open files, no core files; soft = hard so they cannot be raised). The
+space, processes, file size, open files, no core files; soft = hard, so they cannot be raised,
+except a one-second grace between SIGXCPU and SIGKILL on CPU). The
 host kills the whole sandbox at the wall-clock deadline (bwrap's process group; `--die-with-parent`
 takes the namespace's PID 1 and with it every process inside) and stops reading output at a cap.
 The kernel does not apply RLIMIT_NPROC to uid 0, so when r1kit runs as root the process limit rests
@@ -35,7 +36,7 @@ trusts the program's stdout or exit status as a verdict. It decides each test it
 2. **Values of `assert EXPR == LITERAL`**: the host removes LITERAL from the test before it enters
    the sandbox; the sandbox reports the value of EXPR and the host compares. Without the hidden
    literal a program can only pass by computing it -- an object whose `__eq__` always says yes is
-   refused, since only built-in values are reported.
+   refused, since only built-in values are reported. (The test must also end, as in point 3.)
 3. **Everything else in an assert test** passes only on a record `NONCE done` on a dedicated pipe,
    where NONCE is 128 random bits drawn by the host for this one test. The launcher writes it only
    after the test's code ran to its end without an exception. The program cannot write it because

@@ -287,7 +287,7 @@ def _spawn_and_collect(
                 killed = TIMEOUT
     finally:
         if killed is not None or proc.poll() is None:
-            _kill(proc)
+            kill_process_group(proc)
         proc.wait()
         sel.close()
         for fd in (job_w, res_r):
@@ -301,7 +301,7 @@ def _spawn_and_collect(
     )
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def kill_process_group(proc: subprocess.Popen) -> None:
     # Killing bwrap's process group kills bwrap; --die-with-parent takes the sandbox's PID 1 with
     # it, and the kernel then kills every process left in the PID namespace.
     try:
