@@ -112,7 +112,8 @@ def run_pipeline(pipe: PipelineConfig) -> Path:
         timings[stage.name] = time.perf_counter() - t0
         outputs[stage.name] = run_dir
         (out / stage.name).mkdir(parents=True, exist_ok=True)
-        done.write_text(str(run_dir))
+        done.write_text(str(run_dir.resolve()))
+        _write_stages(out, outputs)
     rows = []
     for stage in pipe.stages:
         ev = outputs[stage.name] / "eval.json"
@@ -124,7 +125,7 @@ def run_pipeline(pipe: PipelineConfig) -> Path:
     print_results(rows, k, out)
     if timings:
         console.print("stage seconds: " + ", ".join(f"{n} {t:.0f}" for n, t in timings.items()))
-    (out / "stages.json").write_text(json.dumps({s.name: str(outputs[s.name]) for s in pipe.stages}, indent=2))
+    _write_stages(out, outputs)
     if pipe.report:
         try:
             from r1kit.report.html import write_report
@@ -133,3 +134,12 @@ def run_pipeline(pipe: PipelineConfig) -> Path:
         if write_report is not None:
             console.print(f"report: {write_report(out)}")
     return out
+
+
+def _write_stages(out: Path, outputs: dict[str, Path]) -> None:
+    (out / "stages.json").write_text(json.dumps({name: str(path.resolve()) for name, path in outputs.items()}, indent=2))
+
+
+def train(config: PipelineConfig) -> Path:
+    """`r1kit pipeline --config FILE`: the same entry point shape as every recipe."""
+    return run_pipeline(config)
