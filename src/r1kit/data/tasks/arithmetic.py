@@ -30,9 +30,15 @@ class Problem:
 
     @property
     def expression(self) -> str:
+        """The chain as written, with parentheses where left-to-right order differs from the usual
+        precedence: `(2+3)*4`, not `2+3*4` (which is 14, not the chain's 20)."""
         out = str(self.operands[0])
+        open_sum = False  # does `out` end in an unparenthesised + or - ?
         for op, x in zip(self.ops, self.operands[1:]):
+            if op == "*" and open_sum:
+                out, open_sum = f"({out})", False
             out += f"{op}{x}"
+            open_sum = open_sum or op in "+-"
         return out
 
     def steps(self) -> list[tuple[str, int]]:
