@@ -6,6 +6,7 @@ parameters (difficulty and so on).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from r1kit.data.tasks.arithmetic import TASK as ARITHMETIC
@@ -26,4 +27,15 @@ except ImportError:  # pragma: no cover - only while the module is absent
 def get_task(name: str, **params: Any) -> Task:
     if name not in TASKS:
         raise R1kitError(f"unknown task {name!r}; built-in tasks are {sorted(TASKS)} (or set data.path to your own data)")
-    return type(TASKS[name])(**params) if params else TASKS[name]
+    if not params:
+        return TASKS[name]
+    cls = type(TASKS[name])
+    signature = inspect.signature(cls).parameters
+    valid = [n for n, p in signature.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unknown = sorted(set(params) - set(valid))
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in signature.values()):
+        raise R1kitError(f"unknown parameter(s) {unknown} of task {name!r}; valid ones are {', '.join(valid)} (check data.task_params)")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as e:  # e.g. digits: two
+        raise R1kitError(f"bad parameters {params} for task {name!r} ({e}); check data.task_params") from None
