@@ -209,9 +209,9 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     for key, value in raw.items():
         if key not in fields:
             near = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean {prefix}{near[0]!r}?)" if near else ""
+            hint = f" (did you mean {prefix + near[0]!r}?)" if near else ""
             raise R1kitError(
-                f"unknown config key {prefix}{key!r}{hint}; valid keys here: {', '.join(sorted(fields))}"
+                f"unknown config key {prefix + key!r}{hint}; valid keys here: {', '.join(sorted(fields))}"
             )
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
