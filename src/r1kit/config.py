@@ -190,7 +190,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             continue
         if not isinstance(node, dict):
             raise R1kitError(f"override {item!r}: {part!r} is not a section")
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or `eval:` left empty in the YAML
+            node[part] = {}
+        node = node[part]
     if not isinstance(node, dict):
         raise R1kitError(f"override {item!r}: {parts[-2] if len(parts) > 1 else key!r} is not a section")
     try:
