@@ -164,7 +164,11 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), c
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise R1kitError(f"config file {str(p)!r} is not valid YAML ({e}); fix the syntax") from None
+            # str(e) spans several lines (with a caret drawing); keep the error to one sentence.
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise R1kitError(f"config file {str(p)!r} is not valid YAML{where} ({problem}); fix the syntax") from None
         if not isinstance(raw, dict):
             raise R1kitError(f"config file {str(p)!r} must hold a mapping of keys to values")
     for item in overrides:
