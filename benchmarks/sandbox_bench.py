@@ -15,6 +15,7 @@ Usage: python benchmarks/sandbox_bench.py [--workers 2] [--trivial 200] [--cpu 8
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import time
@@ -83,6 +84,8 @@ def main() -> None:
     print(f"  r1kit launcher, no bubblewrap:       {launcher_ms:6.1f} ms")
     print(f"  full sandbox (bubblewrap+launcher):  {sandbox_ms:6.1f} ms")
     print(f"sandbox overhead over a plain subprocess: {sandbox_ms - plain_ms:+.1f} ms per execution ({sandbox_ms / plain_ms:.1f}x)")
+    # Wall times, so other work on the machine inflates them; the load average says how much.
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
