@@ -27,6 +27,8 @@ def majority_vote(answers: Sequence[Hashable | None]) -> Hashable | None:
 
 def maj_at_k(answers: Sequence[Hashable | None], correct: Sequence[bool]) -> float:
     """1.0 if the majority answer among the samples is a correct one, else 0.0."""
+    if len(answers) != len(correct):
+        raise ValueError(f"maj@k needs one correctness flag per answer, got {len(answers)} answers and {len(correct)} flags")
     winner = majority_vote(answers)
     if winner is None:
         return 0.0
