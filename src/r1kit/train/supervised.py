@@ -152,6 +152,7 @@ def train_supervised(
                 (loss_sum / n_tokens).backward()
                 total += float(loss_sum.detach())
             grad_norm = clip_gradients(model, optim.max_grad_norm)
+            lr = sched.get_last_lr()[0]  # the lr of this step; after sched.step() it is the next one's
             if math.isfinite(grad_norm):
                 opt.step()
             opt.zero_grad(set_to_none=True)
@@ -159,7 +160,7 @@ def train_supervised(
             loss = total / n_tokens
             losses.append(loss)
             dt = time.perf_counter() - t0
-            metrics: dict[str, Any] = {"loss/sft": loss, "grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "perf/step_s": dt, "perf/tokens_per_s": n_tokens / dt}
+            metrics: dict[str, Any] = {"loss/sft": loss, "grad_norm": grad_norm, "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": n_tokens / dt}
             if on_eval is not None and eval_every and step % eval_every == 0 and step != steps:
                 metrics.update({f"eval/{k}": v for k, v in on_eval(step).items()})
                 model.train()
