@@ -1,0 +1,159 @@
+"""Evaluation estimators: unbiased pass@k against exact enumeration, majority voting, and the
+aggregation in `evaluate` on scripted completions whose metrics are worked out by hand."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+from types import SimpleNamespace
+
+import pytest
+
+from r1kit.config import DataArgs, EvalArgs
+from r1kit.data.tasks import get_task
+from r1kit.eval import evaluate as evaluate_module
+from r1kit.eval.metrics import maj_at_k, majority_vote, pass_at_k
+from r1kit.eval.scoring import scorer_for
+
+
+def enumerated_pass_at_k(n: int, c: int, k: int) -> Fraction:
+    """The fraction of all k-subsets of n samples (c of them correct) holding a correct one."""
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(range(n), k))
+    return Fraction(sum(any(samples[i] for i in s) for s in subsets), len(subsets))
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_pass_at_k_equals_exact_enumeration_over_all_k_subsets(n):
+    for c in range(n + 1):
+        for k in range(1, n + 1):
+            assert pass_at_k(n, c, k) == pytest.approx(float(enumerated_pass_at_k(n, c, k)), abs=1e-12), (n, c, k)
+
+
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (10, 1, 1, 0.1),  # pass@1 is the fraction correct
+        (10, 3, 1, 0.3),
+        (4, 2, 2, 5 / 6),  # 1 - C(2,2)/C(4,2) = 1 - 1/6
+        (5, 1, 2, 0.4),  # 1 - C(4,2)/C(5,2) = 1 - 6/10
+        (64, 0, 8, 0.0),  # nothing correct: 0 whatever k
+        (8, 8, 1, 1.0),  # all correct: 1 whatever k
+        (8, 1, 8, 1.0),  # k = n: any correct sample counts
+        (8, 2, 7, 1.0),  # n - c < k: every k-subset must hold a correct one
+    ],
+)
+def test_pass_at_k_hand_computed_values(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_grows_with_k():
+    values = [pass_at_k(16, 3, k) for k in range(1, 17)]
+    assert values == sorted(values) and values[0] == pytest.approx(3 / 16) and values[-1] == 1.0
+
+
+@pytest.mark.parametrize("n, c, k", [(4, 5, 1), (4, -1, 1), (4, 2, 0), (4, 2, 5), (0, 0, 1)])
+def test_pass_at_k_rejects_impossible_arguments(n, c, k):
+    with pytest.raises(ValueError, match="pass@k needs 0 <= c <= n and 1 <= k <= n"):
+        pass_at_k(n, c, k)
+
+
+@pytest.mark.parametrize(
+    "answers, winner",
+    [
+        (["7", "7", "8"], "7"),
+        (["8", "7", "7"], "7"),
+        (["8", "7", "7", "8"], "8"),  # a tie goes to the answer seen first
+        (["7", "8", "8", "7"], "7"),
+        ([None, None, "3"], "3"),  # None is never voted for, even when most common
+        ([None, "4", None, "5", "5"], "5"),
+        ([None, None], None),
+        ([], None),
+        ([1, 2, 2], 2),  # any hashable answer
+    ],
+)
+def test_majority_vote(answers, winner):
+    assert majority_vote(answers) == winner
+
+
+@pytest.mark.parametrize(
+    "answers, correct, value",
+    [
+        (["7", "7", "8"], [True, True, False], 1.0),
+        (["8", "8", "7"], [False, False, True], 0.0),  # the right answer exists but loses the vote
+        (["8", "7", "7", "8"], [False, True, True, False], 0.0),  # tie -> "8", which is wrong
+        (["7", "8", "8", "7"], [True, False, False, True], 1.0),
+        ([None, None, None], [False, False, False], 0.0),  # all None
+        ([None, "7", None], [False, True, False], 1.0),
+    ],
+)
+def test_maj_at_k(answers, correct, value):
+    assert maj_at_k(answers, correct) == value
+
+
+def test_maj_at_k_needs_one_flag_per_answer():
+    # The winner "7" is correct at the first flag; the length mismatch must still be caught.
+    with pytest.raises(ValueError, match="one correctness flag per answer, got 2 answers and 1 flags"):
+        maj_at_k(["7", "7"], [True])
+
+
+# -- evaluate() on scripted completions -----------------------------------------------------------
+
+# prompt -> (greedy completion, k=4 sampled completions)
+SCRIPT = {
+    "3+4=?": ("<answer>7</answer>", ["<answer>7</answer>", "<answer>7</answer>", "<answer>8</answer>", "<answer>x</answer>"]),
+    "1+2=?": ("<answer>4</answer>", ["<answer>5</answer>", "<answer>5</answer>", "<answer>3</answer>", "nothing"]),
+}
+ROWS = [{"prompt": "3+4=?", "answer": "7"}, {"prompt": "1+2=?", "answer": "3"}]
+
+
+class ScriptedEngine:
+    """Stands in for HFEngine: answers each prompt from SCRIPT; a completion's length is its chars."""
+
+    def __init__(self, model, tokenizer):
+        self.tokenizer = tokenizer
+        self.calls: list = []
+
+    def generate(self, prompt_ids, params):
+        self.calls.append(params)
+        texts = []
+        for ids in prompt_ids:
+            prompt = self.tokenizer.decode(ids).removeprefix("Q: ").removesuffix("\nA: ")
+            greedy, sampled = SCRIPT[prompt]
+            texts.extend([greedy] if params.temperature == 0 else sampled[: params.n])
+        return SimpleNamespace(texts=texts, completion_lengths=[len(t) for t in texts])
+
+
+def test_evaluate_aggregates_greedy_pass_at_1_pass_at_k_maj_at_k_and_length(monkeypatch, char_tokenizer):
+    monkeypatch.setattr(evaluate_module, "HFEngine", ScriptedEngine)
+    task = get_task("arithmetic")
+    samples: list = []
+    result = evaluate_module.evaluate(
+        None, char_tokenizer, ROWS, task.reward, task.extract_answer, EvalArgs(k=4, max_new_tokens=16, batch_size=1), samples_out=samples
+    )
+    # greedy: 7 right, 4 wrong -> 1/2.  samples: row 1 has 2/4 right, row 2 has 1/4 right.
+    # pass@1 = (2/4 + 1/4) / 2; pass@4 = 1 for both rows (n = k, each has a correct sample).
+    # maj@4: row 1 votes 7 (right), row 2 votes 5 (wrong) -> 1/2.
+    # lengths: greedy 18 and 18 chars; samples 18*5 + 7 ("nothing") + 18*2 = 133 over 8.
+    assert result == pytest.approx(
+        {"greedy_acc": 0.5, "length_greedy": 18.0, "pass@1": 0.375, "pass@4": 1.0, "maj@4": 0.5, "length_mean": (18 * 7 + 7) / 8}
+    )
+    assert samples == [
+        {"prompt": "3+4=?", "completion": "<answer>7</answer>", "correct": True},
+        {"prompt": "1+2=?", "completion": "<answer>4</answer>", "correct": False},
+    ]
+
+
+def test_evaluate_with_k_0_is_greedy_only(monkeypatch, char_tokenizer):
+    monkeypatch.setattr(evaluate_module, "HFEngine", ScriptedEngine)
+    task = get_task("arithmetic")
+    result = evaluate_module.evaluate(None, char_tokenizer, ROWS, task.reward, task.extract_answer, EvalArgs(k=0))
+    assert result == {"greedy_acc": 0.5, "length_greedy": 18.0}
+
+
+def test_scorer_for_a_task_is_the_tasks_own_verifier_and_for_files_the_math_reward():
+    score, extract = scorer_for(DataArgs(task="countdown"))
+    assert score(["<answer>3*4</answer>"], ["12"], nums=[[3, 4]]) == [1.0]
+    assert extract("<answer> 3 * 4 </answer>") == "3*4"
+    score, extract = scorer_for(DataArgs(task="arithmetic", path="train.jsonl"))
+    assert score(["<answer>\\frac{1}{2}</answer>"], answer=["0.5"]) == [1.0]

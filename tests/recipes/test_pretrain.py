@@ -1,0 +1,86 @@
+"""Base-model pretraining: the finished base is cached by a hash of what shapes it and reused."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from r1kit import config as cfg
+from r1kit.errors import R1kitError
+from r1kit.recipes.pretrain import PretrainConfig, cache_key, train
+
+
+@pytest.fixture
+def restore_threads():
+    """run.threads=1 sets torch's global thread count; give the rest of the session its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_pretrain(cache_dir, *extra: str) -> PretrainConfig:
+    return cfg.load(
+        None,
+        [
+            "steps=3", "documents=200", "batch_size=8", "tiny.hidden_size=32", "tiny.num_layers=1", "test_size=5",
+            "eval.k=0", "eval.max_new_tokens=8", f"cache_dir={cache_dir}", "device=cpu", "run.threads=1",
+            "run.progress=false", "run.tensorboard=false", *extra,
+        ],
+        PretrainConfig,
+    )  # fmt: skip
+
+
+def test_second_run_with_the_same_config_reuses_the_cached_base(tmp_path, capsys, restore_threads):
+    t0 = time.perf_counter()
+    first = train(tiny_pretrain(tmp_path))
+    t_first = time.perf_counter() - t0
+    assert "reusing" not in capsys.readouterr().out
+    assert first.parent == tmp_path and first.name == f"base-{cache_key(tiny_pretrain(tmp_path))}"
+    assert (first / "model" / "config.json").is_file()
+    result = json.loads((first / "eval.json").read_text())
+    assert set(result["after"]) == {"greedy_acc", "length_greedy"}  # eval.k=0: greedy only
+    model_mtime = (first / "model" / "model.safetensors").stat().st_mtime_ns
+
+    t0 = time.perf_counter()
+    second = train(tiny_pretrain(tmp_path))
+    t_second = time.perf_counter() - t0
+    assert second == first
+    squeeze = lambda text: "".join(text.split())  # noqa: E731  (rich wraps long lines anywhere)
+    assert squeeze(f"pretrain: reusing cached base model {first}") in squeeze(capsys.readouterr().out)
+    assert t_second < 0.5 and t_second < t_first / 3  # measured: 0.002 s against ~1-5 s
+    assert (first / "model" / "model.safetensors").stat().st_mtime_ns == model_mtime  # not rewritten
+
+
+def test_cache_key_depends_on_what_shapes_the_model_and_not_on_evaluation(tmp_path):
+    base = cache_key(tiny_pretrain(tmp_path))
+    assert cache_key(tiny_pretrain(tmp_path / "elsewhere", "eval.k=4", "test_size=50", "run.progress=true")) == base
+    for change in ("steps=4", "tiny.hidden_size=64", "documents=201", "run.seed=1", "task_params={digits: 2}", "optim.lr=1e-3"):
+        assert cache_key(tiny_pretrain(tmp_path, change)) != base, change
+
+
+def test_an_interrupted_cache_entry_is_rebuilt(tmp_path, capsys, restore_threads):
+    config = tiny_pretrain(tmp_path)
+    stale = tmp_path / f"base-{cache_key(config)}"
+    (stale / "model").mkdir(parents=True)
+    (stale / "model" / "config.json").write_text("{}")  # no eval.json: the run never finished
+    run_dir = train(config)
+    assert run_dir == stale
+    assert "reusing" not in capsys.readouterr().out
+    assert (run_dir / "eval.json").is_file() and json.loads((run_dir / "model" / "config.json").read_text())["hidden_size"] == 32
+
+
+def test_without_cache_the_run_goes_to_the_run_directory(tmp_path, restore_threads):
+    run_dir = train(tiny_pretrain(tmp_path / "cache", "cache=false", f"run.output_dir={tmp_path / 'runs'}", "run.name=base"))
+    assert run_dir == tmp_path / "runs" / "base"
+    assert not (tmp_path / "cache").exists()
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["step"] == 0 and metrics[0]["data/documents"] == 200 and metrics[0]["model/params"] > 0
+    assert [m["step"] for m in metrics[1:4]] == [1, 2, 3]
+
+
+def test_a_task_without_a_corpus_is_an_error(tmp_path):
+    with pytest.raises(R1kitError, match="task 'countdown' cannot write a pretraining corpus; use arithmetic"):
+        train(tiny_pretrain(tmp_path, "task=countdown"))
