@@ -1,0 +1,379 @@
+"""Distillation of a teacher into a (usually smaller) student, three ways, chosen by `mode`:
+
+- `sft`: DeepSeek-R1's distillation (DeepSeek-AI 2025, section 2.4): supervised fine-tuning of the
+  student on the teacher's rejection-sampled completions (a `sample` stage's samples.jsonl, read
+  with response_column=completion). Only text passes between the models, so their tokenizers may
+  differ, as they did for R1 into Qwen and Llama.
+- `logits`: token-level knowledge distillation (Hinton et al. 2015): on the training rows'
+  prompt + response, teacher-forced, the student matches the teacher's next-token distribution at
+  every response token: loss = D(teacher, student) + hard_label_weight x cross-entropy.
+- `on_policy`: GKD (Agarwal et al. 2024): with probability `lmbda` a batch's responses are sampled
+  from the student itself (the rollout engine, no gradient), else taken from the data; the same
+  divergence is computed on those sequences, so the student is taught on the states it visits.
+
+    build (student, teacher, rows) -> evaluate before -> loop: a batch (data rows or the student's
+          own samples) -> student and teacher logits -> distill_loss (+ CE) -> step -> log
+          -> evaluate after -> save model/ and eval.json
+
+The divergence (forward KL, reverse KL or GKD's generalised JSD, times temperature^2) is
+`r1kit.algorithms.distill_loss`. The logit modes need the two models to share a tokenizer: same
+vocabulary and the same bos/eos/unk tokens. The models' vocabulary sizes may still differ by
+padding rows (Qwen2.5-0.5B has 151936 logits, Qwen2.5-7B 152064, one tokenizer): logits are cut to
+the shorter, which still covers every token the tokenizer can produce.
+
+Simplifications: one process, the teacher held in memory beside the student; with grad_accum a
+step's loss is the mean of its micro-batch losses (not weighted by token counts); the hard-label
+term applies to data batches only (on a student-sampled batch it would teach the student its own
+samples); GKD's sequence-level KD (teacher-sampled outputs) is a `sample` stage + mode sft.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+
+from r1kit.algorithms import distill_loss, position_ids_from_mask
+from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
+from r1kit.data.source import load_split
+from r1kit.data.templates import render_prompt
+from r1kit.errors import R1kitError
+from r1kit.eval.evaluate import evaluate
+from r1kit.eval.scoring import scorer_for
+from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model
+from r1kit.report.logger import MetricLogger, console, format_line
+from r1kit.rollout import HFEngine, SamplingParams
+from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
+from r1kit.train.progress import progress_bar
+from r1kit.train.run import create_run
+from r1kit.train.supervised import IGNORE, Example, autocast, batches, collate, pack, tokenize_examples, train_supervised
+
+SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token")
+"""Special tokens whose role must agree for logit distillation. Padding is left out: it is masked."""
+
+
+@dataclass
+class DistillConfig:
+    """Distillation of a teacher into a student."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    """The student, trained and saved (any causal LM for mode sft; the teacher's tokenizer otherwise)."""
+    teacher: ModelArgs = field(default_factory=ModelArgs)
+    """The teacher, frozen. Mode sft does not load it (its completions are in the data) unless eval_teacher."""
+    data: DataArgs = field(default_factory=DataArgs)
+    """Training rows (prompt + response_column; a sample stage's samples.jsonl) and the test split."""
+    optim: OptimArgs = field(default_factory=OptimArgs)
+    """Optimiser and schedule of the student."""
+    run: RunArgs = field(default_factory=RunArgs)
+    """Run directory, seed, logging."""
+    eval: EvalArgs = field(default_factory=EvalArgs)
+    """Evaluation of the student on the test split before and after."""
+    mode: Literal["sft", "logits", "on_policy"] = "sft"
+    """`sft` on teacher samples (DeepSeek-R1), `logits`: teacher-forced KD (Hinton et al. 2015),
+    `on_policy`: GKD (Agarwal et al. 2024). See the module docstring."""
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    """Logit modes: KL(teacher||student) (classic KD), KL(student||teacher) (MiniLLM, mode-seeking),
+    or GKD's generalised Jensen-Shannon divergence with teacher weight `beta`."""
+    beta: float = 0.5
+    """jsd only: weight of the teacher in the mixture (GKD's beta; 0 = forward KL, 1 = reverse KL)."""
+    temperature: float = 1.0
+    """Softmax temperature of both distributions in the divergence; the loss is scaled by
+    temperature^2 so its gradient keeps its size (Hinton et al. 2015)."""
+    hard_label_weight: float = 0.0
+    """Logit modes: add this x the cross-entropy on the data's response tokens (0 = pure KD)."""
+    lmbda: float = 0.5
+    """on_policy: probability that a batch's responses are sampled from the student (GKD's lambda;
+    1 = fully on-policy, 0 = supervised KD on the data)."""
+    sample_temperature: float = 1.0
+    """on_policy: temperature of the student's sampling."""
+    sample_top_p: float = 1.0
+    """on_policy: nucleus sampling of the student."""
+    max_new_tokens: int = 64
+    """on_policy: longest sampled response."""
+    stop: list[str] = field(default_factory=list)
+    """on_policy: stop strings of the student's sampling, e.g. ["</answer>"]."""
+    steps: int = 200
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Examples per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    max_length: int = 256
+    """Longest prompt + response of a data row in tokens (longer ones are truncated and counted)."""
+    packing: bool = False
+    """mode sft: pack examples into rows of exactly max_length tokens."""
+    response_column: str = "completion"
+    """Column holding the response (`completion` in a sample stage's rows; `cot` for a built-in task)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16 autocast for the forward passes where the device supports it (auto = on CUDA with bf16)."""
+    eval_before: bool = True
+    """Evaluate the starting student too (the before/after table)."""
+    eval_teacher: bool = False
+    """Also evaluate the teacher on the test split (eval.json's `teacher`): the gap the student closes."""
+
+
+def train(config: DistillConfig) -> Path:
+    """Distil the teacher into the student; returns the run directory (the student in run_dir/model)."""
+    _check(config)
+    device = resolve_device(config.model.device)
+    run_dir = create_run(config, "distill", str(device))
+    tokenizer = load_tokenizer(config.model.path)
+    if config.mode != "sft":
+        check_shared_tokenizer(tokenizer, load_tokenizer(config.teacher.path), config.model.path, config.teacher.path, config.mode)
+    needs_responses = not (config.mode == "on_policy" and config.lmbda >= 1.0)
+    rows = load_split(config.data, "train", required=("prompt", config.response_column) if needs_responses else ("prompt",))
+    prompt_ids, examples, truncated = encode(config, tokenizer, rows, needs_responses)
+    test_rows = load_split(config.data, "test")
+    model = load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation)
+    teacher = _frozen(config.teacher) if config.mode != "sft" or config.eval_teacher else None
+    if config.mode != "sft":
+        check_vocab_sizes(model, teacher, tokenizer, config)
+    score, extract = scorer_for(config.data)
+
+    def run_eval(target=None) -> dict[str, float]:
+        return evaluate(model if target is None else target, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt)
+
+    results: dict[str, Any] = {}
+    if config.eval_before:
+        results["before"] = run_eval()
+    if config.eval_teacher:
+        results["teacher"] = run_eval(teacher)
+    logger = MetricLogger(run_dir, config.run.tensorboard)
+    logger.log({"data/examples": len(prompt_ids), "data/truncated": truncated}, 0)
+    console.print(f"distill ({config.mode}{'' if config.mode == 'sft' else ', ' + config.divergence}): {len(prompt_ids)} rows into {config.model.path}" + ("" if teacher is None else f" from {config.teacher.path}"))
+    if config.mode == "sft":
+        losses = train_supervised(
+            model, pack(examples, config.max_length) if config.packing else examples, pad_id=tokenizer.pad_token_id,
+            steps=config.steps, batch_size=config.batch_size, grad_accum=config.grad_accum, optim=config.optim,
+            logger=logger, seed=config.run.seed, precision=config.precision, log_every=config.run.log_every,
+            eval_every=config.run.eval_every, on_eval=lambda step: run_eval(), progress=config.run.progress, description="distill",
+        )  # fmt: skip
+    else:
+        losses = train_kd(config, model, teacher, tokenizer, prompt_ids, examples, logger, run_eval)
+    samples: list[dict] = []
+    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples)
+    logger.log({f"eval/{k}": v for k, v in results["after"].items()}, config.steps)
+    logger.close()
+    results["loss_first"], results["loss_last"] = losses[0], losses[-1]
+    save_model(model, tokenizer, run_dir / "model")
+    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    (run_dir / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples[:50]))
+    before = results.get("before", {}).get("greedy_acc", float("nan"))
+    console.print(f"distill done: loss {losses[0]:.3f} -> {losses[-1]:.3f}; greedy acc {before:.3f} -> {results['after']['greedy_acc']:.3f}; run {run_dir}")
+    return run_dir
+
+
+def _check(config: DistillConfig) -> None:
+    if config.mode != "sft" and not config.teacher.path:
+        raise R1kitError(f"mode={config.mode} needs the teacher's logits; set teacher.path to the teacher model")
+    if config.eval_teacher and not config.teacher.path:
+        raise R1kitError("eval_teacher is true but teacher.path is empty; set teacher.path or eval_teacher=false")
+    if not 0.0 <= config.lmbda <= 1.0:
+        raise R1kitError(f"lmbda is a probability and must be in [0, 1], got {config.lmbda}")
+    if not 0.0 <= config.beta <= 1.0:
+        raise R1kitError(f"beta is the teacher's weight in the JSD mixture and must be in [0, 1], got {config.beta}")
+    if config.temperature <= 0:
+        raise R1kitError(f"temperature must be > 0, got {config.temperature}")
+    if config.steps < 1 or config.batch_size < 1 or config.grad_accum < 1:
+        raise R1kitError("steps, batch_size and grad_accum must be at least 1")
+
+
+def encode(config: DistillConfig, tokenizer, rows: Sequence[dict[str, Any]], with_responses: bool) -> tuple[list[list[int]], list[Example] | None, int]:
+    """Prompt token ids, (prompt, response) examples in step with them (None without responses)
+    and how many examples were truncated to max_length. A row whose response falls wholly past
+    max_length is dropped from both lists."""
+    prompts = [render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt) for r in rows]
+    if not with_responses:
+        return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts], None, 0
+    _check_column(rows, config.response_column)
+    pairs = [(p, _text(r[config.response_column], config.response_column)) for p, r in zip(prompts, rows)]
+    examples, truncated = tokenize_examples(tokenizer, pairs, config.max_length)
+    prompt_ids = [e.input_ids[: next(i for i, label in enumerate(e.labels) if label != IGNORE)] for e in examples]
+    return prompt_ids, examples, truncated
+
+
+def _check_column(rows: Sequence[dict[str, Any]], column: str) -> None:
+    """Built-in task rows are not checked on loading; a missing response column is a user error."""
+    if column not in rows[0]:
+        raise R1kitError(
+            f"the training rows have no {column!r} column (they have {sorted(rows[0])}); point data.path at a "
+            "sample stage's samples.jsonl, or set response_column (e.g. cot for a built-in task's worked solutions)"
+        )
+
+
+def _text(value: Any, column: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and isinstance(value[-1], dict):  # chat messages
+        return str(value[-1].get("content", ""))
+    raise R1kitError(f"column {column!r} must hold text (or chat messages), got {type(value).__name__}")
+
+
+def check_shared_tokenizer(student, teacher, student_name: str, teacher_name: str, mode: str = "logits") -> None:
+    """An R1kitError unless both tokenizers map every token to the same id and agree on bos/eos/unk."""
+    sv, tv = student.get_vocab(), teacher.get_vocab()
+    problem = ""
+    if sv != tv:
+        common = sv.keys() & tv.keys()
+        moved = sum(sv[t] != tv[t] for t in common)
+        problem = f"their vocabularies differ ({len(sv.keys() - tv.keys())} tokens only in the student, {len(tv.keys() - sv.keys())} only in the teacher, {moved} with different ids)"
+    else:
+        for role in SPECIAL_ROLES:
+            s, t = getattr(student, role, None), getattr(teacher, role, None)
+            if s != t:
+                problem = f"their {role} differs ({s!r} in the student, {t!r} in the teacher)"
+                break
+    if problem:
+        raise R1kitError(
+            f"mode={mode} compares next-token distributions, so student {student_name!r} and teacher {teacher_name!r} "
+            f"must share a tokenizer, but {problem}; use mode=sft to distil through the teacher's sampled text"
+        )
+
+
+def _frozen(args: ModelArgs) -> torch.nn.Module:
+    teacher = load_model(args.path, args.dtype, args.device, args.attn_implementation)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+# --------------------------------------------------------------------------------------------
+# Logit distillation
+
+
+@dataclass
+class KDBatch:
+    """Sequences the divergence is computed on; L = longest prompt + response."""
+
+    input_ids: torch.Tensor
+    """[B, L] long."""
+    attention_mask: torch.Tensor
+    """[B, L] long: 1 on real tokens (data rows are right-padded, sampled ones left-padded prompts)."""
+    targets: torch.Tensor
+    """[B, L] bool: the response tokens, whose prediction (from the position before) is distilled."""
+    on_policy: bool
+    """Sampled from the student (no hard-label term) rather than read from the data."""
+
+
+def data_batch(examples: Sequence[Example], pad_id: int) -> KDBatch:
+    c = collate(examples, pad_id)
+    return KDBatch(c["input_ids"], c["attention_mask"], c["labels"] != IGNORE, on_policy=False)
+
+
+def student_batch(engine: HFEngine, prompt_ids: list[list[int]], params: SamplingParams) -> KDBatch:
+    """The student's own responses to the prompts (GKD's on-policy data)."""
+    rollout = engine.generate(prompt_ids, params)
+    targets = torch.cat([torch.zeros_like(rollout.prompt_mask), rollout.completion_mask], dim=1).bool()
+    return KDBatch(rollout.input_ids.clone(), rollout.attention_mask.clone(), targets, on_policy=True)
+
+
+def lm_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, L, V] logits, positions counted from the attention mask (left padding included)."""
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits
+
+
+def kd_loss(config: DistillConfig, student, teacher, batch: KDBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    """The step loss of one batch: distill_loss over response tokens (+ hard-label CE on data batches)."""
+    device = next(student.parameters()).device
+    ids, attn, targets = batch.input_ids.to(device), batch.attention_mask.to(device), batch.targets.to(device)
+    with autocast(device, config.precision):
+        s_logits = lm_logits(student, ids, attn)[:, :-1]  # [B, L-1, Vs]: position t predicts token t+1
+    t_device = next(teacher.parameters()).device
+    with torch.no_grad(), autocast(t_device, config.precision):
+        t_logits = lm_logits(teacher, ids.to(t_device), attn.to(t_device))[:, :-1].to(device)  # [B, L-1, Vt]
+    vocab = min(s_logits.shape[-1], t_logits.shape[-1])  # padding rows past the tokenizer may differ
+    s_logits, t_logits = s_logits[..., :vocab], t_logits[..., :vocab]
+    mask = targets[:, 1:]  # [B, L-1]
+    loss = distill_loss(s_logits, t_logits, mask, config.divergence, config.beta, config.temperature)
+    metrics = {"loss/distill": float(loss.detach())}
+    if config.hard_label_weight and not batch.on_policy:
+        labels = ids[:, 1:].masked_fill(~mask, IGNORE)
+        ce = torch.nn.functional.cross_entropy(s_logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=IGNORE)
+        loss = loss + config.hard_label_weight * ce
+        metrics["loss/hard"] = float(ce.detach())
+    metrics["loss/total"] = float(loss.detach())
+    return loss, metrics
+
+
+def train_kd(
+    config: DistillConfig,
+    model,
+    teacher,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    examples: list[Example] | None,
+    logger: MetricLogger,
+    on_eval: Callable[[], dict[str, float]],
+) -> list[float]:
+    """The logits / on_policy loop; returns loss/distill of every step.
+
+    prompt_ids[i] is the prompt of examples[i] (examples is None when every batch is sampled).
+    """
+    engine = HFEngine(model, tokenizer) if config.mode == "on_policy" and config.lmbda > 0 else None
+    lmbda = config.lmbda if engine is not None else 0.0
+    opt = build_optimizer(model.parameters(), config.optim)
+    sched = build_scheduler(opt, config.optim, config.steps)
+    stream = batches(range(len(prompt_ids)), config.batch_size, config.run.seed)
+    coin = random.Random(f"{config.run.seed}-gkd")  # its own generator: the data order does not depend on lmbda
+    losses: list[float] = []
+    model.train()
+    with progress_bar("distill", config.steps, config.run.progress) as bar:
+        for step in range(1, config.steps + 1):
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            on_policy, tokens, sampled = 0, 0, []
+            for micro in range(config.grad_accum):
+                idx = next(stream)
+                if coin.random() < lmbda:
+                    seed = config.run.seed * 1_000_003 + step * config.grad_accum + micro
+                    params = SamplingParams(temperature=config.sample_temperature, top_p=config.sample_top_p, max_new_tokens=config.max_new_tokens, stop=list(config.stop), n=1, seed=seed)
+                    batch = student_batch(engine, [prompt_ids[i] for i in idx], params)
+                    on_policy += 1
+                    sampled.extend(batch.targets.sum(dim=1).tolist())
+                else:
+                    batch = data_batch([examples[i] for i in idx], tokenizer.pad_token_id)
+                loss, m = kd_loss(config, model, teacher, batch)
+                (loss / config.grad_accum).backward()
+                tokens += int(batch.targets[:, 1:].sum())
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            grad_norm = clip_gradients(model, config.optim.max_grad_norm)
+            lr = sched.get_last_lr()[0]
+            if math.isfinite(grad_norm):
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            dt = time.perf_counter() - t0
+            metrics: dict[str, Any] = {k: v / config.grad_accum for k, v in sums.items()}
+            metrics.update({"distill/on_policy_frac": on_policy / config.grad_accum, "grad_norm": grad_norm, "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt})
+            if sampled:
+                metrics["completion/length_mean"] = sum(sampled) / len(sampled)
+            losses.append(metrics["loss/distill"])
+            if config.run.eval_every and step % config.run.eval_every == 0 and step != config.steps:
+                metrics.update({f"eval/{k}": v for k, v in on_eval().items()})
+                model.train()
+            if step % config.run.log_every == 0 or step == config.steps:
+                logger.log(metrics, step)
+            bar.advance(1, info=f"kd {metrics['loss/distill']:.4f}")
+            if not config.run.progress and step % max(1, config.run.log_every) == 0:
+                console.print(format_line(step, metrics, ("loss/distill", "loss/hard", "distill/on_policy_frac")))
+    return losses
+
+
+def check_vocab_sizes(model, teacher, tokenizer, config: DistillConfig) -> None:
+    """Both models must have a logit for every token the shared tokenizer can produce."""
+    sizes = {name: getattr(m.config, "vocab_size", None) for name, m in (("student", model), ("teacher", teacher))}
+    small = [name for name, n in sizes.items() if isinstance(n, int) and n < len(tokenizer)]
+    if small:
+        paths = {"student": config.model.path, "teacher": config.teacher.path}
+        raise R1kitError(
+            f"the {small[0]} {paths[small[0]]!r} has {sizes[small[0]]} logits, fewer than the tokenizer's {len(tokenizer)} tokens; "
+            "the logit modes need both models to cover the shared vocabulary (use mode=sft otherwise)"
+        )
