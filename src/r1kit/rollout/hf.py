@@ -8,6 +8,8 @@ completions fast. So this engine
   once, then repeats the KV cache n times: a group of n samples costs one prefill, not n;
 - decodes one token per step through `past_key_values`, writing into preallocated [N, C] buffers
   (no growing Python lists, no per-row loops);
+- on CPU, runs one-token attention as two small matmuls instead of SDPA's flash kernel
+  (`attention.py`), restoring the model's attention afterwards;
 - samples with batched torch ops (`sampling.py`) from a `torch.Generator` seeded by params.seed;
 - feeds pad to finished rows with attention mask 0 and stops as soon as every row is done.
 
@@ -23,7 +25,9 @@ from collections.abc import Sequence
 import torch
 
 from r1kit.errors import R1kitError
+from r1kit.rollout.attention import cpu_decode_attention
 from r1kit.rollout.engine import RolloutBatch, SamplingParams
+from r1kit.rollout.kv_cache import make_cache
 from r1kit.rollout.sampling import sample_next
 from r1kit.rollout.stops import StopStrings
 
@@ -59,7 +63,7 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), cpu_decode_attention(self.model):
                 return self._generate(prompt_ids, params)
         finally:
             self.model.train(was_training)
@@ -67,17 +71,19 @@ class HFEngine:
     def _generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutBatch:
         n, device = params.n, self.device
         ids, mask = left_pad(prompt_ids, self.pad_token_id, device)  # [B, P]
-        logits, cache = self._prefill(ids, mask)  # [B, V]
+        logits, cache = self._prefill(ids, mask, capacity=ids.shape[1] + params.max_new_tokens)  # [B, V]
         # One prefill per unique prompt, then n copies of its cache: rows of a group stay adjacent.
         cache.batch_repeat_interleave(n)
         logits, ids, mask = (t.repeat_interleave(n, dim=0) for t in (logits, ids, mask))
         completion_ids, completion_mask, logprobs, stopped = self._decode(logits, mask, cache, params)
         return self._assemble(ids, mask, completion_ids, completion_mask, logprobs, stopped, params.stop_token_ids, n)
 
-    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor):
-        """Run the prompts. ids, mask: [B, P]. Returns last-position logits [B, V] and the cache."""
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, capacity: int):
+        """Run the prompts. ids, mask: [B, P]. Returns last-position logits [B, V] and the cache,
+        which has room for `capacity` positions when the model allows a preallocated one."""
         positions = (mask.cumsum(dim=1) - 1).clamp_(min=0)  # left padding: first real token is 0
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._prefill_kwargs)
+        cache = make_cache(self.model, capacity)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **self._prefill_kwargs)
         return out.logits[:, -1, :].float(), out.past_key_values
 
     def _decode(self, logits: torch.Tensor, prompt_mask: torch.Tensor, cache, params: SamplingParams):

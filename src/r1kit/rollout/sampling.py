@@ -52,8 +52,9 @@ def _draw(logp: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """[N] long: one token per row drawn from softmax(logp) (logp [N, V], -inf allowed).
 
     The exponential race: argmax p_i / E_i with E_i ~ Exp(1) picks i with probability p_i (the
-    Gumbel-max trick in another form). Cheaper than torch.multinomial and takes the generator.
+    Gumbel-max trick in another form). E = -log(U) from torch.rand, which on CPU is several times
+    faster than Tensor.exponential_ and than torch.multinomial.
     """
-    probs = logp.softmax(dim=-1)
-    race = torch.empty_like(probs).exponential_(generator=generator)
+    probs = logp.exp()  # unnormalised after truncation; argmax below does not care about scale
+    race = torch.rand(probs.shape, generator=generator, device=probs.device).log_().neg_()
     return probs.div_(race).argmax(dim=-1)

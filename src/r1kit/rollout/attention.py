@@ -1,0 +1,84 @@
+"""Plain-matmul attention for one-token decode steps on CPU.
+
+PyTorch's CPU scaled_dot_product_attention runs its flash kernel even for a single query token,
+where its blocking and per-thread buffers cost more than the arithmetic: on a tiny model it is a
+third of each decode step, and with 2 threads on a busy machine its thread barriers stall for
+milliseconds. For one query token the attention is two small batched matmuls and a softmax, so
+during generation on CPU the engine switches the model to `decode_attention` (registered with
+transformers' AttentionInterface under NAME) and switches it back afterwards. Prompts (more than
+one query token) still go through SDPA; masks are SDPA's boolean masks.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import torch
+
+NAME = "r1kit_cpu_decode"
+
+try:  # the attention interface arrived in transformers 4.48
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+except ImportError:  # pragma: no cover - depends on the installed transformers
+    AttentionInterface = None
+
+# Keyword arguments that change the attention maths; with any of them set we leave it to SDPA.
+_SDPA_ONLY = ("softcap", "s_aux", "sinks", "position_bias")
+
+
+def decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention with a matmul path for one query token, SDPA otherwise.
+
+    query [B, H, 1, D], key / value [B, KV, T, D] (H a multiple of KV), attention_mask [B, 1, 1, T]
+    bool (True attends) or None. Returns the output as [B, 1, H, D], like SDPA's wrapper.
+    """
+    if query.shape[2] != 1 or (dropout and module.training) or any(kwargs.get(k) is not None for k in _SDPA_ONLY):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    # Grouped-query attention without repeating K/V: the query heads of a group become rows.
+    q = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(q, key.transpose(-1, -2)) * (dim**-0.5 if scaling is None else scaling)  # [B, KV, g, T]
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill_(~attention_mask, float("-inf"))
+        else:
+            scores = scores + attention_mask
+    out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype), value)  # [B, KV, g, D]
+    return out.reshape(batch, 1, heads, dim), None
+
+
+def _register() -> bool:
+    if AttentionInterface is None:
+        return False
+    AttentionInterface.register(NAME, decode_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    return True
+
+
+_REGISTERED = _register()
+
+
+@contextmanager
+def cpu_decode_attention(model, enabled: bool = True) -> Iterator[bool]:
+    """While inside, a CPU model that uses SDPA uses `decode_attention`; yields whether it does.
+
+    Anything else (a GPU, eager or flash attention, a model that cannot switch) is left alone.
+    """
+    original = getattr(model.config, "_attn_implementation", None)
+    device = next(model.parameters()).device
+    if not (enabled and _REGISTERED and original == "sdpa" and device.type == "cpu"):
+        yield False
+        return
+    try:
+        model.set_attn_implementation(NAME)
+    except (AttributeError, ValueError, ImportError):
+        yield False
+        return
+    try:
+        yield model.config._attn_implementation == NAME
+    finally:
+        model.set_attn_implementation(original)

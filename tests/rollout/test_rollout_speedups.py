@@ -1,0 +1,89 @@
+"""The engine's speed-ups change nothing: decode attention equals SDPA, the preallocated KV cache
+equals transformers' DynamicCache."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from conftest import PAD, tiny_qwen2
+
+import r1kit.rollout.hf as hf
+from r1kit.rollout import HFEngine, SamplingParams
+from r1kit.rollout.attention import NAME, cpu_decode_attention, decode_attention
+
+
+class _Module(torch.nn.Module):
+    pass
+
+
+def test_decode_attention_equals_sdpa_with_grouped_heads_and_padding():
+    torch.manual_seed(0)
+    batch, heads, kv_heads, length, dim = 3, 4, 2, 7, 8
+    query = torch.randn(batch, heads, 1, dim)
+    key, value = torch.randn(batch, kv_heads, length, dim), torch.randn(batch, kv_heads, length, dim)
+    mask = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+    mask[1, ..., :3] = False  # a left-padded row
+
+    out, _ = decode_attention(_Module(), query, key, value, mask, scaling=0.3)
+
+    repeat = heads // kv_heads
+    expected = F.scaled_dot_product_attention(
+        query, key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1), attn_mask=mask, scale=0.3
+    )
+    assert out.shape == (batch, 1, heads, dim)
+    assert torch.allclose(out, expected.transpose(1, 2), atol=1e-6)
+
+
+def test_decode_attention_is_switched_on_and_back():
+    model = tiny_qwen2()
+    assert model.config._attn_implementation == "sdpa"
+    with cpu_decode_attention(model) as switched:
+        assert switched and model.config._attn_implementation == NAME
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_eager_attention_is_left_alone():
+    model = tiny_qwen2()
+    model.set_attn_implementation("eager")
+    with cpu_decode_attention(model) as switched:
+        assert not switched and model.config._attn_implementation == "eager"
+
+
+def generate(monkeypatch, *, decode_attention: bool, preallocate: bool):
+    model = tiny_qwen2()
+    if not decode_attention:
+        monkeypatch.setattr(hf, "cpu_decode_attention", lambda m: cpu_decode_attention(m, enabled=False))
+    if not preallocate:
+        monkeypatch.setattr(hf, "make_cache", lambda m, capacity: None)
+    engine = HFEngine(model, pad_token_id=PAD, eos_token_id=[3])
+    params = SamplingParams(temperature=0.9, max_new_tokens=20, n=3, seed=11)
+    batch = engine.generate([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], params)
+    monkeypatch.undo()
+    return batch
+
+
+def test_speedups_give_the_same_rollouts_as_plain_transformers(monkeypatch):
+    fast = generate(monkeypatch, decode_attention=True, preallocate=True)
+    plain = generate(monkeypatch, decode_attention=False, preallocate=False)
+    assert torch.equal(fast.completion_ids, plain.completion_ids)
+    assert torch.allclose(fast.logprobs, plain.logprobs, atol=1e-5)
+    assert fast.finish_reason == plain.finish_reason
+
+
+def test_qwen2_gets_the_preallocated_cache():
+    from r1kit.rollout.kv_cache import PreallocatedLayer, make_cache
+
+    cache = make_cache(tiny_qwen2(), capacity=10)
+    assert cache is not None and all(isinstance(layer, PreallocatedLayer) for layer in cache.layers)
+
+
+def test_a_sliding_window_model_keeps_its_own_cache():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from r1kit.rollout.kv_cache import make_cache
+
+    config = Qwen2Config(
+        vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=0,
+    )
+    assert make_cache(Qwen2ForCausalLM(config), capacity=10) is None
