@@ -97,11 +97,11 @@ def train(config: PretrainConfig) -> Path:
         grad_accum=1, optim=config.optim, logger=logger, seed=config.run.seed, precision="auto",
         log_every=config.run.log_every, progress=config.run.progress, description="pretrain",
     )
+    save_model(model, tokenizer, run_dir / "model")  # before evaluation: nothing trained is lost
     test_rows = task.generate("test", config.test_size, seed=0)
     result = evaluate(model, tokenizer, test_rows, task.reward, task.extract_answer, config.eval, "tiny")
     logger.log({f"eval/{k}": v for k, v in result.items()}, config.steps)
     logger.close()
-    save_model(model, tokenizer, run_dir / "model")
     (run_dir / "eval.json").write_text(json.dumps({"after": result, "loss_first": losses[0], "loss_last": losses[-1]}, indent=2))
     console.print(f"pretrain done: loss {losses[0]:.3f} -> {losses[-1]:.3f}; base greedy acc {result['greedy_acc']:.3f}, pass@1 {result.get('pass@1', float('nan')):.3f}")
     return run_dir
