@@ -221,3 +221,15 @@ def test_empty_prompt_is_an_error(model):
 def test_pad_and_eos_come_from_the_tokenizer(model, tokenizer):
     e = HFEngine(model, tokenizer)
     assert (e.pad_token_id, e.eos_token_ids) == (PAD, [EOS])
+
+
+def test_rollout_tensors_can_enter_the_learners_backward_pass(prompts):
+    """Tensors made under inference_mode cannot be saved for backward; the batch holds ordinary ones."""
+    from conftest import tiny_qwen2
+
+    model = tiny_qwen2().train()
+    batch = engine(model).generate(prompts, SamplingParams(max_new_tokens=4, seed=0))
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    loss = (logits[:, -4:, 0] * batch.completion_mask).sum() + (logits[:, -4:, 1] * batch.logprobs).sum()
+    loss.backward()
+    assert model.lm_head.weight.grad is not None

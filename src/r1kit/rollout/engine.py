@@ -52,8 +52,9 @@ class SamplingParams:
     """Samples per prompt. The n rows of one prompt are adjacent in the output."""
 
     seed: int | None = None
-    """Seed of the sampling generator. The same seed gives the same completions on the same
-    device, dtype and number of threads; None draws a fresh seed on every call."""
+    """Seed of the sampling generator. The same seed, prompts and parameters give the same
+    completions on the same device, dtype and number of threads (a row's draw depends on its
+    place in the batch). None draws a fresh seed on every call."""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -19,6 +19,7 @@ counts or devices may change the float rounding and so, rarely, a sampled token.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
 
@@ -35,8 +36,9 @@ from r1kit.rollout.stops import StopStrings
 class HFEngine:
     """Rollouts from a transformers causal LM (`AutoModelForCausalLM`) that supports a KV cache.
 
-    model: the policy; generation runs it in eval mode under inference_mode and restores its
-    train/eval mode afterwards, so the learner can keep training the same object.
+    model: the policy; generation runs it in eval mode under inference_mode (on CPU also with the
+    decode attention of `attention.py`) and restores its mode and attention afterwards, so the
+    learner can keep training the same object.
     tokenizer: optional; needed for stop strings and decoded `texts`, and a source of pad/eos ids.
     pad_token_id: pads prompts and finished rows; defaults to the tokenizer's, then the model's,
     then the first eos id, then 0.
@@ -64,9 +66,10 @@ class HFEngine:
         self.model.eval()
         try:
             with torch.inference_mode(), cpu_decode_attention(self.model):
-                return self._generate(prompt_ids, params)
+                batch = self._generate(prompt_ids, params)
         finally:
             self.model.train(was_training)
+        return _ordinary_tensors(batch)
 
     def _generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutBatch:
         n, device = params.n, self.device
@@ -112,7 +115,8 @@ class HFEngine:
             out_ids[:, t] = tokens.masked_fill_(~alive, pad)
             out_logp[:, t] = logp.masked_fill_(~alive, 0.0)
             attn[:, P + t] = alive
-            alive &= ~torch.isin(tokens, end_ids)
+            if end_ids.numel():
+                alive &= ~torch.isin(tokens, end_ids)
             if stop_strings is not None:
                 hits = stop_strings.hits(out_ids, t, alive)
                 if hits:
@@ -158,10 +162,20 @@ class HFEngine:
         )
 
 
+def _ordinary_tensors(batch: RolloutBatch) -> RolloutBatch:
+    """The batch with its tensors cloned outside inference mode.
+
+    Tensors made under inference_mode cannot be saved for backward, and the learner's loss embeds
+    these ids and multiplies by these masks and log-probs; ordinary copies spare it a RuntimeError.
+    """
+    tensors = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    return dataclasses.replace(batch, **{k: v.clone() for k, v in tensors.items() if isinstance(v, torch.Tensor)})
+
+
 def left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts as a left-padded batch: ids [B, P] long and mask [B, P] long (1 on real tokens)."""
     width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_token_id] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
+    ids = torch.tensor([[pad_token_id] * (width - len(p)) + [int(t) for t in p] for p in prompts], dtype=torch.long)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
     return ids.to(device), mask.to(device)
 
