@@ -36,6 +36,16 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """A 2-layer, 32-wide model is all overhead: a second thread only adds barrier waits, which on a
+    busy machine cost seconds. Restored afterwards so other test modules keep their setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def model() -> Qwen2ForCausalLM:
     return tiny_qwen2()
