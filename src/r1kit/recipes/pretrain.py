@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,14 +71,15 @@ def cache_key(config: PretrainConfig) -> str:
 
 def train(config: PretrainConfig) -> Path:
     """Pretrain (or reuse the cached) base model; returns its run directory (model in run_dir/model)."""
+    cached = None
     if config.cache:
-        config.run.output_dir, config.run.name = config.cache_dir, f"base-{cache_key(config)}"
-        cached = Path(config.cache_dir) / config.run.name
-        if (cached / "model" / "config.json").is_file() and (cached / "eval.json").is_file():
+        cached = Path(config.cache_dir) / f"base-{cache_key(config)}"
+        if _complete(cached):
             console.print(f"pretrain: reusing cached base model {cached}")
             return cached
-        if cached.exists():
-            shutil.rmtree(cached)  # an interrupted earlier attempt
+        # Build under a private name and rename when complete, so two processes building the same
+        # base never see each other's half-written directory.
+        config.run.output_dir, config.run.name = config.cache_dir, f"{cached.name}.partial-{os.getpid()}"
     task = get_task(config.task, **config.task_params)
     if not hasattr(task, "pretrain_documents"):
         raise R1kitError(f"task {config.task!r} cannot write a pretraining corpus; use arithmetic")
@@ -104,4 +106,16 @@ def train(config: PretrainConfig) -> Path:
     logger.close()
     (run_dir / "eval.json").write_text(json.dumps({"after": result, "loss_first": losses[0], "loss_last": losses[-1]}, indent=2))
     console.print(f"pretrain done: loss {losses[0]:.3f} -> {losses[-1]:.3f}; base greedy acc {result['greedy_acc']:.3f}, pass@1 {result.get('pass@1', float('nan')):.3f}")
-    return run_dir
+    if cached is None:
+        return run_dir
+    if cached.exists() and not _complete(cached):
+        shutil.rmtree(cached, ignore_errors=True)  # left by an interrupted run of an older version
+    try:
+        os.rename(run_dir, cached)
+    except OSError:  # another process finished the same base first: keep theirs
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return cached
+
+
+def _complete(path: Path) -> bool:
+    return (path / "model" / "config.json").is_file() and (path / "eval.json").is_file()
