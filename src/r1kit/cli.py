@@ -1,4 +1,5 @@
-"""`r1kit <verb> --config FILE [key=value ...]`, `r1kit demo`, `r1kit eval`, `r1kit report RUN_DIR`.
+"""`r1kit <verb> --config FILE [key=value ...]`, `r1kit demo`, `r1kit eval`, `r1kit report RUN_DIR`,
+`r1kit merge-lora ADAPTER_DIR OUT_DIR`.
 
 A problem the user can fix (an R1kitError) prints one sentence and exits with status 2; anything
 else is a bug and keeps its traceback.
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*", help="eval.* / data.* overrides, e.g. eval.temperature=0.6")
     rep = sub.add_parser("report", help="write an HTML report with curves for a run or pipeline directory")
     rep.add_argument("run_dir")
+    merge = sub.add_parser("merge-lora", help="fold a LoRA adapter into its base model and write a full model directory")
+    merge.add_argument("adapter_dir", help="the `model` directory of a LoRA run (or one of its checkpoints)")
+    merge.add_argument("out_dir", help="where to write the merged model and tokenizer")
+    merge.add_argument("--base", default="", help="base model (defaults to the one the adapter was trained on)")
     return parser
 
 
@@ -87,5 +92,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from r1kit.report.html import write_report
 
         print(write_report(args.run_dir))
+        return 0
+    if args.verb == "merge-lora":
+        from r1kit.models.lora import merge_lora
+
+        print(merge_lora(args.adapter_dir, args.out_dir, base=args.base))
         return 0
     raise AssertionError(args.verb)

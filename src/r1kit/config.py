@@ -47,6 +47,15 @@ class ModelArgs:
     """`auto` (cuda when available, else cpu), `cpu`, `cuda`, `cuda:1` ..."""
     attn_implementation: str = ""
     """Passed to transformers when set (`sdpa`, `eager`, `flash_attention_2`)."""
+    lora_r: int = 0
+    """LoRA rank (Hu et al. 2021) through PEFT; 0 trains every weight. With LoRA the GRPO
+    reference is the base model with the adapters disabled (no second copy)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator: the update is (lora_alpha / lora_r) * B A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    lora_target_modules: list[str] = field(default_factory=list)
+    """Module names to adapt, e.g. [q_proj, v_proj]; empty = every linear layer but the LM head."""
 
 
 @dataclass
@@ -74,6 +83,11 @@ class DataArgs:
     DeepSeek-R1-Zero template), `chat` (the tokenizer's chat template), `plain` (as is)."""
     system_prompt: str = ""
     """System message for the `chat` template."""
+    max_prompt_tokens: int = 0
+    """Longest prompt in tokens (GRPO); 0 = the model's context minus sampling.max_new_tokens."""
+    long_prompts: Literal["skip", "truncate", "error"] = "skip"
+    """Prompts over max_prompt_tokens (GRPO): `skip` them (counted as data/skipped_long_prompts),
+    `truncate` them from the left (keeping the end, where the question is), or stop with an `error`."""
 
 
 @dataclass

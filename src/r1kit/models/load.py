@@ -2,7 +2,8 @@
 
 Tests and the demo pass directories of tiny models built by `r1kit.models.tiny`; a user passes
 `Qwen/Qwen2.5-0.5B-Instruct`. Both go through `load_model`, so the code a test exercises is the
-code that serves a real model.
+code that serves a real model. A LoRA adapter directory (written by a `model.lora_r > 0` run)
+loads as its base with the adapter merged in; `load_policy` builds the model a recipe trains.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from r1kit.config import ModelArgs
 from r1kit.errors import R1kitError
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ def _check_exists(path_or_id: str) -> None:
     looks_local = p.is_absolute() or path_or_id.startswith((".", "~")) or path_or_id.count("/") != 1
     if looks_local and not p.exists():
         raise R1kitError(f"model directory {path_or_id!r} does not exist; check model.path")
-    if p.is_dir() and not (p / "config.json").is_file():
+    if p.is_dir() and not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
         raise R1kitError(
             f"{path_or_id!r} is a directory without config.json, so not a Hugging Face model; "
             "point model.path at a directory written by save_pretrained"
@@ -63,6 +65,11 @@ def load_model(path_or_id: str, dtype: str = "float32", device: str = "auto", at
     _check_exists(path_or_id)
     if dtype != "auto" and dtype not in DTYPES:
         raise R1kitError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES) + ['auto']}")
+    if (Path(path_or_id) / "adapter_config.json").is_file():
+        from r1kit.models.lora import adapter_base, load_adapter
+
+        base = load_model(adapter_base(path_or_id), dtype, device, attn_implementation)
+        return load_adapter(base, path_or_id, trainable=False).merge_and_unload()
     kwargs = {"dtype": "auto" if dtype == "auto" else DTYPES[dtype]}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -71,6 +78,19 @@ def load_model(path_or_id: str, dtype: str = "float32", device: str = "auto", at
     except OSError as e:
         raise R1kitError(f"could not load a model from {path_or_id!r} ({str(e).splitlines()[0]}); check the path or hub id") from None
     return model.to(resolve_device(device))
+
+
+def load_policy(args: ModelArgs, device: str | None = None, weights: str | Path | None = None) -> torch.nn.Module:
+    """The model a recipe trains: `args.path`, wrapped with fresh LoRA adapters when
+    `args.lora_r > 0`. `weights` is a checkpoint's model directory to resume from (full weights,
+    or the adapter on top of `args.path`)."""
+    device = device or args.device
+    if args.lora_r > 0:
+        from r1kit.models.lora import apply_lora, load_adapter
+
+        base = load_model(args.path, args.dtype, device, args.attn_implementation)
+        return load_adapter(base, weights) if weights else apply_lora(base, args)
+    return load_model(str(weights) if weights else args.path, args.dtype, device, args.attn_implementation)
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:

@@ -7,15 +7,21 @@ and RLOO (advantage.kind=rloo).
           -> mu passes over mini-batches (clipped surrogate + beta * KL to a frozen reference)
           -> log -> save
 
-Simplifications: one process (see the scale-out notes in the README); with mu > 1 the old
-log-probs are the rollout engine's sampling log-probs (same model and precision as the learner,
-so they equal a recomputation; the rollout tests check that); the reference model is a frozen
-copy, optionally reset to the current policy every `ref_reset_every` steps, as R1 does.
+Simplifications: with mu > 1 the old log-probs are the rollout engine's sampling log-probs (same
+model and precision as the learner, so they equal a recomputation; the rollout tests check that);
+the reference model is a frozen copy, optionally reset to the current policy every
+`ref_reset_every` steps, as R1 does (with LoRA it is the base with the adapters disabled).
+
+Scale-out and reliability: under torchrun each rank samples its share of the prompts and the update
+runs through DDP (train/distributed.py states the loss normalisation); `run.save_every` writes
+checkpoints that resume exactly (train/checkpoint.py); a non-finite loss or gradient skips the
+update and is counted (fault/nonfinite_skipped); Ctrl-C saves the last completed step.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import random
@@ -28,18 +34,23 @@ import torch
 
 from r1kit.algorithms import completion_logprobs, group_advantages, masked_mean, policy_loss, rloo_advantages
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
+from r1kit.data.io import load_rows
 from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
 from r1kit.eval.evaluate import evaluate
 from r1kit.eval.scoring import scorer_for
-from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model
+from r1kit.models.load import load_model, load_policy, load_tokenizer, save_model
+from r1kit.models.lora import AdapterDisabledReference, is_peft_model
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rewards.compose import RewardComposer
 from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
+from r1kit.train import distributed as dist_
+from r1kit.train.checkpoint import InterruptGuard, capture_rng, find_run_dir, load_trainer_state, resolve_resume, restore_rng, save_checkpoint
+from r1kit.train.distributed import SINGLE, Dist
 from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
 from r1kit.train.progress import progress_bar
-from r1kit.train.run import create_run
+from r1kit.train.run import create_run, seed_everything
 
 
 @dataclass
@@ -149,70 +160,246 @@ class PromptStream:
             self.pos += 1
         return out
 
+    def state_dict(self) -> dict[str, Any]:
+        # `order` is replaced, never changed in place, so holding the list itself is safe.
+        return {"order": self.order, "pos": self.pos, "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["order"] and max(state["order"]) >= len(self.rows):
+            raise R1kitError(f"the checkpoint's data position refers to {max(state['order']) + 1} training rows but there are {len(self.rows)}; resume with the same data")
+        self.order, self.pos = list(state["order"]), int(state["pos"])
+        self.rng.setstate(_tuples(state["rng"]))
+
+
+def _tuples(x: Any) -> Any:
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
 
 def train(config: GRPOConfig) -> Path:
     """Run GRPO; returns the run directory (the policy is saved in run_dir/model)."""
     g = config.grpo
     if g.group_size < 2:
         raise R1kitError("grpo.group_size must be at least 2: advantages compare completions within a group")
-    device = resolve_device(config.model.device)
-    run_dir = create_run(config, "grpo", str(device))
+    if config.model.lora_r and g.beta > 0 and g.ref_reset_every:
+        raise R1kitError("grpo.ref_reset_every needs a separate reference model, but with LoRA (model.lora_r > 0) the reference is the base model; set one of them to 0")
+    dist, device = dist_.init_distributed(config.model.device)
+    try:
+        run_dir = _train(config, dist, device)
+    except BaseException:
+        dist_.shutdown(dist, clean=False)
+        raise
+    dist_.shutdown(dist)
+    return run_dir
+
+
+def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
+    g = config.grpo
+    dist_.rank_share(g.prompts_per_step, dist)  # B must divide by the number of processes
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    seed_everything(config.run.seed)  # LoRA's initial adapter weights draw from it
+    # Everything a user can get wrong is checked before the run directory is touched.
     tokenizer = load_tokenizer(config.model.path)
-    model = load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation)
-    ref = _frozen_copy(model) if g.beta > 0 else None
-    engine = HFEngine(model, tokenizer)
     composer = RewardComposer(reward_specs(config))
-    rows = load_split(config.data, "train", required=("prompt",))
+    rows = load_prompts(config)
     test_rows = load_split(config.data, "test")
     score, extract = scorer_for(config.data)
+    config, resume_from = _resolve_run(config, dist)
+    if config.run.resume == "auto" and resume_from is None and dist.is_main:
+        console.print(f"grpo: no checkpoint to resume in {Path(config.run.output_dir) / config.run.name}; starting at step 0")
+    model = load_policy(config.model, str(device), resume_from / "model" if resume_from else None)
+    ref = _reference(config, model, resume_from)
+    rows, truncate_to, skipped_long = fit_prompts(config, rows, tokenizer, model)
+    run_dir = Path(dist_.broadcast_object(str(create_run(config, "grpo", str(device))) if dist.is_main else None, dist))
+    engine = HFEngine(model, tokenizer)  # generation runs on the plain module, the update through DDP
+    learner = dist_.wrap_ddp(model, dist)
     stream = PromptStream(rows, config.run.seed)
     opt = build_optimizer(model.parameters(), config.optim)
     updates = g.steps * g.num_iterations * g.mini_batches
     sched = build_scheduler(opt, config.optim, updates)
-    logger = MetricLogger(run_dir, config.run.tensorboard)
+    counters: dict[str, Any] = {"results": {}, "nonfinite_skipped": 0}
+    start = 0
+    if resume_from is not None:
+        start, counters = _restore(resume_from, opt, sched, stream, dist)
+        if dist.is_main:
+            console.print(f"grpo: resuming from {resume_from} (step {start})")
+    results = counters["results"]
+    logger = MetricLogger(run_dir, config.run.tensorboard, resume_step=start if resume_from else None) if dist.is_main else _NoLogger()
+    main = dist.is_main
 
     def run_eval() -> dict[str, float]:
         return evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt)
 
-    results: dict[str, Any] = {}
-    if config.eval_before:
+    def snapshot() -> dict[str, Any]:
+        """Everything besides weights and optimizer that step `done` ends with (all ranks' RNGs)."""
+        return {"stream": stream.state_dict(), "rng": dist_.gather_object(capture_rng(), dist), "counters": copy.deepcopy(counters)}
+
+    def save(step: int, state: dict[str, Any]) -> None:
+        if main:
+            diverged = ref is not None and not config.model.lora_r and g.ref_reset_every and step >= g.ref_reset_every
+            save_checkpoint(run_dir, step, model=model, tokenizer=tokenizer, optimizer=opt, scheduler=sched, state=state,
+                            ref=ref if diverged else None, keep=config.run.keep_checkpoints)
+
+    if config.eval_before and resume_from is None and main:
         results["before"] = run_eval()
         logger.log({f"eval/{k}": v for k, v in results["before"].items()}, 0)
-    console.print(f"grpo: {len(rows)} prompts, B={g.prompts_per_step} x G={g.group_size}, mu={g.num_iterations}, beta={g.beta}, rewards {composer.names}")
-    with progress_bar("grpo", g.steps, config.run.progress) as bar:
-        for step in range(1, g.steps + 1):
-            t0 = time.perf_counter()
-            batch, rewards, metrics, step_rows = collect(config, engine, tokenizer, composer, stream, step)
-            t_rollout = time.perf_counter() - t0
-            if ref is not None and g.ref_reset_every and step % g.ref_reset_every == 0:
-                ref.load_state_dict(model.state_dict())
-            metrics.update(update(config, model, ref, opt, sched, batch, rewards))
-            dt = time.perf_counter() - t0
-            n_tokens = int(batch.completion_mask.sum())
-            metrics.update({"perf/step_s": dt, "perf/rollout_s": t_rollout, "perf/tokens_per_s": n_tokens / dt, "lr": sched.get_last_lr()[0]})
-            if config.run.eval_every and step % config.run.eval_every == 0 and step != g.steps:
-                metrics.update({f"eval/{k}": v for k, v in run_eval().items()})
-            if config.samples_every and (step % config.samples_every == 0 or step == 1):
-                write_samples(run_dir, step, step_rows, batch, rewards, show=not config.run.progress)
-            if step % config.run.log_every == 0 or step == g.steps:
-                logger.log(metrics, step)
-            bar.advance(1, info=f"reward {metrics.get('reward/mean', float('nan')):.3f}")
-            if not config.run.progress and step % max(1, config.run.log_every) == 0:
-                console.print(format_line(step, metrics, ("reward/mean", "completion/length_mean", "kl", "eval/pass@1")))
-    samples: list[dict] = []
-    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples)
-    logger.log({f"eval/{k}": v for k, v in results["after"].items()}, g.steps)
+    if main:
+        console.print(f"grpo: {len(rows)} prompts, B={g.prompts_per_step} x G={g.group_size}, mu={g.num_iterations}, beta={g.beta}, rewards {composer.names}"
+                      + (f", {dist.world_size} processes" if dist.enabled else ""))
+    guard = InterruptGuard()
+    done, state, saved = start, snapshot(), start if resume_from is not None else None
+    try:
+        with progress_bar("grpo", g.steps, config.run.progress and main) as bar:
+            bar.advance(start)
+            for step in range(start + 1, g.steps + 1):
+                t0 = time.perf_counter()
+                batch, rewards, metrics, step_rows = collect(config, engine, tokenizer, composer, stream, step, dist=dist, truncate_to=truncate_to)
+                t_rollout = time.perf_counter() - t0
+                with guard:  # Ctrl-C waits until the step is complete and consistent
+                    if ref is not None and g.ref_reset_every and step % g.ref_reset_every == 0:
+                        ref.load_state_dict(model.state_dict())
+                    metrics.update(update(config, learner, ref, opt, sched, batch, rewards, dist))
+                    counters["nonfinite_skipped"] += metrics.pop("fault/nonfinite_skipped")
+                    dt = time.perf_counter() - t0
+                    n_tokens = int(batch.completion_mask.sum())
+                    metrics.update({"perf/step_s": dt, "perf/rollout_s": t_rollout, "perf/tokens_per_s": n_tokens / dt, "lr": sched.get_last_lr()[0]})
+                    metrics = dist_.mean_metrics(metrics, dist)
+                    metrics.update({"fault/nonfinite_skipped": counters["nonfinite_skipped"], "data/skipped_long_prompts": skipped_long})
+                    if main and config.run.eval_every and step % config.run.eval_every == 0 and step != g.steps:
+                        metrics.update({f"eval/{k}": v for k, v in run_eval().items()})
+                    if main and config.samples_every and (step % config.samples_every == 0 or step == 1):
+                        write_samples(run_dir, step, step_rows, batch, rewards, show=not config.run.progress)
+                    if step % config.run.log_every == 0 or step == g.steps:
+                        logger.log(metrics, step)
+                    done, state = step, snapshot()
+                    if config.run.save_every and step % config.run.save_every == 0:
+                        save(step, state)
+                        saved = step
+                bar.advance(1, info=f"reward {metrics.get('reward/mean', float('nan')):.3f}")
+                if main and not config.run.progress and step % max(1, config.run.log_every) == 0:
+                    console.print(format_line(step, metrics, ("reward/mean", "completion/length_mean", "kl", "eval/pass@1")))
+    except KeyboardInterrupt:
+        if not guard.aborted and saved != done:
+            save(done, state)  # the state as step `done` ended: the interrupted step is redone on resume
+        if main:
+            console.print(f"grpo: interrupted; {'aborted without saving' if guard.aborted else f'checkpoint of step {done} in {run_dir}'}")
+        logger.close()
+        raise
+    if main:
+        samples: list[dict] = []
+        results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples)
+        logger.log({f"eval/{k}": v for k, v in results["after"].items()}, g.steps)
+        _write_results(run_dir, model, tokenizer, results, samples)
     logger.close()
+    return run_dir
+
+
+def _write_results(run_dir: Path, model, tokenizer, results: dict[str, Any], samples: list[dict]) -> None:
+    """The final model (or LoRA adapter), eval.json and samples.jsonl."""
     save_model(model, tokenizer, run_dir / "model")
     (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
     (run_dir / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples[:50]))
     before = results.get("before", {}).get("pass@1", float("nan"))
     console.print(f"grpo done: pass@1 {before:.3f} -> {results['after'].get('pass@1', float('nan')):.3f}; run {run_dir}")
-    return run_dir
+
+
+class _NoLogger:
+    """Ranks other than 0 log nothing."""
+
+    def log(self, metrics, step) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def load_prompts(config: GRPOConfig) -> list[dict[str, Any]]:
+    """Training rows; from a file, a `prompt` that is not text is an error naming its line."""
+    d = config.data
+    if d.path:
+        return load_rows(d.path, required={"prompt": str}, columns=d.columns, limit=d.train_size)
+    return load_split(d, "train", required=("prompt",))
+
+
+def fit_prompts(config: GRPOConfig, rows: list[dict[str, Any]], tokenizer, model) -> tuple[list[dict[str, Any]], int, int]:
+    """Apply data.max_prompt_tokens and data.long_prompts to the training rows.
+
+    Returns (rows, the length `collect` truncates prompts to (0 = none), how many were skipped).
+    The limit defaults to the model's context minus sampling.max_new_tokens.
+    """
+    d, max_new = config.data, config.sampling.max_new_tokens
+    limit = d.max_prompt_tokens
+    if not limit:
+        context = getattr(model.config, "max_position_embeddings", None) or 0
+        if not context:
+            return rows, 0, 0
+        limit = context - max_new
+        if limit < 1:
+            raise R1kitError(f"sampling.max_new_tokens={max_new} leaves no room for a prompt in the model's context of {context} tokens; lower it")
+    texts = [render_prompt(r["prompt"], d.template, tokenizer, d.system_prompt) for r in rows]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    long = [i for i, n in enumerate(lengths) if n > limit]
+    if d.long_prompts == "truncate":
+        return rows, limit, 0
+    if not long:
+        return rows, 0, 0
+    if d.long_prompts == "error":
+        raise R1kitError(
+            f"{len(long)} of {len(rows)} training prompts are longer than {limit} tokens (the first is row {long[0]}, {lengths[long[0]]} tokens); "
+            "set data.long_prompts=skip or truncate, or raise data.max_prompt_tokens"
+        )
+    dropped = set(long)
+    kept = [r for i, r in enumerate(rows) if i not in dropped]
+    if not kept:
+        raise R1kitError(f"every training prompt is longer than {limit} tokens; raise data.max_prompt_tokens or set data.long_prompts=truncate")
+    console.print(f"grpo: skipping {len(long)} of {len(rows)} training prompts longer than {limit} tokens (data.long_prompts=skip)")
+    return kept, 0, len(long)
+
+
+def _resolve_run(config: GRPOConfig, dist: Dist) -> tuple[GRPOConfig, Path | None]:
+    """Fix the run directory's name (rank 0 decides) and find the checkpoint run.resume means."""
+    run = config.run
+    name = run.name
+    if not name:
+        found = find_run_dir(run.output_dir, "grpo", run.resume) if dist.is_main else None
+        name = str(found) if found else f"grpo-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = dist_.broadcast_object(name, dist)
+    config = dataclasses.replace(config, run=dataclasses.replace(run, name=name))
+    return config, resolve_resume(Path(run.output_dir) / name, run.resume)
+
+
+def _reference(config: GRPOConfig, model, resume_from: Path | None):
+    """The frozen reference (None at beta 0): the base with adapters disabled under LoRA, else a
+    copy of the starting policy, or on resume the checkpoint's diverged ref/ or the original model."""
+    if config.grpo.beta <= 0:
+        return None
+    if is_peft_model(model):
+        return AdapterDisabledReference(model)
+    if resume_from is None:
+        return _frozen_copy(model)
+    source = str(resume_from / "ref") if (resume_from / "ref").is_dir() else config.model.path
+    device = next(model.parameters()).device
+    return _freeze(load_model(source, config.model.dtype, str(device), config.model.attn_implementation))
+
+
+def _restore(checkpoint: Path, opt, sched, stream: PromptStream, dist: Dist) -> tuple[int, dict[str, Any]]:
+    """Put optimizer, schedule, data position and RNGs back as the checkpoint's step ended."""
+    state = load_trainer_state(checkpoint)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    stream.load_state_dict(state["stream"])
+    rngs = state["rng"]
+    if len(rngs) != dist.world_size and dist.is_main:
+        console.print(f"grpo: the checkpoint was written by {len(rngs)} processes, this run has {dist.world_size}; sampling will not repeat exactly")
+    restore_rng(rngs[dist.rank % len(rngs)])
+    return int(state["step"]), state["counters"]
 
 
 def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    ref = copy.deepcopy(model)
+    return _freeze(copy.deepcopy(model))
+
+
+def _freeze(ref: torch.nn.Module) -> torch.nn.Module:
     ref.eval()
     for p in ref.parameters():
         p.requires_grad_(False)
@@ -223,17 +410,29 @@ def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 # Rollout and reward
 
 
-def collect(config: GRPOConfig, engine: HFEngine, tokenizer, composer: RewardComposer, stream: PromptStream, step: int):
-    """Sample B groups (refilling dropped ones under dynamic sampling); returns the kept batch,
-    its total rewards [N] (NaN = None), step metrics and the prompt rows."""
+def collect(config: GRPOConfig, engine: HFEngine, tokenizer, composer: RewardComposer, stream: PromptStream, step: int,
+            dist: Dist = SINGLE, truncate_to: int = 0):
+    """Sample this rank's B / world_size groups (refilling dropped ones under dynamic sampling);
+    returns the kept batch, its total rewards [N] (NaN = None), step metrics and the prompt rows.
+
+    Every rank takes the same rows from its identical stream and keeps its own slice, so the
+    streams never drift apart. `truncate_to` > 0 keeps only the last that many prompt tokens.
+    """
     g, s = config.grpo, config.sampling
-    base_seed = config.run.seed * 1_000_003 + step * 7919
+    base_seed = config.run.seed * 1_000_003 + step * 7919 + (dist.rank << 40)
     kept: list[tuple[RolloutBatch, torch.Tensor, list[dict]]] = []
-    need, rounds, metrics, dropped, sampled = g.prompts_per_step, 0, {}, 0, 0
-    while need > 0:
-        rows = stream.take(need)
+    need, rounds, metrics, dropped, sampled = g.prompts_per_step // dist.world_size, 0, {}, 0, 0
+    while (most := dist_.max_int(need, dist)) > 0:
+        rows = stream.take(most * dist.world_size)[dist.rank * most :][:need]
+        if not rows:  # this rank is full; it keeps taking rows so its stream stays in step
+            rounds += 1
+            if rounds > g.max_resample:
+                break
+            continue
         prompts = [render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt) for r in rows]
         ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        if truncate_to:
+            ids = [x[-truncate_to:] for x in ids]
         params = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens, stop=list(s.stop), n=g.group_size, seed=base_seed + rounds)
         batch = engine.generate(ids, params)
         columns = {k: [r.get(k) for r in rows for _ in range(g.group_size)] for k in rows[0] if k != "prompt"}
@@ -338,8 +537,12 @@ def advantages_for(config: GRPOConfig, rewards: torch.Tensor) -> torch.Tensor:
     return group_advantages(rewards, g.group_size, g.scale)
 
 
-def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewards: torch.Tensor) -> dict[str, float]:
-    """mu passes over mini-batches of the batch; returns averaged loss and clip metrics."""
+def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewards: torch.Tensor, dist: Dist = SINGLE) -> dict[str, float]:
+    """mu passes over mini-batches of the batch; returns averaged loss and clip metrics, and in
+    `fault/nonfinite_skipped` how many optimizer steps a non-finite loss or gradient skipped.
+
+    `model` is the learner (DDP-wrapped under torchrun); `ref` any callable model, or None.
+    """
     g = config.grpo
     device = next(model.parameters()).device
     batch = batch.to(device)
@@ -357,11 +560,13 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
     old_logp = batch.logprobs if g.num_iterations > 1 else None
     N = input_ids.shape[0]
     sums: dict[str, float] = {}
-    count = 0
+    count = skipped = 0
     model.train()
     for _ in range(g.num_iterations):
         order = torch.randperm(N) if g.mini_batches > 1 else torch.arange(N)
-        for chunk in order.chunk(g.mini_batches):
+        # Under DDP every rank must run the same number of backward passes.
+        chunks = order.tensor_split(g.mini_batches) if dist.enabled else order.chunk(g.mini_batches)
+        for chunk in chunks:
             logp, entropy = completion_logprobs(model, input_ids[chunk], attn[chunk], C, temperature, with_entropy=True)
             loss, m = policy_loss(
                 logp, None if old_logp is None else old_logp[chunk], adv[chunk], mask[chunk],
@@ -369,19 +574,22 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
                 max_len=config.sampling.max_new_tokens, ref_logp=None if ref_logp is None else ref_logp[chunk],
                 beta=g.beta, kl_kind=g.kl_kind,
             )
-            loss.backward()
-            grad_norm = clip_gradients(model, config.optim.max_grad_norm)
+            scale = dist_.token_mean_scale(float(mask[chunk].sum()), dist) if g.loss_agg == "token_mean" else 1.0
+            grad_norm = math.nan
+            if dist_.all_finite(loss.detach(), dist):  # a NaN/inf loss is not even back-propagated
+                (loss * scale).backward()
+                grad_norm = clip_gradients(model, config.optim.max_grad_norm)
             if math.isfinite(grad_norm):
                 opt.step()
             else:
-                m["nonfinite_skipped"] = 1.0
+                skipped += 1  # the weights stay as they were
             opt.zero_grad(set_to_none=True)
             sched.step()
             m.update({"loss/policy": float(loss.detach()), "entropy": float(masked_mean(entropy.detach(), mask[chunk])), "grad_norm": grad_norm})
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
-    return {k: v / count for k, v in sums.items()}
+    return {**{k: v / count for k, v in sums.items()}, "fault/nonfinite_skipped": skipped}
 
 
 def write_samples(run_dir: Path, step: int, rows: list[dict], batch: RolloutBatch, rewards: torch.Tensor, show: bool, per_step: int = 8) -> None:
