@@ -1,0 +1,241 @@
+"""Direct preference optimisation: DPO (Rafailov et al. 2023) and, by `loss_type`, conservative DPO,
+robust DPO, IPO and the reference-free SimPO (see `r1kit.algorithms.dpo_loss`).
+
+    build (policy, pairs) -> reference log-probs of every pair, once -> evaluate before
+          -> loop: B pairs -> log pi(chosen), log pi(rejected) -> dpo_loss -> step -> log
+          -> evaluate after -> save model/ and eval.json
+
+Reference log-probs are computed once, before the first update, for the training and the held-out
+pairs, and kept as two numbers per pair; no reference model stays in memory. With `ref_model`
+empty the reference is the policy's own starting weights, scored before training starts, so no
+second model is ever loaded; SimPO needs no reference at all.
+
+Evaluation, before and after: on held-out pairs, the implicit-reward accuracy (the loss's own
+rewards; exactly 0.5 before training, where policy = reference, ties counting half), the
+log-likelihood accuracy log pi(chosen) > log pi(rejected) (does the policy itself prefer the chosen
+completion) and the mean implicit-reward margin; on the task's test split, greedy accuracy and
+pass@1 (r1kit.eval.evaluate), to show that preference tuning does not cost task accuracy.
+Completions end with the eos token, so the policy also learns where to stop.
+Simplifications: no padding-free packing; the pairs' prompts are rendered with data.template.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from r1kit.algorithms import completion_logprobs, dpo_loss, masked_sum
+from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
+from r1kit.data.preference import EncodedPair, PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
+from r1kit.data.tasks import get_task
+from r1kit.eval.evaluate import evaluate
+from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model
+from r1kit.report.logger import MetricLogger, console, format_line
+from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
+from r1kit.train.progress import progress_bar
+from r1kit.train.run import create_run
+
+
+@dataclass
+class DPOConfig:
+    """DPO-family training on preference pairs."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    """The policy to tune (usually the SFT model)."""
+    ref_model: str = ""
+    """Reference model path; empty = the policy's starting weights (scored before training, no copy kept)."""
+    data: DataArgs = field(default_factory=lambda: DataArgs(test_size=200))
+    """Pairs: data.path / data.test_path files (prompt, chosen, rejected), else the built-in
+    arithmetic pairs; data.task also names the task whose test split measures task accuracy."""
+    pref: PreferenceArgs = field(default_factory=PreferenceArgs)
+    """Label noise (flip_fraction) and the built-in set's rejected kinds."""
+    loss_type: Literal["sigmoid", "cdpo", "ipo", "robust", "simpo"] = "sigmoid"
+    """DPO (Rafailov et al. 2023), conservative DPO, IPO (Azar et al. 2023), robust DPO (Chowdhury et al. 2024), SimPO (Meng et al. 2024)."""
+    beta: float = 0.1
+    """Strength of the implicit KL constraint (SimPO: the reward scale, ~2)."""
+    label_smoothing: float = 0.0
+    """cdpo / robust / simpo: the assumed label-flip rate epsilon."""
+    simpo_gamma: float = 0.5
+    """SimPO target reward margin gamma."""
+    steps: int = 200
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Pairs per step."""
+    max_length: int = 256
+    """Longest prompt + completion in tokens (completions are cut to fit)."""
+    eval_batch_size: int = 64
+    """Pairs per forward pass when scoring (reference log-probs, held-out metrics)."""
+    optim: OptimArgs = field(default_factory=lambda: OptimArgs(lr=1e-6, warmup_steps=10))
+    """Optimiser and schedule."""
+    run: RunArgs = field(default_factory=RunArgs)
+    """Run directory, seed, logging."""
+    eval: EvalArgs = field(default_factory=EvalArgs)
+    """Task evaluation (greedy accuracy, pass@1 over eval.k samples) before and after."""
+    task_eval: bool = True
+    """Measure task accuracy on data.task's test split before and after (skipped when data.task is empty)."""
+    task_eval_size: int = 100
+    """Test rows for the task evaluation."""
+
+
+def train(config: DPOConfig) -> Path:
+    """Run DPO; returns the run directory (the policy is saved in run_dir/model)."""
+    device = resolve_device(config.model.device)
+    run_dir = create_run(config, "dpo", str(device))
+    tokenizer = load_tokenizer(config.model.path)
+    model = load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation)
+    train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
+    encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length, add_eos=True)
+    train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
+    test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
+    pad = tokenizer.pad_token_id
+    ref_train, ref_test = reference_logps(config, model, train_pairs, test_pairs, pad)
+    stream = PairStream(len(train_pairs), config.batch_size, config.run.seed)
+    opt = build_optimizer(model.parameters(), config.optim)
+    sched = build_scheduler(opt, config.optim, config.steps)
+    logger = MetricLogger(run_dir, config.run.tensorboard)
+    task_eval = _task_evaluator(config, model, tokenizer)
+
+    def run_eval() -> dict[str, float]:
+        return {**evaluate_pairs(config, model, test_pairs, ref_test, pad), **task_eval()}
+
+    results: dict[str, Any] = {"before": run_eval()}
+    flipped = sum(bool(r.get("flipped")) for r in train_rows)
+    logger.log({"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated, **_prefixed(results["before"])}, 0)
+    console.print(f"dpo ({config.loss_type}, beta {config.beta}): {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out")
+    model.train()
+    with progress_bar("dpo", config.steps, config.run.progress) as bar:
+        for step in range(1, config.steps + 1):
+            t0 = time.perf_counter()
+            idx = stream.take()
+            batch = collate_pairs([train_pairs[i] for i in idx], pad).to(device)
+            ref = None if ref_train is None else tuple(r[idx].to(device) for r in ref_train)
+            loss, metrics = pair_loss(config, model, batch, ref)
+            loss.backward()
+            grad_norm = clip_gradients(model, config.optim.max_grad_norm)
+            if math.isfinite(grad_norm):
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            metrics.update({"grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "perf/step_s": time.perf_counter() - t0})
+            if config.run.eval_every and step % config.run.eval_every == 0 and step != config.steps:
+                metrics.update(_prefixed(run_eval()))
+                model.train()
+            if step % config.run.log_every == 0 or step == config.steps:
+                logger.log(metrics, step)
+            bar.advance(1, info=f"loss {metrics['loss/dpo']:.3f}")
+            if not config.run.progress and step % max(1, config.run.log_every) == 0:
+                console.print(format_line(step, metrics, ("loss/dpo", "rewards/accuracy", "rewards/margin")))
+    results["after"] = run_eval()
+    logger.log(_prefixed(results["after"]), config.steps)
+    logger.close()
+    save_model(model, tokenizer, run_dir / "model")
+    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    b, a = results["before"], results["after"]
+    line = f"dpo done: held-out pref accuracy {b['pref/accuracy']:.3f} -> {a['pref/accuracy']:.3f} (log-lik {b['pref/logp_accuracy']:.3f} -> {a['pref/logp_accuracy']:.3f})"
+    if "greedy_acc" in a:
+        line += f"; task greedy acc {b['greedy_acc']:.3f} -> {a['greedy_acc']:.3f}, pass@1 {b.get('pass@1', float('nan')):.3f} -> {a.get('pass@1', float('nan')):.3f}"
+    console.print(f"{line}; run {run_dir}")
+    return run_dir
+
+
+# --------------------------------------------------------------------------------------------
+# Log-probabilities
+
+
+def sequence_logps(model, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs [2B] (chosen rows first) and completion lengths [2B]."""
+    C = batch.completion_mask.shape[1]
+    logp = completion_logprobs(model, batch.input_ids, batch.attention_mask, C)  # [2B, C]
+    return masked_sum(logp, batch.completion_mask, dim=-1), batch.completion_mask.sum(-1).to(logp.dtype)
+
+
+@torch.no_grad()
+def score_pairs(model, pairs: list[EncodedPair], pad_id: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(chosen) [N] and log pi(rejected) [N] of every pair, in batches, on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    for start in range(0, len(pairs), batch_size):
+        batch = collate_pairs(pairs[start : start + batch_size], pad_id).to(device)
+        logps, _ = sequence_logps(model, batch)
+        chosen.append(logps[: batch.num_pairs].cpu())
+        rejected.append(logps[batch.num_pairs :].cpu())
+    model.train(was_training)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def reference_logps(config: DPOConfig, policy, train_pairs, test_pairs, pad_id: int):
+    """(train, test) reference log-probs, each a (chosen [N], rejected [N]) pair, or (None, None)
+    for SimPO. Computed once; a separately loaded reference model goes out of scope on return."""
+    if config.loss_type == "simpo":
+        return None, None
+    ref = policy  # the starting weights: scored before any update, so no copy is needed
+    if config.ref_model:
+        ref = load_model(config.ref_model, config.model.dtype, config.model.device, config.model.attn_implementation)
+    return tuple(score_pairs(ref, pairs, pad_id, config.eval_batch_size) for pairs in (train_pairs, test_pairs))
+
+
+# --------------------------------------------------------------------------------------------
+# Loss and evaluation
+
+
+def pair_loss(config: DPOConfig, model, batch: PairBatch, ref: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The configured DPO-family loss over a batch, and the TRL-style metrics."""
+    B = batch.num_pairs
+    logps, lengths = sequence_logps(model, batch)
+    loss, r_c, r_r = dpo_loss(
+        logps[:B], logps[B:], *(ref if ref is not None else (None, None)),
+        beta=config.beta, loss_type=config.loss_type, label_smoothing=config.label_smoothing,
+        simpo_gamma=config.simpo_gamma, chosen_len=lengths[:B], rejected_len=lengths[B:],
+    )  # fmt: skip
+    return loss, {
+        "loss/dpo": float(loss.detach()),
+        "rewards/chosen": float(r_c.mean()),
+        "rewards/rejected": float(r_r.mean()),
+        "rewards/accuracy": float((r_c > r_r).float().mean()),
+        "rewards/margin": float((r_c - r_r).mean()),
+        "logps/chosen": float(logps[:B].detach().mean()),
+        "logps/rejected": float(logps[B:].detach().mean()),
+    }
+
+
+@torch.no_grad()
+def evaluate_pairs(config: DPOConfig, model, pairs: list[EncodedPair], ref: tuple[torch.Tensor, torch.Tensor] | None, pad_id: int) -> dict[str, float]:
+    """Held-out implicit-reward accuracy (ties half), log-likelihood accuracy and mean margin."""
+    pc, pr = score_pairs(model, pairs, pad_id, config.eval_batch_size)
+    chosen_len = torch.tensor([len(p.chosen) for p in pairs], dtype=pc.dtype)
+    rejected_len = torch.tensor([len(p.rejected) for p in pairs], dtype=pc.dtype)
+    _, r_c, r_r = dpo_loss(
+        pc, pr, *(ref if ref is not None else (None, None)), beta=config.beta, loss_type=config.loss_type,
+        label_smoothing=config.label_smoothing, simpo_gamma=config.simpo_gamma, chosen_len=chosen_len, rejected_len=rejected_len,
+    )  # fmt: skip
+    margin = r_c - r_r
+    return {
+        "pref/accuracy": float(((margin > 0).float() + 0.5 * (margin == 0).float()).mean()),
+        "pref/logp_accuracy": float((pc > pr).float().mean()),
+        "pref/margin": float(margin.mean()),
+    }
+
+
+def _task_evaluator(config: DPOConfig, model, tokenizer):
+    """A function giving greedy accuracy, pass@1 ... on the task's test split (or nothing)."""
+    if not (config.task_eval and config.data.task):
+        return lambda: {}
+    task = get_task(config.data.task, **config.data.task_params)
+    rows = task.generate("test", config.task_eval_size, seed=config.data.seed)
+
+    def run() -> dict[str, float]:
+        return evaluate(model, tokenizer, rows, task.reward, task.extract_answer, config.eval, config.data.template, config.data.system_prompt)
+
+    return run
+
+
+def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
+    return {f"eval/{k}": v for k, v in metrics.items()}

@@ -1,0 +1,191 @@
+"""Reward model from pairwise preferences: InstructGPT's Bradley-Terry reward model (Ouyang et al.
+2022) or the per-step form of Christiano et al. 2017.
+
+    build (scalar-head model from a causal LM, pairs) -> held-out accuracy before
+          -> loop: B pairs -> rewards of chosen and rejected -> pair loss -> step -> log
+          -> held-out accuracy after -> save model/ (an HF directory) and eval.json
+
+The model is `AutoModelForSequenceClassification` with one output, built from the causal LM's
+weights (the backbone) plus a new linear `score` head (see `r1kit.models.value_head`), so the saved
+directory loads anywhere with transformers, and as a reward function with `model:PATH`.
+
+- `loss: bradley_terry`: r(x, y) is the head's output at the last token of prompt + completion;
+  loss -log sigmoid(r_c - r_r - margin) (the margin column, Llama 2), plus optional reward
+  centring center_coef * mean((r_c + r_r)^2) (Eisenstein et al. 2023).
+- `loss: christiano`: the head gives a reward at every completion position; a completion's return
+  is their sum and P(c > r) = softmax over the pair of the returns. Margins and centring do not apply.
+
+Sequences are scored without an eos token, because reward functions see decoded text. Next to the
+weights, `r1kit_reward.json` records the template and the pooling (last token or sum), which
+`r1kit.rewards.model` needs to score completions as training did.
+Simplifications: one epoch-free stream of shuffled pairs; no ensembling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from r1kit.algorithms import bradley_terry_loss, christiano_pair_loss
+from r1kit.config import DataArgs, ModelArgs, OptimArgs, RunArgs
+from r1kit.data.preference import PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
+from r1kit.errors import R1kitError
+from r1kit.models.load import load_tokenizer, resolve_device
+from r1kit.models.value_head import load_scalar_model, save_scalar_model, sequence_scalar, token_scalars
+from r1kit.report.logger import MetricLogger, console, format_line
+from r1kit.rewards.model import META_FILE
+from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
+from r1kit.train.progress import progress_bar
+from r1kit.train.run import create_run
+
+POOLING = {"bradley_terry": "last", "christiano": "sum"}
+
+
+@dataclass
+class RewardModelConfig:
+    """Reward-model training on preference pairs."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    """The starting point: a causal-LM directory (a new scalar head is added) or a reward model."""
+    data: DataArgs = field(default_factory=lambda: DataArgs(test_size=200))
+    """Pairs: data.path / data.test_path files (prompt, chosen, rejected[, margin]), else the
+    built-in arithmetic pairs; data.template renders the prompts."""
+    pref: PreferenceArgs = field(default_factory=PreferenceArgs)
+    """Label noise (flip_fraction) and the built-in set's rejected kinds."""
+    loss: Literal["bradley_terry", "christiano"] = "bradley_terry"
+    """Bradley-Terry on last-token rewards (InstructGPT) or per-step rewards summed (Christiano et al. 2017)."""
+    center_coef: float = 0.0
+    """Reward centring coefficient (Eisenstein et al. 2023; TRL uses 0.01); bradley_terry only."""
+    use_margin: bool = True
+    """Subtract the pairs' `margin` column inside the sigmoid (Llama 2); bradley_terry only."""
+    steps: int = 200
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Pairs per step."""
+    max_length: int = 256
+    """Longest prompt + completion in tokens (completions are cut to fit)."""
+    eval_batch_size: int = 64
+    """Pairs per forward pass when measuring held-out accuracy."""
+    optim: OptimArgs = field(default_factory=lambda: OptimArgs(lr=1e-5))
+    """Optimiser and schedule."""
+    run: RunArgs = field(default_factory=RunArgs)
+    """Run directory, seed, logging (run.eval_every measures held-out accuracy during training)."""
+
+
+def train(config: RewardModelConfig) -> Path:
+    """Train a reward model; returns the run directory (the model is in run_dir/model)."""
+    if config.loss == "christiano" and config.center_coef:
+        raise R1kitError("center_coef applies to loss=bradley_terry only; set it to 0 for christiano")
+    device = resolve_device(config.model.device)
+    run_dir = create_run(config, "rm", str(device))
+    tokenizer = load_tokenizer(config.model.path)
+    model = load_scalar_model(config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device)
+    train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
+    encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length)
+    train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
+    test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
+    stream = PairStream(len(train_pairs), config.batch_size, config.run.seed)
+    opt = build_optimizer(model.parameters(), config.optim)
+    sched = build_scheduler(opt, config.optim, config.steps)
+    logger = MetricLogger(run_dir, config.run.tensorboard)
+    pad = tokenizer.pad_token_id
+
+    def run_eval() -> dict[str, float]:
+        return evaluate_pairs(model, test_pairs, test_rows, pad, POOLING[config.loss], config.eval_batch_size)
+
+    results: dict[str, Any] = {"before": run_eval()}
+    flipped = sum(bool(r.get("flipped")) for r in train_rows)
+    logger.log({"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated, **_prefixed(results["before"])}, 0)
+    console.print(f"rm: {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out, loss {config.loss}; held-out accuracy {results['before']['accuracy']:.3f}")
+    model.train()
+    with progress_bar("rm", config.steps, config.run.progress) as bar:
+        for step in range(1, config.steps + 1):
+            t0 = time.perf_counter()
+            batch = collate_pairs([train_pairs[i] for i in stream.take()], pad).to(device)
+            loss, metrics = pair_loss(model, batch, config)
+            loss.backward()
+            grad_norm = clip_gradients(model, config.optim.max_grad_norm)
+            if math.isfinite(grad_norm):
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            metrics.update({"grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "perf/step_s": time.perf_counter() - t0})
+            if config.run.eval_every and step % config.run.eval_every == 0 and step != config.steps:
+                metrics.update(_prefixed(run_eval()))
+                model.train()
+            if step % config.run.log_every == 0 or step == config.steps:
+                logger.log(metrics, step)
+            bar.advance(1, info=f"loss {metrics['loss/rm']:.3f}")
+            if not config.run.progress and step % max(1, config.run.log_every) == 0:
+                console.print(format_line(step, metrics, ("loss/rm", "rm/accuracy", "rm/margin", "eval/accuracy")))
+    results["after"] = run_eval()
+    logger.log(_prefixed(results["after"]), config.steps)
+    logger.close()
+    save_reward_model(model, tokenizer, run_dir / "model", config)
+    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    console.print(f"rm done: held-out accuracy {results['before']['accuracy']:.3f} -> {results['after']['accuracy']:.3f}; run {run_dir}")
+    return run_dir
+
+
+def pair_loss(model, batch: PairBatch, config: RewardModelConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The configured pair loss over a batch, and its metrics (loss, batch accuracy, mean margin)."""
+    B = batch.num_pairs
+    scalars = token_scalars(model, batch.input_ids, batch.attention_mask)  # [2B, L]
+    rewards = sequence_scalar(scalars, batch.attention_mask, batch.completion_mask, POOLING[config.loss])  # [2B]
+    if config.loss == "christiano":
+        steps, m = scalars[:, -batch.completion_mask.shape[1] :], batch.completion_mask  # [2B, C] per-step rewards
+        loss = christiano_pair_loss(steps[:B], m[:B], steps[B:], m[B:], torch.ones(B, device=steps.device))
+    else:
+        margin = batch.margin if config.use_margin and bool(batch.margin.any()) else None
+        loss = bradley_terry_loss(rewards[:B], rewards[B:], margin, config.center_coef)
+    r_c, r_r = rewards[:B].detach(), rewards[B:].detach()
+    return loss, {
+        "loss/rm": float(loss.detach()),
+        "rm/accuracy": float((r_c > r_r).float().mean()),
+        "rm/margin": float((r_c - r_r).mean()),
+        "rm/chosen": float(r_c.mean()),
+        "rm/rejected": float(r_r.mean()),
+    }
+
+
+@torch.no_grad()
+def evaluate_pairs(model, pairs, rows, pad_id: int, pooling: str, batch_size: int = 64) -> dict[str, float]:
+    """Held-out pairwise accuracy (ties count half), mean margin r_c - r_r and, when the rows
+    carry a `kind` column, accuracy per kind (`accuracy/<kind>`)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    margins = []
+    for start in range(0, len(pairs), batch_size):
+        batch = collate_pairs(pairs[start : start + batch_size], pad_id).to(device)
+        r = sequence_scalar(token_scalars(model, batch.input_ids, batch.attention_mask), batch.attention_mask, batch.completion_mask, pooling)
+        B = batch.num_pairs
+        margins.extend((r[:B] - r[B:]).tolist())
+    model.train(was_training)
+    wins = [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins]
+    out = {"accuracy": sum(wins) / len(wins), "margin": sum(margins) / len(margins)}
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for row, w in zip(rows, wins):
+        if row.get("kind"):
+            by_kind[row["kind"]].append(w)
+    out.update({f"accuracy/{k}": sum(v) / len(v) for k, v in sorted(by_kind.items())})
+    return out
+
+
+def save_reward_model(model, tokenizer, path: Path, config: RewardModelConfig) -> Path:
+    """The HF directory plus `r1kit_reward.json` (template and pooling, for `model:PATH`)."""
+    save_scalar_model(model, tokenizer, path)
+    meta = {"pooling": POOLING[config.loss], "loss": config.loss, "template": config.data.template, "system_prompt": config.data.system_prompt}
+    (path / META_FILE).write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
+    return {f"eval/{k}": v for k, v in metrics.items()}
