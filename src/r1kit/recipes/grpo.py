@@ -435,7 +435,7 @@ def collect(config: GRPOConfig, engine: HFEngine, tokenizer, composer: RewardCom
             ids = [x[-truncate_to:] for x in ids]
         params = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens, stop=list(s.stop), n=g.group_size, seed=base_seed + rounds)
         batch = engine.generate(ids, params)
-        columns = {k: [r.get(k) for r in rows for _ in range(g.group_size)] for k in rows[0] if k != "prompt"}
+        columns = {k: [r.get(k) for r in rows for _ in range(g.group_size)] for k in rows[0]}  # the prompt too: reward models score prompt + completion
         columns["completion_lengths"] = batch.completion_lengths.tolist()
         result = composer(batch.texts, columns)
         total = torch.tensor([math.nan if t is None else t for t in result.total], dtype=torch.float32)
