@@ -8,6 +8,7 @@ its choices is an `R1kitError` that names the key and what is valid.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib
@@ -233,8 +234,26 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
             raise R1kitError(
                 f"unknown config key {prefix + key!r}{hint}; valid keys here: {', '.join(sorted(fields))}"
             )
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            value = _over_default(fields[key], value)
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
+
+
+def _over_default(f: dataclasses.Field, value: dict[str, Any]) -> dict[str, Any]:
+    """A section given in part keeps the recipe's own defaults for the rest (GRPO's default lr of
+    1e-6 survives `optim.weight_decay=0.1`), not the section class's plain defaults."""
+    if f.default_factory is dataclasses.MISSING:
+        return value
+    return deep_merge(dataclasses.asdict(f.default_factory()), value)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on top, recursively for nested mappings (copies, no aliasing)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:

@@ -9,7 +9,6 @@ earlier stages produced. At the end a table compares every stage on the held-out
 
 from __future__ import annotations
 
-import copy
 import importlib
 import json
 import time
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1kit.config import RECIPES, from_dict, recipe_config_class
+from r1kit.config import RECIPES, deep_merge, from_dict, recipe_config_class
 from r1kit.errors import R1kitError
 from r1kit.report.logger import console
 
@@ -54,13 +53,6 @@ class PipelineConfig:
     """The stages, in order."""
     report: bool = True
     """Write the comparison report at the end."""
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def stage_config(pipe: PipelineConfig, stage: StageSpec, outputs: dict[str, Path]) -> Any:
