@@ -20,4 +20,8 @@ def load_split(data: DataArgs, split: str, required: tuple[str, ...] = ("prompt"
         raise R1kitError("data.path is set but data.test_path is not; give a held-out file for evaluation")
     task = get_task(data.task, **data.task_params)
     n = data.train_size if split == "train" else data.test_size
-    return task.generate(split, n, seed=data.seed)
+    rows = task.generate(split, n, seed=data.seed)
+    missing = [c for c in required if rows and c not in rows[0]]
+    if missing:
+        raise R1kitError(f"the {data.task!r} task's rows have no column {missing[0]!r} (they have {sorted(rows[0])}); pick one of those or give data.path")
+    return rows

@@ -2,13 +2,14 @@
 
 Each stage names a recipe, a config (overrides of that recipe's config), and where its starting
 model comes from (`from`: an earlier stage's model, or a path). Stages run in order, each in its
-own run directory `output_dir/<name>`. A stage that finished (its run directory holds DONE) is
-skipped on a re-run; a stage that fails stops the pipeline with its error and keeps everything the
+own run directory `output_dir/<name>`. A stage that finished (its directory holds DONE, with a
+fingerprint of the stage's resolved config) is skipped on a re-run unless its config changed; a stage that fails stops the pipeline with its error and keeps everything the
 earlier stages produced. At the end a table compares every stage on the held-out split.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1kit.config import RECIPES, deep_merge, from_dict, recipe_config_class
+from r1kit.config import RECIPES, deep_merge, dump, from_dict, recipe_config_class
 from r1kit.errors import R1kitError
 from r1kit.report.logger import console
 
@@ -89,11 +90,16 @@ def run_pipeline(pipe: PipelineConfig) -> Path:
     timings: dict[str, float] = {}
     for stage in pipe.stages:
         done = out / stage.name / "DONE"
-        if done.is_file():
-            outputs[stage.name] = Path(done.read_text().strip() or out / stage.name)
-            console.print(f"[bold]stage {stage.name}[/bold]: already done, skipped")
-            continue
         config = stage_config(pipe, stage, outputs)
+        fingerprint = hashlib.sha256(dump(config, stage.recipe).encode()).hexdigest()[:16]
+        if done.is_file():
+            record = json.loads(done.read_text())
+            if record.get("config") == fingerprint:
+                outputs[stage.name] = Path(record["run_dir"])
+                console.print(f"[bold]stage {stage.name}[/bold]: already done, skipped")
+                continue
+            console.print(f"[bold]stage {stage.name}[/bold]: its config changed since it ran; running it again")
+            done.unlink()
         console.rule(f"stage {stage.name} ({stage.recipe})")
         t0 = time.perf_counter()
         module = importlib.import_module(RECIPES[stage.recipe].split(":")[0])
@@ -104,7 +110,7 @@ def run_pipeline(pipe: PipelineConfig) -> Path:
         timings[stage.name] = time.perf_counter() - t0
         outputs[stage.name] = run_dir
         (out / stage.name).mkdir(parents=True, exist_ok=True)
-        done.write_text(str(run_dir.resolve()))
+        done.write_text(json.dumps({"run_dir": str(run_dir.resolve()), "config": fingerprint}))
         _write_stages(out, outputs)
     rows = []
     for stage in pipe.stages:

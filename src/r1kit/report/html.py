@@ -373,12 +373,22 @@ def _stages_on_disk(pipe_dir: Path) -> dict[str, str]:
         done = sub / "DONE"
         if done.is_file():
             try:
-                found.append((done.stat().st_mtime, sub.name, done.read_text(encoding="utf-8").strip() or str(sub)))
+                found.append((done.stat().st_mtime, sub.name, _done_run_dir(done) or str(sub)))
             except OSError:
                 continue
         elif sub.is_dir() and (sub / "config.yaml").is_file():
             found.append(((sub / "config.yaml").stat().st_mtime, sub.name, str(sub)))
     return {name: path for _, name, path in sorted(found)}
+
+
+def _done_run_dir(done: Path) -> str:
+    """The run dir a DONE file records: JSON {"run_dir", "config"}, or a bare path."""
+    text = done.read_text(encoding="utf-8").strip()
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return str(record.get("run_dir", "")) if isinstance(record, dict) else text
 
 
 def _resolve(pipe_dir: Path, name: str, recorded: str | None) -> Path | None:
