@@ -53,7 +53,7 @@ class HFEngine:
         self.pad_token_id = _resolve_pad(model, tokenizer, pad_token_id, self.eos_token_ids)
         # Computing logits for the last prompt position only saves a [B, P, V] tensor at prefill.
         self._prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-        self._stop_cache: dict[tuple[str, ...], StopStrings] = {}
+        self._stop_cache: dict[tuple[tuple[str, ...], torch.device], StopStrings] = {}
 
     @property
     def device(self) -> torch.device:
@@ -90,7 +90,14 @@ class HFEngine:
         """Run the prompts. ids, mask: [B, P]; cache: an empty cache, or None for the model's own.
         Returns last-position logits [B, V] and the filled cache."""
         positions = (mask.cumsum(dim=1) - 1).clamp_(min=0)  # left padding: first real token is 0
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **self._prefill_kwargs)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            **self._prefill_kwargs,
+        )
         return out.logits[:, -1, :].float(), out.past_key_values
 
     def _decode(self, logits: torch.Tensor, prompt_mask: torch.Tensor, cache, params: SamplingParams, ready_masks: bool):
@@ -117,8 +124,9 @@ class HFEngine:
         stopped: set[int] = set()
         for t in range(C):
             tokens, logp = sample_next(logits, params, generator)
-            out_ids[:, t] = tokens.masked_fill_(~alive, pad)
-            out_logp[:, t] = logp.masked_fill_(~alive, 0.0)
+            dead = ~alive
+            out_ids[:, t] = tokens.masked_fill_(dead, pad)
+            out_logp[:, t] = logp.masked_fill_(dead, 0.0)
             attn[:, P + t] = alive
             if end_ids.numel():
                 alive &= ~torch.isin(tokens, end_ids)
@@ -130,7 +138,9 @@ class HFEngine:
             if t == C - 1 or not alive.any():
                 break
             mask = attn_4d[..., : P + t + 1] if ready_masks else attn[:, : P + t + 1]
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True)
+            out = self.model(
+                input_ids=tokens[:, None], attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True
+            )
             logits = out.logits[:, -1, :].float()
             position += 1
         steps = t + 1
@@ -140,12 +150,14 @@ class HFEngine:
         """The stop-string checker for these strings; its token table is built once per engine."""
         if not stops:
             return None
-        key = tuple(stops)
+        key = (tuple(stops), device)
         if key not in self._stop_cache:
             self._stop_cache[key] = StopStrings(stops, self.tokenizer, vocab_size, device)
         return self._stop_cache[key]
 
-    def _assemble(self, prompt_ids, prompt_mask, completion_ids, completion_mask, logprobs, stopped: set[int], stop_token_ids: list[int], n: int) -> RolloutBatch:
+    def _assemble(
+        self, prompt_ids, prompt_mask, completion_ids, completion_mask, logprobs, stopped: set[int], stop_token_ids: list[int], n: int
+    ) -> RolloutBatch:
         """Package the buffers; finish reasons come from each row's last token."""
         lengths = completion_mask.sum(dim=1).tolist()
         rows = [row[:length] for row, length in zip(completion_ids.tolist(), lengths)]
