@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EOS, PAD
+from rollout_tiny import EOS, PAD
 
 from r1kit.errors import R1kitError
 from r1kit.rollout import HFEngine, RolloutEngine, SamplingParams
@@ -206,7 +206,7 @@ def test_greedy_logprobs_are_untempered(model, prompts):
 
 
 def test_train_mode_is_restored(prompts):
-    from conftest import tiny_qwen2
+    from rollout_tiny import tiny_qwen2
 
     model = tiny_qwen2().train()
     engine(model).generate(prompts, SamplingParams(max_new_tokens=2, seed=0))
@@ -225,7 +225,7 @@ def test_pad_and_eos_come_from_the_tokenizer(model, tokenizer):
 
 def test_rollout_tensors_can_enter_the_learners_backward_pass(prompts):
     """Tensors made under inference_mode cannot be saved for backward; the batch holds ordinary ones."""
-    from conftest import tiny_qwen2
+    from rollout_tiny import tiny_qwen2
 
     model = tiny_qwen2().train()
     batch = engine(model).generate(prompts, SamplingParams(max_new_tokens=4, seed=0))

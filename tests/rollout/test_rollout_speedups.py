@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from conftest import PAD, tiny_qwen2
+from rollout_tiny import PAD, tiny_qwen2
 
 import r1kit.rollout.hf as hf
 from r1kit.rollout import HFEngine, SamplingParams

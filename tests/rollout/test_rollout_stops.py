@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import EOS
+from rollout_tiny import EOS
 
 from r1kit.rollout.stops import StopStrings
 
