@@ -244,3 +244,12 @@ def test_get_task_without_params_returns_the_default_instance_and_with_params_a_
     task = get_task("countdown", n_numbers=4)
     assert isinstance(task, CountdownTask) and task.n_numbers == 4
     assert all(len(r["nums"]) == 4 for r in task.generate("train", 10))
+
+
+def test_arithmetic_strict_reward_counts_only_tagged_answers():
+    from r1kit.data.tasks import get_task
+
+    task = get_task("arithmetic")
+    completions = ["<think>2+3=5</think><answer>5</answer>", "2+3=5. So 5", "<answer>6</answer>"]
+    assert task.reward(completions, ["5", "5", "5"]) == [1.0, 1.0, 0.0]
+    assert task.reward(completions, ["5", "5", "5"], strict=True) == [1.0, 0.0, 0.0]

@@ -109,14 +109,19 @@ class ArithmeticTask:
             return str(int(found[0])) if len(found) == 1 and found[0] == tagged.strip() else None
         return str(int(found[-1])) if found else None
 
-    def reward(self, completions: Sequence[Completion], answer: Sequence[Any], **columns: Any) -> list[float | None]:
-        """1.0 when the extracted integer equals the gold answer, else 0.0 (None for a missing gold)."""
+    def reward(self, completions: Sequence[Completion], answer: Sequence[Any], strict: bool = False, **columns: Any) -> list[float | None]:
+        """1.0 when the extracted integer equals the gold answer, else 0.0 (None for a missing gold).
+
+        strict: only an answer inside <answer> tags counts, as in R1-Zero's accuracy reward (the
+        answer must come in the specified format); otherwise untagged text falls back to its last
+        integer."""
         out: list[float | None] = []
         for c, gold in zip(completions, answer, strict=True):
             if gold is None or str(gold).strip() == "":
                 out.append(None)
                 continue
-            got = self.extract_answer(completion_text(c))
+            text = completion_text(c)
+            got = self.extract_answer(text) if not strict or extract_answer_tag(text) is not None else None
             out.append(1.0 if got is not None and got == str(int(str(gold).strip())) else 0.0)
         return out
 
