@@ -50,6 +50,8 @@ class PipelineConfig:
     """Parent directory; each stage runs in output_dir/<stage name>."""
     defaults: dict[str, Any] = field(default_factory=dict)
     """Config sections merged into every stage whose recipe has them (e.g. data, eval, run)."""
+    recipe_defaults: dict[str, Any] = field(default_factory=dict)
+    """Per-recipe config merged into every stage of that recipe, e.g. {grpo: {grpo: {steps: 40}}}."""
     stages: list[StageSpec] = field(default_factory=list)
     """The stages, in order."""
     report: bool = True
@@ -61,6 +63,7 @@ def stage_config(pipe: PipelineConfig, stage: StageSpec, outputs: dict[str, Path
     cls = recipe_config_class(stage.recipe)
     fields = set(cls.__dataclass_fields__)
     raw = {k: v for k, v in pipe.defaults.items() if k in fields}
+    raw = deep_merge(raw, pipe.recipe_defaults.get(stage.recipe, {}))
     raw = deep_merge(raw, stage.config)
     raw = deep_merge(raw, {"run": {"output_dir": pipe.output_dir, "name": stage.name}})
     if stage.start:
