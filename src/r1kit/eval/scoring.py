@@ -10,8 +10,12 @@ from r1kit.data.tasks import get_task
 
 
 def scorer_for(data: DataArgs) -> tuple[Callable[..., list[float | None]], Callable[[str], Any]]:
-    """(reward function giving 1.0 for a correct completion, answer extractor for voting)."""
-    if data.task and not data.path:
+    """(reward function giving 1.0 for a correct completion, answer extractor for voting).
+
+    The test split decides: when it comes from a built-in task (no data.test_path), the task's own
+    verifier scores it -- also when training rows come from a file, such as rejection-sampled
+    data -- so every stage of a pipeline is measured by the same rule."""
+    if data.task and not data.test_path:
         task = get_task(data.task, **data.task_params)
         return task.reward, task.extract_answer
     from r1kit.rewards import get
