@@ -155,5 +155,8 @@ def test_scorer_for_a_task_is_the_tasks_own_verifier_and_for_files_the_math_rewa
     score, extract = scorer_for(DataArgs(task="countdown"))
     assert score(["<answer>3*4</answer>"], ["12"], nums=[[3, 4]]) == [1.0]
     assert extract("<answer> 3 * 4 </answer>") == "3*4"
-    score, extract = scorer_for(DataArgs(task="arithmetic", path="train.jsonl"))
+    # Training rows from a file but the test split from the task: the task's verifier still scores.
+    score, _ = scorer_for(DataArgs(task="arithmetic", path="train.jsonl"))
+    assert score(["So 7"], answer=["7"]) == [1.0]
+    score, extract = scorer_for(DataArgs(task="arithmetic", path="train.jsonl", test_path="test.jsonl"))
     assert score(["<answer>\\frac{1}{2}</answer>"], answer=["0.5"]) == [1.0]
