@@ -75,11 +75,11 @@ def test_override_without_a_file_needs_the_class():
 def test_list_index_override_on_the_pipeline_config():
     path = REPO / "src" / "r1kit" / "configs" / "demo.yaml"
     raw_stages = yaml.safe_load(path.read_text())["stages"]
-    c = cfg.load(path, ["stages.0.config.steps=5", "stages.1.config.optim.lr=5e-4"], cfg.recipe_config_class("pipeline"))
+    c = cfg.load(path, ["stages.0.config.steps=5", "stages.2.config.optim.lr=5e-4"], cfg.recipe_config_class("pipeline"))
     assert [s.name for s in c.stages] == [s["name"] for s in raw_stages]
     assert c.stages[0].config["steps"] == 5
-    assert c.stages[1].config["optim"]["lr"] == "5e-4"  # a free-form dict: the stage's recipe types it later
-    assert c.stages[1].config["optim"]["warmup_steps"] == raw_stages[1]["config"]["optim"]["warmup_steps"]  # siblings kept
+    assert c.stages[2].config["optim"]["lr"] == "5e-4"  # a free-form dict: the stage's recipe types it later
+    assert c.stages[2].config["optim"]["warmup_steps"] == raw_stages[2]["config"]["optim"]["warmup_steps"]  # siblings kept
 
 
 def test_list_index_out_of_range_is_an_error():

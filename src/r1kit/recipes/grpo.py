@@ -80,7 +80,7 @@ class GRPOArgs:
     group_size: int = 8
     """G: completions per prompt (DeepSeekMath used 64, R1 16)."""
     num_iterations: int = 1
-    """mu: passes over each batch (mu = 1: the ratio is exactly 1 and no old log-probs are needed)."""
+    """mu: passes over each batch (mu = 1 with one mini-batch: the ratio is exactly 1 and no old log-probs are needed)."""
     mini_batches: int = 1
     """Optimizer steps per pass: the batch is split into this many mini-batches."""
     beta: float = 0.04
@@ -557,7 +557,8 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
     if ref is not None:
         with torch.no_grad():
             ref_logp = completion_logprobs(ref, input_ids, attn, C, temperature)  # [N, C]
-    old_logp = batch.logprobs if g.num_iterations > 1 else None
+    # Old log-probs are needed once the policy has moved: from the second mini-batch or pass on.
+    old_logp = batch.logprobs if g.num_iterations > 1 or g.mini_batches > 1 else None
     N = input_ids.shape[0]
     sums: dict[str, float] = {}
     count = skipped = 0
