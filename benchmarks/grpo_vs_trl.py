@@ -1,0 +1,415 @@
+"""GRPO step time: r1kit against TRL's GRPOTrainer, same model, same data, same settings, on CPU.
+
+One GRPO step = 8 prompts x G=8 completions = 64 sequences sampled at temperature 1 (no top-k /
+top-p), their arithmetic-task reward, group-normalised advantages, one policy forward+backward
+(mu = 1, so no old log-probs), a frozen-reference forward for the k3 KL (beta = 0.04), and one AdamW
+step (lr 1e-6, no weight decay, grad-norm clip 1.0, constant schedule), fp32, 2 torch threads.
+
+Fair by construction:
+
+- Both tools load the same saved tiny Qwen2 directory (two sizes: ~0.25M and ~13M parameters) and
+  the same character tokenizer object type. r1kit's `load_tokenizer` goes through AutoTokenizer,
+  which for a qwen2 directory substitutes transformers' BPE Qwen2Tokenizer and mangles a
+  character vocabulary (spaces and newlines vanish), so in the r1kit worker the recipe's
+  `load_tokenizer` is pointed at the saved `PreTrainedTokenizerFast` -- the one TRL is given as
+  `processing_class`. Nothing else in r1kit is touched.
+- Every completion runs to max length in both tools: the eos id of the tokenizer and of the
+  model's config is set to a token the output layer does not cover (id = vocab size), so no
+  sampled token can end a row early. Mean completion lengths are printed to show it.
+- Same rows: r1kit's built-in arithmetic train split; TRL gets a `datasets.Dataset` with the same
+  rows, `prompt` already rendered with r1kit's `tiny` template (`Q: {prompt}\\nA: `), and `answer`.
+  Both reward with `r1kit.data.tasks.arithmetic.TASK.reward` (r1kit: rewards=["arithmetic"]).
+- TRL: loss_type="grpo" (per-sequence token mean, r1kit's default loss_agg), scale_rewards="group",
+  per_device_train_batch_size=64 with steps_per_generation=1 and gradient_accumulation_steps=1 (one
+  optimizer step per 64 completions from 8 prompts), gradient checkpointing and bf16 OFF (TRL's
+  GRPOConfig turns both on by default; r1kit does neither), optim="adamw_torch" (torch.optim.AdamW,
+  as r1kit), no logging, no eval, no saving.
+
+Each measurement runs in a fresh subprocess (so its peak RSS, from getrusage, is its own), and the
+tools alternate r1kit, TRL, r1kit, TRL ... at each setting. Step time: r1kit's `perf/step_s` from
+metrics.jsonl (rollout + reward + update, timed inside the loop: the final eval and save after the
+loop are excluded); TRL's is on_step_begin -> on_step_end of a TrainerCallback (generation happens
+inside the step; logging after it). The first `--warmup` steps of each run are dropped and the
+median of the rest is reported.
+
+Model FLOPs per step (the same count for both tools, so the ratio of achieved FLOP/s equals the
+ratio of speeds), with N parameters (tied embeddings counted once: the LM-head matmul; the lookup
+is free), R = 64 rows, B = 8 prompts, P = mean prompt tokens, C = completion tokens, L = P + C,
+d = hidden size, n_l = layers, and attention at 4 d FLOPs per (query, key) pair per layer, causal:
+
+    generation  2 N (B P + R C)           + 4 d n_l R C (P + (C + 1) / 2)
+    policy      6 N R L                   + 3 * 4 d n_l R L (L + 1) / 2     (forward + backward)
+    reference   2 N R L                   + 4 d n_l R L (L + 1) / 2
+
+Achieved FLOP/s is divided by this machine's fp32 matmul peak at the same thread count, measured
+in the same run (best of repeated 2048x2048 torch.matmul, before and after the runs).
+
+    python benchmarks/grpo_vs_trl.py [--sizes 0.3M 13M] [--lengths 64 128] [--warmup 2] [--steps 5]
+                                     [--rounds 2] [--warmup-13m 1] [--steps-13m 3] [--rounds-13m 1] [--profile]
+
+The defaults take about 6-7 minutes on 2 shared cores: the 13M model gets 1 warm-up and 3 measured
+steps in a single r1kit/TRL pair per length, the 0.3M model 2 + 5 steps in two alternating pairs.
+
+--profile instead runs r1kit alone at 0.3M / 64 tokens under cProfile and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TEMPLATE = "Q: {prompt}\nA: "  # r1kit's `tiny` template, rendered for TRL
+PROMPTS, GROUP = 8, 8
+TRAIN_ROWS = 512
+LR, BETA = 1e-6, 0.04
+SEED = 0
+
+# ~0.25M and ~13M parameters with the 104-token character vocabulary.
+SIZES = {
+    "0.3M": dict(hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=256),
+    "13M": dict(hidden_size=384, num_layers=6, num_heads=6, num_kv_heads=2, intermediate_size=1536),
+}
+UNREACHABLE_EOS = "<unreachable-eos>"
+
+
+# --------------------------------------------------------------------------------------------
+# Shared setup (parent process)
+
+
+def build_models(root: Path, sizes: list[str]) -> dict[str, dict]:
+    """Save one tiny Qwen2 per size (with its tokenizer) under root; returns {size: info}."""
+    from transformers.utils import logging as hf_logging
+
+    from r1kit.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_model
+
+    hf_logging.set_verbosity_error()  # it warns that the eos id is outside the vocabulary: that is the point
+    hf_logging.disable_progress_bar()
+    out = {}
+    for size in sizes:
+        tok = build_char_tokenizer()
+        model = build_tiny_model(tok, TinyModelConfig(arch="qwen2", **SIZES[size]), seed=SEED)
+        vocab = model.config.vocab_size
+        # The new eos gets id == vocab: outside the logits, so it can never be sampled.
+        tok.add_special_tokens({"eos_token": UNREACHABLE_EOS})
+        assert tok.eos_token_id == vocab, (tok.eos_token_id, vocab)
+        model.config.eos_token_id = model.generation_config.eos_token_id = tok.eos_token_id
+        path = root / f"qwen2-{size}"
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        c = model.config
+        out[size] = {"path": str(path), "params": sum(p.numel() for p in model.parameters()), "hidden": c.hidden_size, "layers": c.num_hidden_layers, "vocab": vocab}
+    return out
+
+
+def train_rows() -> list[dict]:
+    from r1kit.config import DataArgs
+    from r1kit.data.source import load_split
+
+    return load_split(DataArgs(task="arithmetic", train_size=TRAIN_ROWS, seed=SEED), "train")
+
+
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 8) -> float:
+    """Best fp32 FLOP/s of an n x n matmul on `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def step_flops(info: dict, prompt_len: float, completion_len: int) -> float:
+    """Model FLOPs of one GRPO step (formula in the module docstring)."""
+    N, d, nl, R, B, P, C = info["params"], info["hidden"], info["layers"], PROMPTS * GROUP, PROMPTS, prompt_len, completion_len
+    L = P + C
+    attn = 4 * d * nl
+    gen = 2 * N * (B * P + R * C) + attn * R * C * (P + (C + 1) / 2)
+    fwd = 2 * N * R * L + attn * R * L * (L + 1) / 2
+    return gen + 3 * fwd + fwd  # generation + policy (fwd + bwd = 3 fwd) + reference
+
+
+# --------------------------------------------------------------------------------------------
+# Workers (one fresh process per measurement)
+
+
+def char_tokenizer(path: str):
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast.from_pretrained(path)
+    tok.padding_side = "left"
+    return tok
+
+
+def run_r1kit(spec: dict, workdir: Path) -> dict:
+    from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
+    from r1kit.recipes import grpo
+    from r1kit.report.logger import read_metrics
+
+    tok = char_tokenizer(spec["path"])
+    grpo.load_tokenizer = lambda path: tok  # see the module docstring: AutoTokenizer mangles it
+    config = grpo.GRPOConfig(
+        model=ModelArgs(path=spec["path"], dtype="float32", device="cpu"),
+        data=DataArgs(task="arithmetic", train_size=TRAIN_ROWS, test_size=1, seed=SEED, template="tiny"),
+        rewards=["arithmetic"],
+        grpo=grpo.GRPOArgs(steps=spec["steps"], prompts_per_step=PROMPTS, group_size=GROUP, num_iterations=1, beta=BETA),
+        sampling=grpo.SamplingArgs(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=spec["length"]),
+        optim=OptimArgs(lr=LR, weight_decay=0.0, warmup_steps=0, schedule="constant", max_grad_norm=1.0),
+        run=RunArgs(output_dir=str(workdir), name="r1kit", seed=SEED, threads=spec["threads"], tensorboard=False, progress=False, log_every=1),
+        eval=EvalArgs(k=0, max_new_tokens=1, batch_size=1),
+        samples_every=0,
+        eval_before=False,
+    )
+    if spec.get("profile"):
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run_dir = grpo.train(config)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    else:
+        run_dir = grpo.train(config)
+    rows = [m for m in read_metrics(run_dir) if "perf/step_s" in m]
+    return {
+        "step_s": [m["perf/step_s"] for m in rows],
+        "rollout_s": [m["perf/rollout_s"] for m in rows],
+        "length": [m["completion/length_mean"] for m in rows],
+        "reward": [m["reward/mean"] for m in rows],
+    }
+
+
+def run_trl(spec: dict, workdir: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from r1kit.data.tasks.arithmetic import TASK
+
+    tok = char_tokenizer(spec["path"])
+    rows = train_rows()
+    dataset = Dataset.from_list([{"prompt": TEMPLATE.format(prompt=r["prompt"]), "answer": r["answer"]} for r in rows])
+    args = GRPOConfig(
+        output_dir=str(workdir / "trl"),
+        max_steps=spec["steps"],
+        per_device_train_batch_size=PROMPTS * GROUP,
+        steps_per_generation=1,
+        gradient_accumulation_steps=1,
+        num_generations=GROUP,
+        max_completion_length=spec["length"],
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        beta=BETA,
+        num_iterations=1,
+        loss_type="grpo",
+        scale_rewards="group",
+        learning_rate=LR,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        optim="adamw_torch",
+        max_grad_norm=1.0,
+        use_vllm=False,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        model_init_kwargs={"dtype": "float32"},
+        use_cpu=True,
+        seed=SEED,
+        logging_strategy="no",
+        report_to=[],
+        eval_strategy="no",
+        save_strategy="no",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        log_completions=False,
+    )
+    seen: dict[str, list[float]] = {"step_s": [], "rollout_s": [], "length": [], "reward": []}
+    generating = [0.0]
+
+    class StepTimer(TrainerCallback):
+        """Wall time of each optimizer step (generation included), and the step's length and reward
+        from the trainer's metric buffer (read here: train() clears it when it finishes)."""
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            generating[0] = 0.0
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            seen["step_s"].append(time.perf_counter() - self.t0)
+            seen["rollout_s"].append(generating[0])
+            metrics = trainer._metrics["train"]
+            seen["length"].append(metrics["completions/mean_length"][-1])
+            seen["reward"].append(metrics["reward"][-1])
+
+    def arithmetic(completions, answer, **columns):
+        return TASK.reward(completions, answer)
+
+    trainer = GRPOTrainer(model=spec["path"], reward_funcs=arithmetic, args=args, train_dataset=dataset, processing_class=tok, callbacks=[StepTimer()])
+    generate = trainer._generate_single_turn
+
+    def timed_generate(*a, **k):  # the model.generate call and its eos masking
+        t = time.perf_counter()
+        out = generate(*a, **k)
+        generating[0] += time.perf_counter() - t
+        return out
+
+    trainer._generate_single_turn = timed_generate
+    torch.set_num_threads(spec["threads"])  # in case anything above changed it
+    trainer.train()
+    return seen
+
+
+def worker(tool: str, spec_json: str, out: str) -> None:
+    spec = json.loads(spec_json)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    with tempfile.TemporaryDirectory() as tmp:
+        result = (run_r1kit if tool == "r1kit" else run_trl)(spec, Path(tmp))
+    result["threads"] = torch.get_num_threads()
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    Path(out).write_text(json.dumps(result))
+
+
+def measure(tool: str, spec: dict, tmp: Path) -> dict:
+    out = tmp / f"{tool}-{time.monotonic_ns()}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
+    if spec["omp_wait_policy"]:
+        env["OMP_WAIT_POLICY"] = spec["omp_wait_policy"]
+    proc = subprocess.run([sys.executable, __file__, "--worker", tool, json.dumps(spec), str(out)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
+        raise SystemExit(f"{tool} worker failed (exit {proc.returncode})")
+    return json.loads(out.read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--lengths", nargs="*", type=int, default=[64, 128])
+    parser.add_argument("--warmup", type=int, default=2, help="steps dropped at the start of every run")
+    parser.add_argument("--steps", type=int, default=5, help="measured steps per run")
+    parser.add_argument("--steps-13m", type=int, default=3, help="measured steps per run for the 13M model")
+    parser.add_argument("--warmup-13m", type=int, default=1, help="warm-up steps per run for the 13M model")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating r1kit/TRL runs per setting")
+    parser.add_argument("--rounds-13m", type=int, default=1, help="alternating r1kit/TRL runs per setting for the 13M model")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY for every process ('' leaves it unset); see the module docstring")
+    parser.add_argument("--profile", action="store_true", help="profile r1kit at 0.3M / 64 tokens instead")
+    parser.add_argument("--worker", nargs=3, metavar=("TOOL", "SPEC", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return
+
+    if args.omp_wait_policy:
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # before torch starts its OpenMP pool
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        models = build_models(tmp, args.sizes)
+        if args.profile:
+            info = models[args.sizes[0]]
+            spec = {"path": info["path"], "length": args.lengths[0], "steps": args.warmup + args.steps, "threads": args.threads, "profile": True}
+            worker("r1kit", json.dumps(spec), str(tmp / "profile.json"))
+            return
+        tok = char_tokenizer(models[args.sizes[0]]["path"])
+        rendered = [TEMPLATE.format(prompt=r["prompt"]) for r in train_rows()]
+        # TRL tokenizes with the default add_special_tokens=True, r1kit with False: the ids must agree.
+        ids = [tok(t)["input_ids"] for t in rendered]
+        assert ids == [tok(t, add_special_tokens=False)["input_ids"] for t in rendered], "the tools would see different prompt ids"
+        assert all(tok.decode(x) == t for x, t in zip(ids, rendered)), "the character tokenizer does not round-trip the prompts"
+        prompt_len = statistics.mean(len(x) for x in ids)
+        peak_before = matmul_peak(args.threads)
+        print(f"GRPO step, r1kit vs TRL: B={PROMPTS} prompts x G={GROUP}, beta={BETA}, mu=1, lr={LR}, fp32, {args.threads} threads, "
+              f"OMP_WAIT_POLICY={args.omp_wait_policy or 'unset'}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+        results: dict[tuple[str, int, str], list[dict]] = {}
+        for size in args.sizes:
+            info = models[size]
+            warmup, steps, rounds = (args.warmup_13m, args.steps_13m, args.rounds_13m) if size == "13M" else (args.warmup, args.steps, args.rounds)
+            for length in args.lengths:
+                spec = {"path": info["path"], "length": length, "steps": warmup + steps, "threads": args.threads, "omp_wait_policy": args.omp_wait_policy}
+                for r in range(rounds):
+                    for tool in ("r1kit", "trl"):
+                        t = time.perf_counter()
+                        res = measure(tool, spec, tmp)
+                        res["warmup"] = warmup
+                        results.setdefault((size, length, tool), []).append(res)
+                        print(f"  {size} C={length} {tool} round {r + 1}: steps {[round(s, 2) for s in res['step_s']]} s "
+                              f"(process {time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
+        peak = max(peak_before, matmul_peak(args.threads))
+        print(f"fp32 matmul peak (2048x2048, {args.threads} threads): {peak_before / 1e9:.1f} GFLOP/s before, {peak / 1e9:.1f} best; "
+              f"mean prompt {prompt_len:.2f} tokens; load average after {os.getloadavg()[0]:.1f}")
+        print_table(results, models, prompt_len, peak)
+
+
+def summarise(runs: list[dict]) -> dict:
+    times = [s for r in runs for s in r["step_s"][r["warmup"]:]]
+    lengths = [x for r in runs for x in r["length"]]
+    rewards = [x for r in runs for x in r["reward"]]
+    return {
+        "median_s": statistics.median(times),
+        "best_s": min(times),
+        "rollout_s": statistics.median(s for r in runs for s in r["rollout_s"][r["warmup"]:]),
+        "n": len(times),
+        "length": statistics.mean(lengths),
+        "reward_mean": statistics.mean(rewards),
+        "reward_last": statistics.mean(r["reward"][-1] for r in runs),
+        "rss": max(r["peak_rss_mb"] for r in runs),
+        "threads": {r["threads"] for r in runs},
+    }
+
+
+def print_table(results, models, prompt_len: float, peak: float) -> None:
+    head = f"{'model':<6} {'params':>8} {'C':>4} {'tool':<6} {'s/step':>7} {'best':>6} {'gen s':>6} {'n':>3} {'tok/s':>7} {'GFLOP/step':>10} {'GFLOP/s':>8} {'%peak':>6} {'RSS MB':>7} {'len':>6} {'reward':>7} {'r@last':>7}"
+    print(head)
+    print("-" * len(head))
+    ratios = []
+    for size, info in models.items():
+        for length in sorted({k[1] for k in results}):
+            if (size, length, "r1kit") not in results:
+                continue
+            flops = step_flops(info, prompt_len, length)
+            s = {tool: summarise(results[(size, length, tool)]) for tool in ("r1kit", "trl")}
+            for tool, x in s.items():
+                tokens = PROMPTS * GROUP * x["length"]
+                print(f"{size:<6} {info['params'] / 1e6:>7.3f}M {length:>4} {tool:<6} {x['median_s']:>7.2f} {x['best_s']:>6.2f} {x['rollout_s']:>6.2f} {x['n']:>3} {tokens / x['median_s']:>7.0f} "
+                      f"{flops / 1e9:>10.1f} {flops / x['median_s'] / 1e9:>8.2f} {100 * flops / x['median_s'] / peak:>5.1f}% {x['rss']:>7.0f} "
+                      f"{x['length']:>6.1f} {x['reward_mean']:>7.3f} {x['reward_last']:>7.3f}")
+            ratios.append((size, length, s["r1kit"]["median_s"] / s["trl"]["median_s"], s["r1kit"]["rss"] / s["trl"]["rss"]))
+    print()
+    print(f"{'model':<6} {'C':>4} {'time r1kit/TRL':>15} {'speed-up':>9} {'RSS r1kit/TRL':>14}")
+    for size, length, t, m in ratios:
+        print(f"{size:<6} {length:>4} {t:>15.3f} {1 / t:>8.2f}x {m:>14.2f}")
+    print("\ns/step: median over the measured steps (n) after warm-up, best: the fastest of them; gen s: median time in "
+          "rollout (r1kit: perf/rollout_s, sampling + reward; TRL: its generate call); tok/s: completion tokens per second; "
+          "len: mean completion length; reward / r@last: mean arithmetic reward over all steps / at the last step "
+          "(an untrained random model: ~0 for both, so this checks plumbing, not learning).")
+
+
+if __name__ == "__main__":
+    main()
