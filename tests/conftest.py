@@ -8,6 +8,10 @@ into it; copy it first when a test needs to change it.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see r1kit.cli
+
 from pathlib import Path
 
 import pytest

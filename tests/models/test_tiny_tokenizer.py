@@ -83,3 +83,15 @@ def test_saved_tokenizer_loads_back_with_identical_ids_and_left_padding(tiny_mod
     assert batch["input_ids"][0][2:] == batch["input_ids"][1][:2]
     assert batch["attention_mask"] == [[0, 0, 1, 1], [1, 1, 1, 1]]
     assert loaded.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True) == "user: hi\nassistant: "
+
+
+def test_a_qwen2_directory_loads_the_saved_char_tokenizer(tmp_path, char_tokenizer):
+    # transformers would substitute its Qwen2 BPE tokenizer class and drop spaces and newlines.
+    from r1kit.models.load import load_tokenizer
+    from r1kit.models.tiny import TinyModelConfig, save_tiny
+
+    save_tiny(tmp_path, char_tokenizer, TinyModelConfig(arch="qwen2", hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1))
+    tok = load_tokenizer(str(tmp_path))
+    text = "Q: 12+3=?\nA: <think>12+3=15</think><answer>15</answer>"
+    assert tok.decode(tok(text)["input_ids"]) == text
+    assert tok(text)["input_ids"] == char_tokenizer(text)["input_ids"]

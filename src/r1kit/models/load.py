@@ -8,11 +8,12 @@ loads as its base with the adapter merged in; `load_policy` builds the model a r
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from r1kit.config import ModelArgs
@@ -44,11 +45,29 @@ def _check_exists(path_or_id: str) -> None:
         )
 
 
+def _generic_fast_tokenizer(path_or_id: str) -> bool:
+    """A local directory whose tokenizer_config.json names the generic fast tokenizer class."""
+    config = Path(path_or_id) / "tokenizer_config.json"
+    if not ((Path(path_or_id) / "tokenizer.json").is_file() and config.is_file()):
+        return False
+    try:
+        cls = json.loads(config.read_text()).get("tokenizer_class", "")
+    except (OSError, json.JSONDecodeError):
+        return False
+    return cls in ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
 def load_tokenizer(path_or_id: str) -> PreTrainedTokenizerBase:
     """The tokenizer of a model, with a pad token (the eos token when the tokenizer has none)."""
     _check_exists(path_or_id)
     try:
-        tok = AutoTokenizer.from_pretrained(path_or_id)
+        if _generic_fast_tokenizer(path_or_id):
+            # transformers 5 swaps its own tokenizer class in for some model types (qwen2) even when
+            # the directory saved a generic fast tokenizer; that class rebuilds the pipeline and
+            # loses e.g. a character-level pre-tokenizer. Load exactly what was saved.
+            tok = PreTrainedTokenizerFast.from_pretrained(path_or_id)
+        else:
+            tok = AutoTokenizer.from_pretrained(path_or_id)
     except OSError as e:
         raise R1kitError(f"could not load a tokenizer from {path_or_id!r} ({str(e).splitlines()[0]}); check the path or hub id") from None
     if tok.pad_token_id is None:
