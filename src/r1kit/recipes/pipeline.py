@@ -111,7 +111,7 @@ def run_pipeline(pipe: PipelineConfig) -> Path:
         except R1kitError as e:
             raise R1kitError(f"stage {stage.name!r} failed: {e} (earlier stages are kept; fix it and re-run to continue)") from None
         timings[stage.name] = time.perf_counter() - t0
-        outputs[stage.name] = run_dir
+        outputs[stage.name] = run_dir.resolve()  # as DONE records it, so a re-run fingerprints the same
         (out / stage.name).mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps({"run_dir": str(run_dir.resolve()), "config": fingerprint}))
         _write_stages(out, outputs)
