@@ -30,7 +30,6 @@ samples); GKD's sequence-level KD (teacher-sampled outputs) is a `sample` stage 
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from r1kit.eval.scoring import scorer_for
 from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rollout import HFEngine, SamplingParams
-from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
+from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run
 from r1kit.train.supervised import IGNORE, Example, autocast, batches, collate, pack, tokenize_examples, train_supervised
@@ -344,12 +343,8 @@ def train_kd(
                 tokens += int(batch.targets[:, 1:].sum())
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
-            grad_norm = clip_gradients(model, config.optim.max_grad_norm)
             lr = sched.get_last_lr()[0]
-            if math.isfinite(grad_norm):
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+            grad_norm, _ = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
             dt = time.perf_counter() - t0
             metrics: dict[str, Any] = {k: v / config.grad_accum for k, v in sums.items()}
             metrics.update({"distill/on_policy_frac": on_policy / config.grad_accum, "grad_norm": grad_norm, "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt})

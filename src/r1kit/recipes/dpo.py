@@ -22,7 +22,6 @@ Simplifications: no padding-free packing; the pairs' prompts are rendered with d
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from r1kit.data.tasks import get_task
 from r1kit.eval.evaluate import evaluate
 from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model
 from r1kit.report.logger import MetricLogger, console, format_line
-from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
+from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run
 
@@ -117,11 +116,7 @@ def train(config: DPOConfig) -> Path:
             ref = None if ref_train is None else tuple(r[idx].to(device) for r in ref_train)
             loss, metrics = pair_loss(config, model, batch, ref)
             loss.backward()
-            grad_norm = clip_gradients(model, config.optim.max_grad_norm)
-            if math.isfinite(grad_norm):
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+            grad_norm, _ = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
             metrics.update({"grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "perf/step_s": time.perf_counter() - t0})
             if config.run.eval_every and step % config.run.eval_every == 0 and step != config.steps:
                 metrics.update(_prefixed(run_eval()))

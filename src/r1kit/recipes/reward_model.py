@@ -24,7 +24,6 @@ Simplifications: one epoch-free stream of shuffled pairs; no ensembling.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from r1kit.models.load import load_tokenizer, resolve_device
 from r1kit.models.value_head import load_scalar_model, save_scalar_model, sequence_scalar, token_scalars
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rewards.model import META_FILE
-from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
+from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run
 
@@ -111,11 +110,7 @@ def train(config: RewardModelConfig) -> Path:
             batch = collate_pairs([train_pairs[i] for i in stream.take()], pad).to(device)
             loss, metrics = pair_loss(model, batch, config)
             loss.backward()
-            grad_norm = clip_gradients(model, config.optim.max_grad_norm)
-            if math.isfinite(grad_norm):
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+            grad_norm, _ = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
             metrics.update({"grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "perf/step_s": time.perf_counter() - t0})
             if config.run.eval_every and step % config.run.eval_every == 0 and step != config.steps:
                 metrics.update(_prefixed(run_eval()))

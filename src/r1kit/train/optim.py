@@ -40,3 +40,15 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
         return 0.0
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
     return float(norm)
+
+
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, max_grad_norm: float) -> tuple[float, bool]:
+    """Clip, step (only when the gradient norm is finite, so a NaN/inf never reaches the weights),
+    zero the gradients and advance the schedule. Returns (norm before clipping, whether it stepped)."""
+    grad_norm = clip_gradients(model, max_grad_norm)
+    stepped = math.isfinite(grad_norm)
+    if stepped:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    sched.step()
+    return grad_norm, stepped

@@ -12,7 +12,6 @@ target tokens in the whole step, so grad accumulation 1×8 and 8×1 give the sam
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torch
 from r1kit.config import OptimArgs
 from r1kit.errors import R1kitError
 from r1kit.report.logger import MetricLogger, console, format_line
-from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
+from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.progress import progress_bar
 
 IGNORE = -100
@@ -151,12 +150,8 @@ def train_supervised(
                     loss_sum, _ = token_loss_sum(model, m)
                 (loss_sum / n_tokens).backward()
                 total += float(loss_sum.detach())
-            grad_norm = clip_gradients(model, optim.max_grad_norm)
             lr = sched.get_last_lr()[0]  # the lr of this step; after sched.step() it is the next one's
-            if math.isfinite(grad_norm):
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+            grad_norm, _ = optimizer_step(model, opt, sched, optim.max_grad_norm)
             loss = total / n_tokens
             losses.append(loss)
             dt = time.perf_counter() - t0
