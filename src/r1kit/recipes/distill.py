@@ -343,8 +343,7 @@ def train_kd(
                 tokens += int(batch.targets[:, 1:].sum())
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
-            lr = sched.get_last_lr()[0]
-            grad_norm, _ = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
+            grad_norm, lr = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
             dt = time.perf_counter() - t0
             metrics: dict[str, Any] = {k: v / config.grad_accum for k, v in sums.items()}
             metrics.update({"distill/on_policy_frac": on_policy / config.grad_accum, "grad_norm": grad_norm, "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt})

@@ -116,8 +116,8 @@ def train(config: DPOConfig) -> Path:
             ref = None if ref_train is None else tuple(r[idx].to(device) for r in ref_train)
             loss, metrics = pair_loss(config, model, batch, ref)
             loss.backward()
-            grad_norm, _ = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
-            metrics.update({"grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "perf/step_s": time.perf_counter() - t0})
+            grad_norm, lr = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
+            metrics.update({"grad_norm": grad_norm, "lr": lr, "perf/step_s": time.perf_counter() - t0})
             if config.run.eval_every and step % config.run.eval_every == 0 and step != config.steps:
                 metrics.update(_prefixed(run_eval()))
                 model.train()

@@ -42,13 +42,14 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
     return float(norm)
 
 
-def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, max_grad_norm: float) -> tuple[float, bool]:
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, max_grad_norm: float) -> tuple[float, float]:
     """Clip, step (only when the gradient norm is finite, so a NaN/inf never reaches the weights),
-    zero the gradients and advance the schedule. Returns (norm before clipping, whether it stepped)."""
+    zero the gradients and advance the schedule. Returns (norm before clipping, the lr this step
+    used -- after sched.step() the scheduler already reports the next step's)."""
+    lr = sched.get_last_lr()[0]
     grad_norm = clip_gradients(model, max_grad_norm)
-    stepped = math.isfinite(grad_norm)
-    if stepped:
+    if math.isfinite(grad_norm):
         opt.step()
     opt.zero_grad(set_to_none=True)
     sched.step()
-    return grad_norm, stepped
+    return grad_norm, lr

@@ -150,8 +150,7 @@ def train_supervised(
                     loss_sum, _ = token_loss_sum(model, m)
                 (loss_sum / n_tokens).backward()
                 total += float(loss_sum.detach())
-            lr = sched.get_last_lr()[0]  # the lr of this step; after sched.step() it is the next one's
-            grad_norm, _ = optimizer_step(model, opt, sched, optim.max_grad_norm)
+            grad_norm, lr = optimizer_step(model, opt, sched, optim.max_grad_norm)
             loss = total / n_tokens
             losses.append(loss)
             dt = time.perf_counter() - t0
