@@ -1,11 +1,11 @@
-"""Bradley-Terry, Christiano et al. pair loss and the DPO family against hand values."""
+"""Bradley-Terry, Christiano et al. pair loss, the DPO family and RPO's NLL term against hand values."""
 
 import math
 
 import pytest
 import torch
 
-from r1kit.algorithms.preference import bradley_terry_loss, christiano_pair_loss, dpo_loss
+from r1kit.algorithms.preference import bradley_terry_loss, chosen_nll, christiano_pair_loss, dpo_loss
 from r1kit.errors import R1kitError
 
 
@@ -125,6 +125,30 @@ def test_dpo_gradient_pushes_chosen_up_and_rejected_down():
     loss.backward()
     # d/d pi_c of -log sigmoid(beta h) = -beta * sigmoid(-beta h) = -0.1 * 0.462570 = -0.046257
     assert pc.grad.item() == pytest.approx(-0.046257, abs=1e-6)
+    assert pr.grad.item() == pytest.approx(0.046257, abs=1e-6)
+
+
+def test_chosen_nll_is_the_token_mean_over_the_batch():
+    # chosen log-probs -2.0 over 4 tokens and -6.0 over 2 tokens: -(-2 - 6) / (4 + 2) = 8 / 6 = 1.333333
+    # (dividing each sequence by its own length first, as the RPO paper writes it, would give
+    # (0.5 + 3.0) / 2 = 1.75; with equal lengths the two agree: see the second case)
+    loss = chosen_nll(torch.tensor([-2.0, -6.0]), torch.tensor([4.0, 2.0]))
+    assert loss.item() == pytest.approx(1.333333, abs=1e-6)
+    # -(-2 - 6) / (2 + 2) = 2.0 = (1.0 + 3.0) / 2
+    assert chosen_nll(torch.tensor([-2.0, -6.0]), torch.tensor([2.0, 2.0])).item() == pytest.approx(2.0)
+
+
+def test_rpo_loss_is_dpo_plus_alpha_nll_and_its_gradient_lifts_the_chosen_side():
+    # The shared example, the chosen completion 2 tokens long: NLL = -(-1.0) / 2 = 0.5
+    # RPO with alpha 1: 0.620957 + 1.0 * 0.5 = 1.120957
+    # d/d pi_c: DPO's -0.046257 plus alpha * d(-pi_c / 2)/d pi_c = -0.5 -> -0.546257;
+    # the rejected side is untouched by the NLL term: 0.046257
+    pc, pr = PC.clone().requires_grad_(), PR.clone().requires_grad_()
+    dpo, _, _ = dpo_loss(pc, pr, RC, RR, beta=0.1)
+    loss = dpo + 1.0 * chosen_nll(pc, torch.tensor([2.0]))
+    assert loss.item() == pytest.approx(1.120957, abs=1e-6)
+    loss.backward()
+    assert pc.grad.item() == pytest.approx(-0.546257, abs=1e-6)
     assert pr.grad.item() == pytest.approx(0.046257, abs=1e-6)
 
 

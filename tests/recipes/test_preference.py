@@ -163,3 +163,21 @@ def test_dpo_loss_types_train_two_steps(small_model_dir, tmp_path, loss_type):
     assert "greedy_acc" not in results["after"]
     if loss_type != "simpo":
         assert results["before"]["pref/margin"] == 0.0 and results["after"]["pref/margin"] != 0.0
+
+
+def test_rpo_adds_alpha_times_the_chosen_nll_and_keeps_the_chosen_likelihood_higher(small_model_dir, tmp_path):
+    def run(name, alpha):
+        config = load(None, overrides(small_model_dir, tmp_path, name, f"rpo_alpha={alpha}", "steps=3", "batch_size=4", "data.train_size=12",
+                                      "data.test_size=4", "task_eval=false", "optim.lr=1e-2", "optim.warmup_steps=0"), dpo.DPOConfig)  # fmt: skip
+        rows, results = check_run_dir(dpo.train(config), ["loss/dpo", "loss/nll", "loss/total", "eval/pref/chosen_nll"])
+        return [r for r in rows if "loss/total" in r], results
+
+    plain, plain_results = run("dpo", 0.0)
+    rpo, rpo_results = run("rpo", 1.0)
+    assert all(r["loss/total"] == r["loss/dpo"] for r in plain)
+    assert all(r["loss/total"] == pytest.approx(r["loss/dpo"] + 1.0 * r["loss/nll"], rel=1e-5) for r in rpo)
+    # Same seed, same batches, same start: the first step's losses agree; after training the
+    # NLL term has left the held-out chosen completions more likely than plain DPO did.
+    assert rpo[0]["loss/dpo"] == pytest.approx(plain[0]["loss/dpo"]) and rpo[0]["loss/nll"] == pytest.approx(plain[0]["loss/nll"])
+    assert plain_results["before"]["pref/chosen_nll"] == rpo_results["before"]["pref/chosen_nll"]
+    assert rpo_results["after"]["pref/chosen_nll"] < plain_results["after"]["pref/chosen_nll"]

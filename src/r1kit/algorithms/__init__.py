@@ -16,7 +16,7 @@ from r1kit.algorithms.logprobs import (
 )
 from r1kit.algorithms.masked import masked_mean, masked_sum, masked_var
 from r1kit.algorithms.policy import aggregate, policy_loss
-from r1kit.algorithms.preference import bradley_terry_loss, christiano_pair_loss, dpo_loss
+from r1kit.algorithms.preference import bradley_terry_loss, chosen_nll, christiano_pair_loss, dpo_loss
 from r1kit.algorithms.value import (
     AdaptiveKLController,
     FixedKLController,
@@ -29,6 +29,7 @@ __all__ = [
     "FixedKLController",
     "aggregate",
     "bradley_terry_loss",
+    "chosen_nll",
     "christiano_pair_loss",
     "completion_logprobs",
     "distill_loss",

@@ -1,5 +1,5 @@
 """Losses that learn from pairwise preferences: reward models (Bradley-Terry, Christiano et al.)
-and direct preference optimisation (DPO and its variants).
+and direct preference optimisation (DPO and its variants, and RPO's NLL term on the chosen side).
 
 Log-probabilities passed to `dpo_loss` are sums over the completion's tokens, log pi(y | x),
 one number per pair member.
@@ -128,6 +128,22 @@ def dpo_loss(
     chosen_rewards = beta * (pc - rc).detach()
     rejected_rewards = beta * (pr - rr).detach()
     return losses.mean(), chosen_rewards, rejected_rewards
+
+
+def chosen_nll(chosen_logp: torch.Tensor, chosen_len: torch.Tensor) -> torch.Tensor:
+    """Mean per-token negative log-likelihood of the chosen completions: RPO's extra term.
+
+    chosen_logp  # [B] summed log pi(y_c | x) of each chosen completion
+    chosen_len   # [B] its token count
+    Returns -sum_i log pi(y_c,i) / sum_i |y_c,i|, the mean over every chosen token in the batch.
+
+    RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization") trains on
+    dpo_loss + alpha * NLL(chosen): DPO alone can lower the likelihood of the chosen answer as long
+    as the rejected one falls faster, and the NLL term holds it up. The token mean over the batch is
+    TRL's `rpo_alpha` convention; the paper divides each sequence by its own length before
+    averaging over pairs (the same number when the lengths are equal).
+    """
+    return -chosen_logp.sum() / chosen_len.sum()
 
 
 def _reference(ref_logp: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """Direct preference optimisation: DPO (Rafailov et al. 2023) and, by `loss_type`, conservative DPO,
-robust DPO, IPO and the reference-free SimPO (see `r1kit.algorithms.dpo_loss`).
+robust DPO, IPO and the reference-free SimPO (see `r1kit.algorithms.dpo_loss`); with `rpo_alpha` > 0,
+RPO (Pang et al. 2024): the chosen completion's mean per-token NLL, times rpo_alpha, is added to
+the loss (`r1kit.algorithms.chosen_nll`).
 
     build (policy, pairs) -> reference log-probs of every pair, once -> evaluate before
           -> loop: B pairs -> log pi(chosen), log pi(rejected) -> dpo_loss -> step -> log
@@ -13,8 +15,9 @@ second model is ever loaded; SimPO needs no reference at all.
 Evaluation, before and after: on held-out pairs, the implicit-reward accuracy (the loss's own
 rewards; exactly 0.5 before training, where policy = reference, ties counting half), the
 log-likelihood accuracy log pi(chosen) > log pi(rejected) (does the policy itself prefer the chosen
-completion) and the mean implicit-reward margin; on the task's test split, greedy accuracy and
-pass@1 (r1kit.eval.evaluate), to show that preference tuning does not cost task accuracy.
+completion), the mean implicit-reward margin and the chosen completions' mean per-token NLL; on the
+task's test split, greedy accuracy and pass@1 (r1kit.eval.evaluate), to show whether preference
+tuning costs task accuracy.
 Completions end with the eos token, so the policy also learns where to stop.
 Simplifications: no padding-free packing; the pairs' prompts are rendered with data.template.
 """
@@ -29,7 +32,7 @@ from typing import Any, Literal
 
 import torch
 
-from r1kit.algorithms import completion_logprobs, dpo_loss, masked_sum
+from r1kit.algorithms import chosen_nll, completion_logprobs, dpo_loss, masked_sum
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.preference import EncodedPair, PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
 from r1kit.data.tasks import get_task
@@ -62,6 +65,10 @@ class DPOConfig:
     """cdpo / robust / simpo: the assumed label-flip rate epsilon."""
     simpo_gamma: float = 0.5
     """SimPO target reward margin gamma."""
+    rpo_alpha: float = 0.0
+    """RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization"; TRL's `rpo_alpha`):
+    weight of the chosen completion's mean per-token NLL added to the loss; 0 = the loss alone.
+    DPO alone may lower the chosen answer's likelihood too (only the margin matters to it)."""
     steps: int = 200
     """Optimizer steps."""
     batch_size: int = 16
@@ -106,7 +113,7 @@ def train(config: DPOConfig) -> Path:
     results: dict[str, Any] = {"before": run_eval()}
     flipped = sum(bool(r.get("flipped")) for r in train_rows)
     logger.log({"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated, **_prefixed(results["before"])}, 0)
-    console.print(f"dpo ({config.loss_type}, beta {config.beta}): {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out")
+    console.print(f"dpo ({config.loss_type}, beta {config.beta}, rpo_alpha {config.rpo_alpha}): {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out")
     model.train()
     with progress_bar("dpo", config.steps, config.run.progress) as bar:
         for step in range(1, config.steps + 1):
@@ -182,16 +189,21 @@ def reference_logps(config: DPOConfig, policy, train_pairs, test_pairs, pad_id: 
 
 
 def pair_loss(config: DPOConfig, model, batch: PairBatch, ref: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The configured DPO-family loss over a batch, and the TRL-style metrics."""
+    """The configured DPO-family loss (+ rpo_alpha * NLL of the chosen side) over a batch, and the
+    TRL-style metrics."""
     B = batch.num_pairs
     logps, lengths = sequence_logps(model, batch)
-    loss, r_c, r_r = dpo_loss(
+    pref_loss, r_c, r_r = dpo_loss(
         logps[:B], logps[B:], *(ref if ref is not None else (None, None)),
         beta=config.beta, loss_type=config.loss_type, label_smoothing=config.label_smoothing,
         simpo_gamma=config.simpo_gamma, chosen_len=lengths[:B], rejected_len=lengths[B:],
     )  # fmt: skip
+    nll = chosen_nll(logps[:B], lengths[:B])
+    loss = pref_loss + config.rpo_alpha * nll if config.rpo_alpha else pref_loss
     return loss, {
-        "loss/dpo": float(loss.detach()),
+        "loss/dpo": float(pref_loss.detach()),
+        "loss/nll": float(nll.detach()),
+        "loss/total": float(loss.detach()),
         "rewards/chosen": float(r_c.mean()),
         "rewards/rejected": float(r_r.mean()),
         "rewards/accuracy": float((r_c > r_r).float().mean()),
@@ -203,7 +215,8 @@ def pair_loss(config: DPOConfig, model, batch: PairBatch, ref: tuple[torch.Tenso
 
 @torch.no_grad()
 def evaluate_pairs(config: DPOConfig, model, pairs: list[EncodedPair], ref: tuple[torch.Tensor, torch.Tensor] | None, pad_id: int) -> dict[str, float]:
-    """Held-out implicit-reward accuracy (ties half), log-likelihood accuracy and mean margin."""
+    """Held-out implicit-reward accuracy (ties half), log-likelihood accuracy, mean margin and the
+    chosen completions' mean per-token NLL."""
     pc, pr = score_pairs(model, pairs, pad_id, config.eval_batch_size)
     chosen_len = torch.tensor([len(p.chosen) for p in pairs], dtype=pc.dtype)
     rejected_len = torch.tensor([len(p.rejected) for p in pairs], dtype=pc.dtype)
@@ -216,6 +229,7 @@ def evaluate_pairs(config: DPOConfig, model, pairs: list[EncodedPair], ref: tupl
         "pref/accuracy": float(((margin > 0).float() + 0.5 * (margin == 0).float()).mean()),
         "pref/logp_accuracy": float((pc > pr).float().mean()),
         "pref/margin": float(margin.mean()),
+        "pref/chosen_nll": float(chosen_nll(pc, chosen_len)),
     }
 
 
