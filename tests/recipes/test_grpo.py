@@ -117,3 +117,12 @@ def test_grpo_raises_a_learnable_reward(tiny_model_dir, tmp_path):
     first = sum(r["reward/mean"] for r in rows[:3]) / 3
     last = sum(r["reward/mean"] for r in rows[-3:]) / 3
     assert last > first + 0.15, (first, last)
+
+
+def test_logged_lr_is_the_lr_each_step_used(tiny_model_dir, tmp_path):
+    # Warm-up over 2 updates at lr 1e-3: update 1 uses 1e-3 * 1/2, update 2 uses 1e-3 * 2/2, update 3
+    # the constant 1e-3 (the scheduler already points at the next step's lr once a step is done).
+    cfg = make_config(tiny_model_dir, tmp_path, grpo={"steps": 3, "prompts_per_step": 2, "group_size": 2, "beta": 0.0},
+                      optim={"lr": 1e-3, "warmup_steps": 2, "schedule": "constant"}, eval_before=False, eval={"k": 0, "max_new_tokens": 12})
+    rows = [r for r in read_rows(grpo.train(cfg)) if "reward/mean" in r]
+    assert [r["lr"] for r in rows] == pytest.approx([5e-4, 1e-3, 1e-3])

@@ -48,7 +48,7 @@ from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
 from r1kit.train import distributed as dist_
 from r1kit.train.checkpoint import InterruptGuard, capture_rng, find_run_dir, load_trainer_state, resolve_resume, restore_rng, save_checkpoint
 from r1kit.train.distributed import SINGLE, Dist
-from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
+from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run, seed_everything
 
@@ -262,7 +262,7 @@ def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
                     counters["nonfinite_skipped"] += metrics.pop("fault/nonfinite_skipped")
                     dt = time.perf_counter() - t0
                     n_tokens = int(batch.completion_mask.sum())
-                    metrics.update({"perf/step_s": dt, "perf/rollout_s": t_rollout, "perf/tokens_per_s": n_tokens / dt, "lr": sched.get_last_lr()[0]})
+                    metrics.update({"perf/step_s": dt, "perf/rollout_s": t_rollout, "perf/tokens_per_s": n_tokens / dt})
                     metrics = dist_.mean_metrics(metrics, dist)
                     metrics.update({"fault/nonfinite_skipped": counters["nonfinite_skipped"], "data/skipped_long_prompts": skipped_long})
                     if main and config.run.eval_every and step % config.run.eval_every == 0 and step != g.steps:
@@ -576,17 +576,14 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
                 beta=g.beta, kl_kind=g.kl_kind,
             )
             scale = dist_.token_mean_scale(float(mask[chunk].sum()), dist) if g.loss_agg == "token_mean" else 1.0
-            grad_norm = math.nan
-            if dist_.all_finite(loss.detach(), dist):  # a NaN/inf loss is not even back-propagated
+            finite = dist_.all_finite(loss.detach(), dist)
+            if finite:  # a NaN/inf loss is not even back-propagated
                 (loss * scale).backward()
-                grad_norm = clip_gradients(model, config.optim.max_grad_norm)
-            if math.isfinite(grad_norm):
-                opt.step()
-            else:
+            grad_norm, lr = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
+            if not finite or not math.isfinite(grad_norm):
+                grad_norm = math.nan
                 skipped += 1  # the weights stay as they were
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            m.update({"loss/policy": float(loss.detach()), "entropy": float(masked_mean(entropy.detach(), mask[chunk])), "grad_norm": grad_norm})
+            m.update({"loss/policy": float(loss.detach()), "entropy": float(masked_mean(entropy.detach(), mask[chunk])), "grad_norm": grad_norm, "lr": lr})
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
