@@ -13,13 +13,15 @@ TRL's PPOTrainer: a policy, a frozen reference, a value model, GAE over per-toke
 - Value model: a separate `AutoModelForSequenceClassification` with one output, initialised from
   the policy checkpoint (or `ppo.value_model`, e.g. the reward model, as TRL does); V(s_t) is its
   output at the position that predicts token t. Separate weights keep the value loss from pulling
-  on the policy; the cost is a second model in memory.
+  on the policy; the cost is a second model in memory. It is saved beside the policy in
+  run_dir/value_model (an HF directory: `load_scalar_model` or AutoModelForSequenceClassification
+  loads it), so `ppo.value_model=RUN/value_model` starts a later run with a trained critic.
 - Rewards are columns-aware functions like GRPO's; here every row column, `prompt` included, is
   passed, so `model:PATH` scores prompt + completion.
 
 Simplifications: one completion per prompt; the old log-probs are the rollout engine's sampling
 log-probs (same model, same temperature; the rollout tests check they equal a recomputation); the
-reward is not whitened or clipped; the value model is not saved (only the policy).
+reward is not whitened or clipped.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from r1kit.data.templates import render_prompt
 from r1kit.eval.evaluate import evaluate
 from r1kit.eval.scoring import scorer_for
 from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model
-from r1kit.models.value_head import load_scalar_model, token_scalars
+from r1kit.models.value_head import load_scalar_model, save_scalar_model, token_scalars
 from r1kit.recipes.grpo import PromptStream, SamplingArgs
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rewards.compose import RewardComposer
@@ -124,7 +126,7 @@ class PPOConfig:
 
 
 def train(config: PPOConfig) -> Path:
-    """Run PPO; returns the run directory (the policy is saved in run_dir/model)."""
+    """Run PPO; returns the run directory (the policy in run_dir/model, the value model in run_dir/value_model)."""
     p = config.ppo
     device = resolve_device(config.model.device)
     run_dir = create_run(config, "ppo", str(device))
@@ -173,6 +175,7 @@ def train(config: PPOConfig) -> Path:
     logger.log({f"eval/{k}": v for k, v in results["after"].items()}, p.steps)
     logger.close()
     save_model(model, tokenizer, run_dir / "model")
+    save_scalar_model(value_model, tokenizer, run_dir / "value_model")
     (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
     (run_dir / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples[:50]))
     before = f"{results['before'].get('pass@1', float('nan')):.3f} -> " if "before" in results else ""
