@@ -12,14 +12,24 @@ rejected: an arithmetic slip, missing tags or a rambling chain):
 2. PPO from the SFT model with the task's rule reward, and with the clean-label reward model
    (`model:PATH`): test pass@1 (over eval.k samples) and greedy accuracy before -> after (the
    SFT model is evaluated once, by the first PPO run, with the same seed and settings);
-3. DPO (sigmoid) from the SFT model: held-out preference accuracy before -> after (implicit reward,
-   and the policy's own log-likelihood preference) and task accuracy before -> after.
+3. DPO (sigmoid) from the SFT model, with RPO's NLL term on the chosen completion (rpo_alpha):
+   held-out preference accuracy before -> after (implicit reward, and the policy's own
+   log-likelihood preference), the held-out chosen completions' per-token NLL and task accuracy
+   before -> after, for each --beta x --rpo-alpha given (one run by default).
 
     python benchmarks/preference.py [--out runs/bench-preference] [--threads 1] [--quick]
+                                    [--only rm|ppo|dpo ...] [--beta 0.5 ...] [--rpo-alpha 1.0 ...]
 
 Sizes: reward models 100 steps x 32 pairs, PPO 40 steps x 32 prompts (2 epochs x 2 mini-batches),
 DPO 60 steps x 32 pairs, 80 held-out pairs and test problems; about 5 minutes on one CPU core once
-the base and SFT models exist. With 80 held-out items an accuracy moves by about 0.03 per 2-3 items.
+the base and SFT models exist (each extra DPO setting about a minute more). With 80 held-out items
+an accuracy moves by about 0.03 per 2-3 items.
+
+`--only` runs some stages (PPO brings the clean-label reward model it needs). The DPO defaults
+(beta 0.5, rpo_alpha 1.0) were chosen with `--only dpo --beta 0.1 0.5 --rpo-alpha 0 0.5 1 2`: plain
+DPO at beta 0.1 cut task accuracy (greedy 0.613 -> 0.400) while doubling the chosen answers' NLL;
+with the NLL term, and more so at beta 0.5, task accuracy stayed within noise (README, "Preference
+learning").
 
 One torch thread by default: on a machine shared with other jobs, two OpenMP threads that wait on
 each other made every step about ten times slower than one.
@@ -64,7 +74,7 @@ def base_and_sft(pipe: PipelineConfig, out: Path, threads: int) -> tuple[Path, P
     base_config.run.progress, base_config.run.threads = False, threads
     base = pretrain.train(base_config)  # cached under .cache/r1kit, keyed by the demo's settings
     done = Path(pipe.output_dir) / "sft" / "DONE"
-    candidates = [Path(done.read_text().strip() or done.parent)] if done.is_file() else []
+    candidates = [Path(json.loads(done.read_text())["run_dir"])] if done.is_file() else []  # the pipeline's DONE record
     for sft_dir in [*candidates, out / "sft"]:
         if _finished_from(sft_dir, base / "model"):
             console.print(f"sft: reusing {sft_dir}")
@@ -101,17 +111,54 @@ def run_ppo(model: Path, name: str, reward: str, steps: int, shared: dict, commo
     return {"run": run_dir, "before": results.get("before", before), "after": results["after"]}
 
 
-def run_dpo(model: Path, steps: int, shared: dict, common: list[str]) -> dict:
+def run_dpo(model: Path, steps: int, beta: float, rpo_alpha: float, shared: dict, common: list[str]) -> dict:
     config = build(dpo.DPOConfig, shared, common + [
-        f"model.path={model}", "run.name=dpo", f"steps={steps}", "batch_size=32", f"data.train_size={32 * steps}", "data.test_size=80",
-        "beta=0.1", "optim.lr=1e-4", "optim.warmup_steps=5", f"task_eval_size={shared['data'].get('test_size', 100)}",
+        f"model.path={model}", f"run.name=dpo-beta{beta:g}-rpo{rpo_alpha:g}", f"steps={steps}", "batch_size=32", f"data.train_size={32 * steps}",
+        "data.test_size=80", f"beta={beta}", f"rpo_alpha={rpo_alpha}", "optim.lr=1e-4", "optim.warmup_steps=5", f"task_eval_size={shared['data'].get('test_size', 100)}",
     ])  # fmt: skip
     run_dir = dpo.train(config)
     return {"run": run_dir, **json.loads((run_dir / "eval.json").read_text())}
 
 
+def rm_table(rms: dict[float, dict], steps: int) -> Table:
+    table = Table(title=f"reward model ({steps} steps x 32 pairs): held-out pairwise accuracy (true labels)")
+    kinds = sorted(k for k in rms[0.0]["after"] if k.startswith("accuracy/"))
+    for col in ("training labels", "before", "after", *(k.split("/")[1] for k in kinds), "mean margin"):
+        table.add_column(col, justify="right")
+    for flip, r in rms.items():
+        a = r["after"]
+        table.add_row(f"{flip:.0%} flipped", f"{r['before']['accuracy']:.3f}", f"{a['accuracy']:.3f}", *(f"{a[k]:.3f}" for k in kinds), f"{a['margin']:.2f}")
+    return table
+
+
+def ppo_table(ppos: dict[str, dict], steps: int, test_size: int) -> Table:
+    table = Table(title=f"PPO from the SFT model, {steps} steps x 32 prompts: test split ({test_size} problems)")
+    for col in ("reward", "pass@1 before", "pass@1 after", "greedy before", "greedy after", "mean length after"):
+        table.add_column(col, justify="right")
+    for name, r in ppos.items():
+        b, a = r["before"], r["after"]
+        table.add_row(name, f"{b['pass@1']:.3f}", f"{a['pass@1']:.3f}", f"{b['greedy_acc']:.3f}", f"{a['greedy_acc']:.3f}", f"{a['length_mean']:.1f}")
+    return table
+
+
+def dpo_table(dpos: dict[tuple[float, float], dict], steps: int) -> Table:
+    """One row per (beta, rpo_alpha): before -> after of the held-out pair metrics and the task."""
+    table = Table(title=f"DPO (sigmoid) + rpo_alpha * NLL(chosen) from the SFT model, {steps} steps x 32 pairs: before -> after")
+    columns = (("pref/accuracy", "pref acc (implicit reward)"), ("pref/logp_accuracy", "pref acc (log-lik)"),
+               ("pref/chosen_nll", "chosen NLL/token"), ("greedy_acc", "task greedy"), ("pass@1", "task pass@1"))  # fmt: skip
+    for col in ("beta", "rpo_alpha", *(label for _, label in columns)):
+        table.add_column(col, justify="right")
+    for (beta, alpha), r in dpos.items():
+        b, a = r["before"], r["after"]
+        table.add_row(f"{beta:g}", f"{alpha:g}", *(f"{b[k]:.3f} -> {a[k]:.3f}" for k, _ in columns))
+    return table
+
+
 def config_eval_tokens(shared: dict) -> int:
     return int(shared.get("eval", {}).get("max_new_tokens", 48))
+
+
+STAGES = ("rm", "ppo", "dpo")
 
 
 def main() -> None:
@@ -119,6 +166,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-preference", help="parent of the stages' run directories")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="tiny stages: check the script runs, measure nothing")
+    parser.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
+    parser.add_argument("--beta", nargs="+", type=float, default=[0.5], help="DPO beta values (one run per beta x rpo-alpha)")
+    parser.add_argument("--rpo-alpha", nargs="+", type=float, default=[1.0], help="DPO rpo_alpha values: weight of the chosen NLL")
     args = parser.parse_args()
     out = Path(args.out)
     steps = {"rm": 100, "ppo": 40, "dpo": 60} if not args.quick else {"rm": 3, "ppo": 2, "dpo": 2}
@@ -131,48 +181,34 @@ def main() -> None:
     sft_model = sft_dir / "model"
     timings["base+sft"] = time.perf_counter() - t0
 
-    rms = {}
-    for flip in (0.0, 0.1, 0.3):
+    rms, ppos, dpos = {}, {}, {}
+    flips = (0.0, 0.1, 0.3) if "rm" in args.only else (0.0,) if "ppo" in args.only else ()
+    for flip in flips:
         t = time.perf_counter()
         rms[flip] = run_rm(sft_model, f"rm-flip{int(flip * 100)}", flip, steps["rm"], shared, common)
         timings[f"rm flip {flip:.0%}"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ppo_rule = run_ppo(sft_model, "ppo-rule", "arithmetic", steps["ppo"], shared, common)
-    timings["ppo rule"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ppo_rm = run_ppo(sft_model, "ppo-rm", f"model:{rms[0.0]['run'] / 'model'}", steps["ppo"], shared, common, ppo_rule["before"])
-    timings["ppo rm"] = time.perf_counter() - t
-    t = time.perf_counter()
-    dpo_run = run_dpo(sft_model, steps["dpo"], shared, common)
-    timings["dpo"] = time.perf_counter() - t
+    if "ppo" in args.only:
+        t = time.perf_counter()
+        ppos["rule (arithmetic)"] = run_ppo(sft_model, "ppo-rule", "arithmetic", steps["ppo"], shared, common)
+        timings["ppo rule"] = time.perf_counter() - t
+        t = time.perf_counter()
+        before = ppos["rule (arithmetic)"]["before"]
+        ppos["learned RM (clean labels)"] = run_ppo(sft_model, "ppo-rm", f"model:{rms[0.0]['run'] / 'model'}", steps["ppo"], shared, common, before)
+        timings["ppo rm"] = time.perf_counter() - t
+    if "dpo" in args.only:
+        for beta in args.beta:
+            for alpha in args.rpo_alpha:
+                t = time.perf_counter()
+                dpos[beta, alpha] = run_dpo(sft_model, steps["dpo"], beta, alpha, shared, common)
+                timings[f"dpo beta {beta:g} rpo {alpha:g}"] = time.perf_counter() - t
 
-    wide = Console(width=140, highlight=False)  # tables, unwrapped in logs
-    table = Table(title=f"reward model ({steps['rm']} steps x 32 pairs): held-out pairwise accuracy (true labels)")
-    kinds = sorted(k for k in rms[0.0]["after"] if k.startswith("accuracy/"))
-    for col in ("training labels", "before", "after", *(k.split("/")[1] for k in kinds), "mean margin"):
-        table.add_column(col, justify="right")
-    for flip, r in rms.items():
-        a = r["after"]
-        table.add_row(f"{flip:.0%} flipped", f"{r['before']['accuracy']:.3f}", f"{a['accuracy']:.3f}", *(f"{a[k]:.3f}" for k in kinds), f"{a['margin']:.2f}")
-    wide.print(table)
-
-    table = Table(title=f"PPO from the SFT model, {steps['ppo']} steps x 32 prompts: test split ({shared['data'].get('test_size', 100)} problems)")
-    for col in ("reward", "pass@1 before", "pass@1 after", "greedy before", "greedy after", "mean length after"):
-        table.add_column(col, justify="right")
-    for name, r in (("rule (arithmetic)", ppo_rule), ("learned RM (clean labels)", ppo_rm)):
-        b, a = r["before"], r["after"]
-        table.add_row(name, f"{b['pass@1']:.3f}", f"{a['pass@1']:.3f}", f"{b['greedy_acc']:.3f}", f"{a['greedy_acc']:.3f}", f"{a['length_mean']:.1f}")
-    wide.print(table)
-
-    table = Table(title=f"DPO (sigmoid, beta 0.1) from the SFT model, {steps['dpo']} steps x 32 pairs")
-    table.add_column("metric")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    b, a = dpo_run["before"], dpo_run["after"]
-    for key, label in (("pref/accuracy", "held-out pref accuracy (implicit reward)"), ("pref/logp_accuracy", "held-out pref accuracy (log-likelihood)"),
-                       ("greedy_acc", "task greedy accuracy"), ("pass@1", "task pass@1")):  # fmt: skip
-        table.add_row(label, f"{b[key]:.3f}", f"{a[key]:.3f}")
-    wide.print(table)
+    wide = Console(width=160, highlight=False)  # tables, unwrapped in logs
+    if "rm" in args.only:
+        wide.print(rm_table(rms, steps["rm"]))
+    if ppos:
+        wide.print(ppo_table(ppos, steps["ppo"], shared["data"].get("test_size", 100)))
+    if dpos:
+        wide.print(dpo_table(dpos, steps["dpo"]))
     console.print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total {time.perf_counter() - t0:.0f}")
 
 
