@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -51,5 +52,8 @@ def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, ma
     if math.isfinite(grad_norm):
         opt.step()
     opt.zero_grad(set_to_none=True)
-    sched.step()
+    with warnings.catch_warnings():
+        # A skipped first step is deliberate; torch would warn that the schedule ran before the optimizer.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+        sched.step()
     return grad_norm, lr
