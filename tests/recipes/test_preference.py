@@ -209,3 +209,14 @@ def test_rpo_adds_alpha_times_the_chosen_nll_and_keeps_the_chosen_likelihood_hig
     assert rpo[0]["loss/dpo"] == pytest.approx(plain[0]["loss/dpo"]) and rpo[0]["loss/nll"] == pytest.approx(plain[0]["loss/nll"])
     assert plain_results["before"]["pref/chosen_nll"] == rpo_results["before"]["pref/chosen_nll"]
     assert rpo_results["after"]["pref/chosen_nll"] < plain_results["after"]["pref/chosen_nll"]
+
+
+def test_ppo_logs_the_lr_each_update_used(small_model_dir, tmp_path):
+    # One update per step, warm-up over 2 updates at lr 1e-3: step 1 uses 1e-3 * 1/2, step 2 uses 1e-3.
+    config = load(None, overrides(
+        small_model_dir, tmp_path, "ppo-lr", "rewards=[arithmetic]", "ppo.steps=2", "ppo.prompts_per_step=2", "ppo.ppo_epochs=1",
+        "ppo.mini_batches=1", "sampling.max_new_tokens=6", "data.train_size=4", "data.test_size=2", "eval.k=0", "eval.max_new_tokens=6",
+        "optim.lr=1e-3", "optim.warmup_steps=2", "optim.schedule=constant",
+    ), ppo.PPOConfig)  # fmt: skip
+    steps = [r for r in read_metrics(ppo.train(config)) if "loss/policy" in r]
+    assert [r["lr"] for r in steps] == pytest.approx([5e-4, 1e-3])

@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +59,7 @@ from r1kit.recipes.grpo import PromptStream, SamplingArgs
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rewards.compose import RewardComposer
 from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
-from r1kit.train.optim import build_optimizer, build_scheduler, clip_gradients
+from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run
 
@@ -162,7 +161,7 @@ def train(config: PPOConfig) -> Path:
             metrics.update(update(config, model, ref, value_model, (opt, v_opt), (sched, v_sched), batch, scores, kl_ctl))
             kl_ctl.update(metrics["objective/kl"], len(batch))
             dt = time.perf_counter() - t0
-            metrics.update({"perf/step_s": dt, "perf/rollout_s": t_rollout, "perf/tokens_per_s": int(batch.completion_mask.sum()) / dt, "lr": sched.get_last_lr()[0]})
+            metrics.update({"perf/step_s": dt, "perf/rollout_s": t_rollout, "perf/tokens_per_s": int(batch.completion_mask.sum()) / dt})
             if config.run.eval_every and step % config.run.eval_every == 0 and step != p.steps:
                 metrics.update({f"eval/{k}": v for k, v in run_eval().items()})
             if step % config.run.log_every == 0 or step == p.steps:
@@ -296,13 +295,8 @@ def mini_batch_step(config, model, value_model, opts, scheds, batch, chunk, old_
     values = token_scalars(value_model, ids, attn)[:, P - 1 : P + C - 1]
     vf_loss, v_metrics = value_loss(values, old_values[chunk], returns[chunk], m, p.cliprange_value or None)
     (pg_loss + vf_loss).backward()  # separate models: each loss reaches its own weights only
-    grad_norm = clip_gradients(model, config.optim.max_grad_norm)
-    v_grad_norm = clip_gradients(value_model, config.optim.max_grad_norm)
-    for opt, sched, norm in zip(opts, scheds, (grad_norm, v_grad_norm)):
-        if math.isfinite(norm):
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
+    grad_norm, lr = optimizer_step(model, opts[0], scheds[0], config.optim.max_grad_norm)
+    v_grad_norm, _ = optimizer_step(value_model, opts[1], scheds[1], config.optim.max_grad_norm)
     log_ratio = (logp - old_logp[chunk]).detach()
     metrics.update(v_metrics)
     metrics.update({
@@ -312,5 +306,6 @@ def mini_batch_step(config, model, value_model, opts, scheds, batch, chunk, old_
         "entropy": float(masked_mean(entropy.detach(), m)),
         "grad_norm": grad_norm,
         "grad_norm_value": v_grad_norm,
+        "lr": lr,
     })  # fmt: skip
     return metrics
