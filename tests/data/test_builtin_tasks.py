@@ -68,7 +68,7 @@ def test_unknown_split_is_an_error():
 # -- arithmetic verification ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params", [{}, {"n_operands": [2, 4], "digits": 2, "ops": "+-*"}, {"n_operands": 3, "ops": "*"}])
+@pytest.mark.parametrize("params", [{}, {"n_operands": [2, 4], "digits": 2, "ops": "+-*"}, {"n_operands": 3, "ops": "*"}, {"terse_fraction": 0.5}])
 def test_every_arithmetic_cot_scores_1_and_its_answer_is_the_value_of_the_prompt(params):
     task = get_task("arithmetic", **params)
     rows = task.generate("train", 200, seed=0) + task.generate("test", 20, seed=0)
@@ -89,6 +89,20 @@ def test_arithmetic_cot_writes_each_partial_result():
     first_value = steps[0].split("=")[1]
     assert steps[1].startswith(first_value)
     assert steps[1].split("=")[1] == row["answer"]
+
+
+def test_arithmetic_terse_fraction_mixes_one_step_and_worked_solutions_the_same_way_every_time():
+    task = ArithmeticTask(n_operands=3, digits=1, ops="+", terse_fraction=0.3)
+    rows = task.generate("train", 1000, seed=0)
+    thinks = {r["prompt"]: r["cot"].split("<think>")[1].split("</think>")[0] for r in rows}
+    terse = [p for p, t in thinks.items() if " " not in t]
+    # 3+4+5=?  ->  terse `3+4+5=12`; worked `3+4=7 7+5=12`
+    assert all(thinks[p] == f"{p.removesuffix('=?')}={task.extract_answer(thinks[p])}" for p in terse)
+    assert 0.25 < len(terse) / len(thinks) < 0.35  # 1,000 draws over ~900 distinct problems
+    # the style belongs to the problem, not to the draw: another seed agrees on shared problems
+    again = {r["prompt"]: r["cot"] for r in task.generate("train", 300, seed=7)}
+    assert all(again[p] == next(r["cot"] for r in rows if r["prompt"] == p) for p in again if p in thinks)
+    assert all(" " in r["cot"] for r in ArithmeticTask(n_operands=3, digits=1, ops="+").generate("train", 100, seed=0))
 
 
 def test_arithmetic_with_multiplication_after_a_sum_is_parenthesised():
@@ -211,6 +225,7 @@ def test_evaluate_equation_returns_value_and_numbers_used():
         ("arithmetic", {"digits": 0}, "digits >= 1"),
         ("arithmetic", {"ops": "/"}, "ops drawn from '\\+-\\*'"),
         ("arithmetic", {"ops": ""}, "ops drawn from"),
+        ("arithmetic", {"terse_fraction": 1.5}, "terse_fraction must be in \\[0, 1\\]"),
         ("countdown", {"n_numbers": 1}, "n_numbers >= 2"),
         ("countdown", {"max_number": 1}, "max_number >= 2"),
         ("countdown", {"ops": "^"}, "ops drawn from"),

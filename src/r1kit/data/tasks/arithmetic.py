@@ -62,13 +62,18 @@ class ArithmeticTask:
 
     name = "arithmetic"
 
-    def __init__(self, n_operands: int | Sequence[int] = (2, 3), digits: int = 1, ops: str = "+-"):
+    def __init__(self, n_operands: int | Sequence[int] = (2, 3), digits: int = 1, ops: str = "+-", terse_fraction: float = 0.0):
+        """terse_fraction: the share of rows whose `cot` is one step (`3+3+2=8`) instead of every
+        partial result. A cold-start set that mixes terse and worked solutions leaves the model
+        a choice of how much to reason, which RL can then settle by reward (the demo's SFT)."""
         lo, hi = (n_operands, n_operands) if isinstance(n_operands, int) else tuple(n_operands)
         if lo < 2 or hi < lo:
             raise R1kitError(f"arithmetic n_operands must be >= 2 (or a [min, max] range), got {n_operands!r}")
         if digits < 1 or not ops or set(ops) - set("+-*"):
             raise R1kitError(f"arithmetic needs digits >= 1 and ops drawn from '+-*', got digits={digits}, ops={ops!r}")
-        self.n_range, self.digits, self.ops = (lo, hi), digits, ops
+        if not 0.0 <= terse_fraction <= 1.0:
+            raise R1kitError(f"arithmetic terse_fraction must be in [0, 1], got {terse_fraction!r}")
+        self.n_range, self.digits, self.ops, self.terse_fraction = (lo, hi), digits, ops, terse_fraction
 
     # -- generation ------------------------------------------------------------------------------
     def draw(self, rng: random.Random) -> Problem:
@@ -79,7 +84,9 @@ class ArithmeticTask:
         return Problem(operands, ops)
 
     def row(self, p: Problem) -> dict[str, Any]:
-        think = " ".join(f"{e}={v}" for e, v in p.steps())
+        # Seeded by the expression, so a problem's solution style is the same in every split and run.
+        terse = self.terse_fraction and random.Random(f"terse-{p.expression}").random() < self.terse_fraction
+        think = f"{p.expression}={p.value}" if terse else " ".join(f"{e}={v}" for e, v in p.steps())
         return {"prompt": f"{p.expression}=?", "answer": str(p.value), "cot": format_response(think, str(p.value))}
 
     def generate(self, split: str, n: int, seed: int = 0, **params: Any) -> list[dict[str, Any]]:
