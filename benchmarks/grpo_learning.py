@@ -6,6 +6,9 @@ Three measurements on the tiny arithmetic task, all on CPU:
    clock budget: held-out pass@1 (mean over k samples at temperature 1) before and after.
 2. R1-Zero: GRPO straight from the pretrained base (no SFT): the format reward over steps, against
    its maximum of 1.
+   It also samples both models on the held-out split and sorts the completions by how they reason:
+   worked (every partial result, `3+4=7 7+5=12`), terse (one step, `3+4+5=12`) or neither, with
+   the accuracy of each -- the demo's cold start teaches both styles, GRPO chooses by reward.
 3. Seen prompts: GRPO from the same SFT checkpoint on a fixed pool of 16 training prompts (all 16
    in every step), then pass@1 over 32 samples on those 16 prompts and on the held-out split,
    before and after. It separates "the update raises the reward of what it trains on" from "that
@@ -35,6 +38,8 @@ from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
 from r1kit.report.logger import read_metrics
+from r1kit.rollout import HFEngine, SamplingParams
+from r1kit.data.templates import extract_think, render_prompt
 
 
 def main() -> None:
@@ -60,6 +65,8 @@ def main() -> None:
     wall = time.perf_counter() - t0
     ev = json.loads((run / "eval.json").read_text())
     results["from_sft"] = {"wall_s": wall, "steps": grpo_cfg.grpo.steps, "before": ev["before"], "after": ev["after"]}
+    heldout = load_split(grpo_cfg.data, "test")
+    results["styles"] = {"sft": reasoning_styles(sft, heldout, grpo_cfg), "grpo": reasoning_styles(run / "model", heldout, grpo_cfg)}
 
     zero_cfg = load(Path("configs/tiny-arith/grpo.yaml"), [f"model.path={base}", f"run.output_dir={args.out}", "run.name=r1-zero", "run.progress=false", f"grpo.steps={args.zero_steps}", "run.eval_every=0"], GRPOConfig)
     t0 = time.perf_counter()
@@ -74,6 +81,8 @@ def main() -> None:
     print(f"GRPO from SFT ({results['from_sft']['steps']} steps, {wall:.0f} s): held-out pass@1 {b['pass@1']:.3f} -> {a['pass@1']:.3f} "
           f"({100 * (a['pass@1'] - b['pass@1']):+.1f} points); greedy {b['greedy_acc']:.3f} -> {a['greedy_acc']:.3f}; "
           f"maj@k {b.get('maj@4', float('nan')):.3f} -> {a.get('maj@4', float('nan')):.3f}")
+    for name, st in results["styles"].items():
+        print(f"  {name:4s} samples: " + ", ".join(f"{style} {v['share']:.0%} (accuracy {v['accuracy']:.2f})" for style, v in st.items() if v["n"]))
     z = results["r1_zero"]
     print(f"R1-Zero from base ({z['steps']} steps, {zero_wall:.0f} s): format reward {z['format_first5']:.3f} (first 5 steps) -> "
           f"{z['format_last5']:.3f} (last 5 steps), max 1.0")
@@ -81,6 +90,26 @@ def main() -> None:
     print(f"Seen prompts ({sp['steps']} steps on {sp['pool']} fixed prompts, {sp['wall_s']:.0f} s): pass@1 on them {sp['seen_before']:.3f} -> "
           f"{sp['seen_after']:.3f}; held-out pass@1 {sp['heldout_before']:.3f} -> {sp['heldout_after']:.3f}")
     (Path(args.out) / "learning.json").write_text(json.dumps(results, indent=2))
+
+
+def reasoning_styles(path: Path, rows: list[dict], cfg: GRPOConfig, k: int = 8) -> dict:
+    """Share and accuracy of worked / terse / other completions, k samples per prompt at T=1."""
+    tokenizer, model = load_tokenizer(str(path)), load_model(str(path))
+    score, _ = scorer_for(cfg.data)
+    ids = [tokenizer(render_prompt(r["prompt"], cfg.data.template, tokenizer), add_special_tokens=False)["input_ids"] for r in rows]
+    params = SamplingParams(temperature=1.0, max_new_tokens=cfg.sampling.max_new_tokens, n=k, seed=1, stop=list(cfg.sampling.stop))
+    out = HFEngine(model, tokenizer).generate(ids, params)
+    texts = [tokenizer.decode(c[m.bool()]) for c, m in zip(out.completion_ids, out.completion_mask)]
+    rows_k = [r for r in rows for _ in range(k)]
+    correct = score(texts, **{c: [r.get(c) for r in rows_k] for c in rows[0] if c != "prompt"})
+    tally = {s: {"n": 0, "right": 0} for s in ("worked", "terse", "other")}
+    for text, ok in zip(texts, correct):
+        think = extract_think(text)
+        steps = think.count("=") if think is not None else 0
+        style = "worked" if steps >= 2 else "terse" if steps == 1 else "other"
+        tally[style]["n"] += 1
+        tally[style]["right"] += int((ok or 0) >= 1)
+    return {s: {"n": t["n"], "share": t["n"] / len(texts), "accuracy": t["right"] / max(1, t["n"])} for s, t in tally.items()}
 
 
 def seen_prompts(sft: Path, args: argparse.Namespace, pool: int = 16, k: int = 32) -> dict:
