@@ -5,13 +5,16 @@ Starting point: the demo's base model (`r1kit.recipes.pretrain` with the setting
 demo config, so its cache is shared with `r1kit demo`) and its cold-start SFT model (reused from
 the demo's run directory when the demo has finished it, else trained here with the demo's SFT
 settings). Then, on the built-in arithmetic preference pairs (chosen: the correct worked solution;
-rejected: an arithmetic slip, missing tags or a rambling chain):
+rejected: an arithmetic slip, missing tags, a rambling chain, or the right answer with no working):
 
 1. reward models (Bradley-Terry) trained on clean labels and with 10% / 30% of the labels flipped:
    held-out pairwise accuracy against the true labels, overall and per rejected kind;
 2. PPO from the SFT model with the task's rule reward, and with the clean-label reward model
-   (`model:PATH`): test pass@1 (over eval.k samples) and greedy accuracy before -> after (the
-   SFT model is evaluated once, by the first PPO run, with the same seed and settings);
+   (`model:PATH`) at each --rm-kl coefficient of the per-token KL penalty: test pass@1 (over
+   eval.k samples) and greedy accuracy before -> after, and the KL at the end (the SFT model is
+   evaluated once, by the first PPO run, with the same seed and settings). A learned reward model
+   can be over-optimised (Gao et al. 2022): with too small a KL penalty the policy finds what the
+   reward model scores highly but the task does not;
 3. DPO (sigmoid) from the SFT model, with RPO's NLL term on the chosen completion (rpo_alpha):
    held-out preference accuracy before -> after (implicit reward, and the policy's own
    log-likelihood preference), the held-out chosen completions' per-token NLL and task accuracy
@@ -19,6 +22,7 @@ rejected: an arithmetic slip, missing tags or a rambling chain):
 
     python benchmarks/preference.py [--out runs/bench-preference] [--threads 1] [--quick]
                                     [--only rm|ppo|dpo ...] [--beta 0.5 ...] [--rpo-alpha 1.0 ...]
+                                    [--rule-kl 0.02] [--rm-kl 0.02 0.1 0.3 ...]
 
 Sizes: reward models 100 steps x 32 pairs, PPO 40 steps x 32 prompts (2 epochs x 2 mini-batches),
 DPO 60 steps x 32 pairs, 80 held-out pairs and test problems; about 5 minutes on one CPU core once
@@ -27,9 +31,9 @@ an accuracy moves by about 0.03 per 2-3 items.
 
 `--only` runs some stages (PPO brings the clean-label reward model it needs). The DPO defaults
 (beta 0.5, rpo_alpha 1.0) were chosen with `--only dpo --beta 0.1 0.5 --rpo-alpha 0 0.5 1 2`: plain
-DPO at beta 0.1 cut task accuracy (greedy 0.613 -> 0.400) while doubling the chosen answers' NLL;
-with the NLL term, and more so at beta 0.5, task accuracy stayed within noise (README, "Preference
-learning").
+DPO at beta 0.1 cut task accuracy (greedy 0.613 -> 0.400 from the demo's earlier SFT model) while
+doubling the chosen answers' NLL; with the NLL term, and more so at beta 0.5, task accuracy stayed
+within noise (README, "Preference learning").
 
 One torch thread by default: on a machine shared with other jobs, two OpenMP threads that wait on
 each other made every step about ten times slower than one.
@@ -55,7 +59,7 @@ from r1kit.config import apply_override, from_dict, load
 from r1kit.demo import DEFAULT_CONFIG
 from r1kit.recipes import dpo, ppo, pretrain, reward_model, sft
 from r1kit.recipes.pipeline import PipelineConfig, stage_config
-from r1kit.report.logger import console
+from r1kit.report.logger import console, read_metrics
 
 
 def build(cls: type, shared: dict[str, Any], overrides: list[str]) -> Any:
@@ -99,16 +103,17 @@ def run_rm(model: Path, name: str, flip: float, steps: int, shared: dict, common
     return {"run": run_dir, **json.loads((run_dir / "eval.json").read_text())}
 
 
-def run_ppo(model: Path, name: str, reward: str, steps: int, shared: dict, common: list[str], before: dict | None = None) -> dict:
+def run_ppo(model: Path, name: str, reward: str, steps: int, kl_coef: float, shared: dict, common: list[str], before: dict | None = None) -> dict:
     """PPO from `model`; `before` (the same evaluation of the same model) saves evaluating it again."""
     config = build(ppo.PPOConfig, shared, common + [
         f"model.path={model}", f"run.name={name}", f"rewards=['{reward}']", f"ppo.steps={steps}", "ppo.prompts_per_step=32",
-        "ppo.ppo_epochs=2", "ppo.mini_batches=2", "ppo.kl_coef=0.02", "ppo.value_lr=1e-3", "optim.lr=1e-4",
+        "ppo.ppo_epochs=2", "ppo.mini_batches=2", f"ppo.kl_coef={kl_coef}", "ppo.value_lr=1e-3", "optim.lr=1e-4",
         f"sampling.max_new_tokens={config_eval_tokens(shared)}", "sampling.stop=['</answer>']", f"eval_before={before is None}",
     ])  # fmt: skip
     run_dir = ppo.train(config)
     results = json.loads((run_dir / "eval.json").read_text())
-    return {"run": run_dir, "before": results.get("before", before), "after": results["after"]}
+    kl = [r["objective/kl"] for r in read_metrics(run_dir) if "objective/kl" in r]
+    return {"run": run_dir, "before": results.get("before", before), "after": results["after"], "kl_end": sum(kl[-5:]) / max(1, len(kl[-5:]))}
 
 
 def run_dpo(model: Path, steps: int, beta: float, rpo_alpha: float, shared: dict, common: list[str]) -> dict:
@@ -133,11 +138,12 @@ def rm_table(rms: dict[float, dict], steps: int) -> Table:
 
 def ppo_table(ppos: dict[str, dict], steps: int, test_size: int) -> Table:
     table = Table(title=f"PPO from the SFT model, {steps} steps x 32 prompts: test split ({test_size} problems)")
-    for col in ("reward", "pass@1 before", "pass@1 after", "greedy before", "greedy after", "mean length after"):
+    for col in ("reward", "kl_coef", "pass@1 before", "pass@1 after", "greedy before", "greedy after", "mean length after", "KL at the end"):
         table.add_column(col, justify="right")
-    for name, r in ppos.items():
+    for (name, kl_coef), r in ppos.items():
         b, a = r["before"], r["after"]
-        table.add_row(name, f"{b['pass@1']:.3f}", f"{a['pass@1']:.3f}", f"{b['greedy_acc']:.3f}", f"{a['greedy_acc']:.3f}", f"{a['length_mean']:.1f}")
+        table.add_row(name, f"{kl_coef:g}", f"{b['pass@1']:.3f}", f"{a['pass@1']:.3f}", f"{b['greedy_acc']:.3f}", f"{a['greedy_acc']:.3f}",
+                      f"{a['length_mean']:.1f}", f"{r['kl_end']:.2f}")
     return table
 
 
@@ -169,6 +175,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
     parser.add_argument("--beta", nargs="+", type=float, default=[0.5], help="DPO beta values (one run per beta x rpo-alpha)")
     parser.add_argument("--rpo-alpha", nargs="+", type=float, default=[1.0], help="DPO rpo_alpha values: weight of the chosen NLL")
+    parser.add_argument("--rule-kl", type=float, default=0.02, help="PPO kl_coef with the rule reward")
+    parser.add_argument("--rm-kl", nargs="+", type=float, default=[0.02, 0.1, 0.3], help="PPO kl_coef values with the learned reward model")
     args = parser.parse_args()
     out = Path(args.out)
     steps = {"rm": 100, "ppo": 40, "dpo": 60} if not args.quick else {"rm": 3, "ppo": 2, "dpo": 2}
@@ -189,12 +197,13 @@ def main() -> None:
         timings[f"rm flip {flip:.0%}"] = time.perf_counter() - t
     if "ppo" in args.only:
         t = time.perf_counter()
-        ppos["rule (arithmetic)"] = run_ppo(sft_model, "ppo-rule", "arithmetic", steps["ppo"], shared, common)
+        rule = ppos["rule (arithmetic)", args.rule_kl] = run_ppo(sft_model, "ppo-rule", "arithmetic", steps["ppo"], args.rule_kl, shared, common)
         timings["ppo rule"] = time.perf_counter() - t
-        t = time.perf_counter()
-        before = ppos["rule (arithmetic)"]["before"]
-        ppos["learned RM (clean labels)"] = run_ppo(sft_model, "ppo-rm", f"model:{rms[0.0]['run'] / 'model'}", steps["ppo"], shared, common, before)
-        timings["ppo rm"] = time.perf_counter() - t
+        for kl_coef in args.rm_kl:
+            t = time.perf_counter()
+            reward = f"model:{rms[0.0]['run'] / 'model'}"
+            ppos["learned RM (clean labels)", kl_coef] = run_ppo(sft_model, f"ppo-rm-kl{kl_coef:g}", reward, steps["ppo"], kl_coef, shared, common, rule["before"])
+            timings[f"ppo rm kl {kl_coef:g}"] = time.perf_counter() - t
     if "dpo" in args.only:
         for beta in args.beta:
             for alpha in args.rpo_alpha:

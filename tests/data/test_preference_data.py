@@ -64,19 +64,33 @@ def test_margin_column_mapping_and_chat_messages_are_read(tmp_path):
 def test_builtin_pairs_chosen_is_the_cot_and_each_rejected_kind_is_what_it_says():
     task = get_task("arithmetic")
     rows = synthetic_preferences("train", 90, seed=3)
-    assert {r["kind"] for r in rows} == {"wrong", "malformed", "rambling"}
+    assert {r["kind"] for r in rows} == {"wrong", "malformed", "rambling", "unexplained"}
     for r in rows:
         assert task.reward([r["chosen"]], [r["answer"]]) == [1.0]
+        assert r["chosen"] != r["rejected"]
         rejected = r["rejected"]
         if r["kind"] == "wrong":  # well formed, wrong answer
             assert extract_think(rejected) and task.reward([rejected], [r["answer"]]) == [0.0]
         elif r["kind"] == "malformed":  # right answer, a tag pair missing
             assert extract_think(rejected) is None or extract_answer_tag(rejected) is None
             assert task.extract_answer(rejected) == r["answer"]
+        elif r["kind"] == "unexplained":  # right answer in one step: 2+5+7=14, no partial results
+            assert task.reward([rejected], [r["answer"]]) == [1.0]
+            assert extract_think(rejected) == f"{r['prompt'].removesuffix('=?')}={r['answer']}"
+            assert extract_think(r["chosen"]).count("=") == 2
         else:  # rambling: right answer, the chain repeated
             think = extract_think(rejected)
             assert task.reward([rejected], [r["answer"]]) == [1.0]
             assert len(think) >= 2 * len(extract_think(r["chosen"])) + 1
+
+
+def test_unexplained_is_never_drawn_for_a_one_step_problem_and_alone_it_needs_three_operands():
+    rows = synthetic_preferences("train", 200, seed=0, task_params={"n_operands": [2, 3]})
+    assert all(r["prompt"].count("+") + r["prompt"].count("-") == 2 for r in rows if r["kind"] == "unexplained")
+    assert any(r["kind"] == "unexplained" for r in rows)
+    assert len(synthetic_preferences("train", 20, task_params={"n_operands": 3}, rejected_kinds=["unexplained"])) == 20
+    with pytest.raises(R1kitError, match="three or more operands"):
+        synthetic_preferences("train", 20, task_params={"n_operands": 2}, rejected_kinds=["unexplained"])
 
 
 def test_builtin_train_and_test_pairs_are_disjoint():

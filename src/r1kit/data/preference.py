@@ -8,11 +8,13 @@ chat message lists (TRL's conversational format); the last message's content is 
 
 The built-in synthetic set is derived from the arithmetic task, so that reward models, PPO and DPO
 can be exercised with no data at all. For each problem the chosen completion is the correct,
-well-formatted worked solution (the row's `cot`) and the rejected one is, at random, one of
+well-formatted worked solution (every partial result, whatever the task's terse_fraction) and the rejected one is, at random, one of
 
 - `wrong`:     an arithmetic slip in one step of the chain, carried through to a wrong answer;
 - `malformed`: the right answer with the <think>/<answer> tags (partly) missing;
-- `rambling`:  the right answer with the chain of thought repeated over and over.
+- `rambling`:  the right answer with the chain of thought repeated over and over;
+- `unexplained`: the right answer asserted in one step, with no working (`3+4+5=12`): annotators
+  who prefer a solution that shows its steps to a bare claim, even a true one.
 
 `flip_fraction` of the training pairs get chosen and rejected swapped, to model noisy annotators
 (exactly round(flip_fraction * n) pairs, marked `flipped`); held-out pairs are never flipped, so
@@ -38,7 +40,7 @@ from r1kit.data.templates import format_response, render_prompt
 from r1kit.errors import R1kitError
 from r1kit.rewards.base import completion_text
 
-REJECTED_KINDS = ("wrong", "malformed", "rambling")
+REJECTED_KINDS = ("wrong", "malformed", "rambling", "unexplained")
 TEXT = (str, list)  # a string, or chat messages
 
 
@@ -49,7 +51,7 @@ class PreferenceArgs:
     flip_fraction: float = 0.0
     """Fraction of training pairs with chosen and rejected swapped (noisy annotators; test pairs stay clean)."""
     rejected_kinds: list[str] = field(default_factory=lambda: list(REJECTED_KINDS))
-    """Built-in arithmetic pairs: kinds of rejected completion drawn uniformly (wrong, malformed, rambling)."""
+    """Built-in arithmetic pairs: kinds of rejected completion drawn uniformly (wrong, malformed, rambling, unexplained)."""
 
 
 def load_preferences(path: str | Path, columns: Mapping[str, str] | None = None, limit: int = 0) -> list[dict[str, Any]]:
@@ -82,10 +84,14 @@ def synthetic_preferences(
     rng = random.Random(f"{seed}-{split}-preference")
     rows = []
     for p in problems:
-        kind = rng.choice(list(rejected_kinds))
-        row = task.row(p)
+        # a one-step problem (3+4) has no working to leave out: `unexplained` would equal `chosen`
+        kinds = [k for k in rejected_kinds if k != "unexplained" or len(p.ops) > 1]
+        if not kinds:
+            raise R1kitError(f"pref.rejected_kinds ['unexplained'] needs problems of three or more operands, got {p.expression!r}; set data.task_params.n_operands >= 3 or add another kind")
+        kind = rng.choice(kinds)
         rejected = REJECTERS[kind](p, rng)
-        rows.append({"prompt": row["prompt"], "chosen": row["cot"], "rejected": rejected, "margin": 0.0, "answer": row["answer"], "kind": kind, "flipped": False})
+        chosen = format_response(" ".join(f"{e}={v}" for e, v in p.steps()), str(p.value))
+        rows.append({"prompt": f"{p.expression}=?", "chosen": chosen, "rejected": rejected, "margin": 0.0, "answer": str(p.value), "kind": kind, "flipped": False})
     return flip_labels(rows, flip_fraction, seed)
 
 
@@ -265,7 +271,12 @@ def rambling_completion(p: Problem, rng: random.Random) -> str:
     return format_response(" ".join([think] * rng.randint(2, 4)), str(p.value))
 
 
-REJECTERS = {"wrong": wrong_completion, "malformed": malformed_completion, "rambling": rambling_completion}
+def unexplained_completion(p: Problem, rng: random.Random) -> str:
+    """The right answer in one step with no partial results: `<think>3+4+5=12</think><answer>12</answer>`."""
+    return format_response(f"{p.expression}={p.value}", str(p.value))
+
+
+REJECTERS = {"wrong": wrong_completion, "malformed": malformed_completion, "rambling": rambling_completion, "unexplained": unexplained_completion}
 
 
 def _slipped_steps(p: Problem, k: int, delta: int) -> tuple[list[tuple[str, int]], int]:
