@@ -30,16 +30,16 @@ from pathlib import Path
 
 from r1kit.config import load
 from r1kit.data.source import load_split
+from r1kit.data.templates import extract_think, render_prompt
 from r1kit.demo import DEFAULT_CONFIG
 from r1kit.eval.evaluate import evaluate
 from r1kit.eval.scoring import scorer_for
 from r1kit.models.load import load_model, load_tokenizer
 from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig
-from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
+from r1kit.recipes.pipeline import PipelineConfig, run_pipeline
 from r1kit.report.logger import read_metrics
 from r1kit.rollout import HFEngine, SamplingParams
-from r1kit.data.templates import extract_think, render_prompt
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ Simplifications: no padding-free packing; the pairs' prompts are rendered with d
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,9 +37,9 @@ from r1kit.data.preference import EncodedPair, PairBatch, PairStream, Preference
 from r1kit.data.tasks import get_task
 from r1kit.eval.evaluate import evaluate
 from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model
-from r1kit.report.logger import MetricLogger, console, format_line
-from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
-from r1kit.train.progress import progress_bar
+from r1kit.report.logger import MetricLogger, console
+from r1kit.train.optim import build_optimizer, build_scheduler
+from r1kit.train.pairs import fit_pairs, prefixed
 from r1kit.train.run import create_run
 
 
@@ -112,29 +111,19 @@ def train(config: DPOConfig) -> Path:
 
     results: dict[str, Any] = {"before": run_eval()}
     flipped = sum(bool(r.get("flipped")) for r in train_rows)
-    logger.log({"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated, **_prefixed(results["before"])}, 0)
+    logger.log({"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated, **prefixed(results["before"])}, 0)
     console.print(f"dpo ({config.loss_type}, beta {config.beta}, rpo_alpha {config.rpo_alpha}): {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out")
-    model.train()
-    with progress_bar("dpo", config.steps, config.run.progress) as bar:
-        for step in range(1, config.steps + 1):
-            t0 = time.perf_counter()
-            idx = stream.take()
-            batch = collate_pairs([train_pairs[i] for i in idx], pad).to(device)
-            ref = None if ref_train is None else tuple(r[idx].to(device) for r in ref_train)
-            loss, metrics = pair_loss(config, model, batch, ref)
-            loss.backward()
-            grad_norm, lr = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
-            metrics.update({"grad_norm": grad_norm, "lr": lr, "perf/step_s": time.perf_counter() - t0})
-            if config.run.eval_every and step % config.run.eval_every == 0 and step != config.steps:
-                metrics.update(_prefixed(run_eval()))
-                model.train()
-            if step % config.run.log_every == 0 or step == config.steps:
-                logger.log(metrics, step)
-            bar.advance(1, info=f"loss {metrics['loss/dpo']:.3f}")
-            if not config.run.progress and step % max(1, config.run.log_every) == 0:
-                console.print(format_line(step, metrics, ("loss/dpo", "rewards/accuracy", "rewards/margin")))
+
+    def step_loss(idx: list[int], batch: PairBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        ref = None if ref_train is None else tuple(r[idx].to(device) for r in ref_train)
+        return pair_loss(config, model, batch, ref)
+
+    fit_pairs(
+        "dpo", model, opt, sched, train_pairs, stream, step_loss, run_eval, logger, config.optim, config.run, config.steps, pad, device,
+        loss_key="loss/dpo", line_keys=("loss/dpo", "rewards/accuracy", "rewards/margin"),
+    )
     results["after"] = run_eval()
-    logger.log(_prefixed(results["after"]), config.steps)
+    logger.log(prefixed(results["after"]), config.steps)
     logger.close()
     save_model(model, tokenizer, run_dir / "model")
     (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
@@ -244,7 +233,3 @@ def _task_evaluator(config: DPOConfig, model, tokenizer):
         return evaluate(model, tokenizer, rows, task.reward, task.extract_answer, config.eval, config.data.template, config.data.system_prompt)
 
     return run
-
-
-def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
-    return {f"eval/{k}": v for k, v in metrics.items()}

@@ -24,7 +24,6 @@ Simplifications: one epoch-free stream of shuffled pairs; no ensembling.
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +37,10 @@ from r1kit.data.preference import PairBatch, PairStream, PreferenceArgs, collate
 from r1kit.errors import R1kitError
 from r1kit.models.load import load_tokenizer, resolve_device
 from r1kit.models.value_head import load_scalar_model, save_scalar_model, sequence_scalar, token_scalars
-from r1kit.report.logger import MetricLogger, console, format_line
+from r1kit.report.logger import MetricLogger, console
 from r1kit.rewards.model import META_FILE
-from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
-from r1kit.train.progress import progress_bar
+from r1kit.train.optim import build_optimizer, build_scheduler
+from r1kit.train.pairs import fit_pairs, prefixed
 from r1kit.train.run import create_run
 
 POOLING = {"bradley_terry": "last", "christiano": "sum"}
@@ -101,27 +100,14 @@ def train(config: RewardModelConfig) -> Path:
 
     results: dict[str, Any] = {"before": run_eval()}
     flipped = sum(bool(r.get("flipped")) for r in train_rows)
-    logger.log({"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated, **_prefixed(results["before"])}, 0)
+    logger.log({"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated, **prefixed(results["before"])}, 0)
     console.print(f"rm: {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out, loss {config.loss}; held-out accuracy {results['before']['accuracy']:.3f}")
-    model.train()
-    with progress_bar("rm", config.steps, config.run.progress) as bar:
-        for step in range(1, config.steps + 1):
-            t0 = time.perf_counter()
-            batch = collate_pairs([train_pairs[i] for i in stream.take()], pad).to(device)
-            loss, metrics = pair_loss(model, batch, config)
-            loss.backward()
-            grad_norm, lr = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
-            metrics.update({"grad_norm": grad_norm, "lr": lr, "perf/step_s": time.perf_counter() - t0})
-            if config.run.eval_every and step % config.run.eval_every == 0 and step != config.steps:
-                metrics.update(_prefixed(run_eval()))
-                model.train()
-            if step % config.run.log_every == 0 or step == config.steps:
-                logger.log(metrics, step)
-            bar.advance(1, info=f"loss {metrics['loss/rm']:.3f}")
-            if not config.run.progress and step % max(1, config.run.log_every) == 0:
-                console.print(format_line(step, metrics, ("loss/rm", "rm/accuracy", "rm/margin", "eval/accuracy")))
+    fit_pairs(
+        "rm", model, opt, sched, train_pairs, stream, lambda idx, batch: pair_loss(model, batch, config), run_eval, logger, config.optim,
+        config.run, config.steps, pad, device, loss_key="loss/rm", line_keys=("loss/rm", "rm/accuracy", "rm/margin", "eval/accuracy"),
+    )
     results["after"] = run_eval()
-    logger.log(_prefixed(results["after"]), config.steps)
+    logger.log(prefixed(results["after"]), config.steps)
     logger.close()
     save_reward_model(model, tokenizer, run_dir / "model", config)
     (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
@@ -180,7 +166,3 @@ def save_reward_model(model, tokenizer, path: Path, config: RewardModelConfig) -
     meta = {"pooling": POOLING[config.loss], "loss": config.loss, "template": config.data.template, "system_prompt": config.data.system_prompt}
     (path / META_FILE).write_text(json.dumps(meta, indent=2))
     return path
-
-
-def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
-    return {f"eval/{k}": v for k, v in metrics.items()}
