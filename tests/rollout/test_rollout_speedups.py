@@ -87,3 +87,27 @@ def test_a_sliding_window_model_keeps_its_own_cache():
         num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=0,
     )
     assert make_cache(Qwen2ForCausalLM(config), capacity=10) is None
+
+
+def test_a_small_model_decodes_on_one_thread_only_under_passive_waits_and_threads_are_restored(monkeypatch):
+    engine = HFEngine(tiny_qwen2(), pad_token_id=PAD, eos_token_id=[])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+        assert engine._decode_threads(rows=64) == 1  # ~20k parameters: far below the threshold
+        monkeypatch.setattr(hf, "ONE_THREAD_DECODE_FLOPS", 1.0)
+        assert engine._decode_threads(rows=64) is None  # a model "too big" for one thread
+        monkeypatch.setattr(hf, "ONE_THREAD_DECODE_FLOPS", 5e8)
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+        assert engine._decode_threads(rows=64) is None  # spinning threads are cheap to wake
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+        seen = []
+        real_decode = engine._decode
+        monkeypatch.setattr(engine, "_decode", lambda *a: (seen.append(torch.get_num_threads()), real_decode(*a))[1])
+        engine.generate([[5, 6, 7], [8, 9]], SamplingParams(max_new_tokens=4, n=2, seed=0))
+        assert seen == [1] and torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        assert engine._decode_threads(rows=64) is None  # nothing to reduce
+    finally:
+        torch.set_num_threads(before)
