@@ -8,7 +8,8 @@ chat message lists (TRL's conversational format); the last message's content is 
 
 The built-in synthetic set is derived from the arithmetic task, so that reward models, PPO and DPO
 can be exercised with no data at all. For each problem the chosen completion is the correct,
-well-formatted worked solution (every partial result, whatever the task's terse_fraction) and the rejected one is, at random, one of
+well-formatted worked solution (every partial result, whatever the task's terse_fraction) and the
+rejected one is, at random, one of
 
 - `wrong`:     an arithmetic slip in one step of the chain, carried through to a wrong answer;
 - `malformed`: the right answer with the <think>/<answer> tags (partly) missing;

@@ -85,7 +85,7 @@ class ArithmeticTask:
 
     def row(self, p: Problem) -> dict[str, Any]:
         # Seeded by the expression, so a problem's solution style is the same in every split and run.
-        terse = self.terse_fraction and random.Random(f"terse-{p.expression}").random() < self.terse_fraction
+        terse = self.terse_fraction > 0 and random.Random(f"terse-{p.expression}").random() < self.terse_fraction
         think = f"{p.expression}={p.value}" if terse else " ".join(f"{e}={v}" for e, v in p.steps())
         return {"prompt": f"{p.expression}=?", "answer": str(p.value), "cot": format_response(think, str(p.value))}
 
