@@ -3,7 +3,9 @@
 One GRPO step = 8 prompts x G=8 completions = 64 sequences sampled at temperature 1 (no top-k /
 top-p), their arithmetic-task reward, group-normalised advantages, one policy forward+backward
 (mu = 1, so no old log-probs), a frozen-reference forward for the k3 KL (beta = 0.04), and one AdamW
-step (lr 1e-6, no weight decay, grad-norm clip 1.0, constant schedule), fp32, 2 torch threads.
+step (lr 1e-6, no weight decay, grad-norm clip 1.0, constant schedule), fp32 (or, with
+--precision bf16, bf16 autocast over fp32 weights in both tools: TRL's bf16=True, r1kit's
+precision=bf16), 2 torch threads.
 
 Fair by construction:
 
@@ -41,10 +43,11 @@ d = hidden size, n_l = layers, and attention at 4 d FLOPs per (query, key) pair 
     policy      6 N R L                   + 3 * 4 d n_l R L (L + 1) / 2     (forward + backward)
     reference   2 N R L                   + 4 d n_l R L (L + 1) / 2
 
-Achieved FLOP/s is divided by this machine's fp32 matmul peak at the same thread count, measured
-in the same run (best of repeated 2048x2048 torch.matmul, before and after the runs).
+Achieved FLOP/s is divided by this machine's matmul peak (fp32, or bf16 with --precision bf16) at the
+same thread count, measured in the same run (best of repeated 2048x2048 torch.matmul, before and
+after the runs).
 
-    python benchmarks/grpo_vs_trl.py [--sizes 0.3M 13M] [--lengths 64 128] [--warmup 2] [--steps 5]
+    python benchmarks/grpo_vs_trl.py [--sizes 0.3M 13M] [--lengths 64 128] [--warmup 2] [--steps 5] [--precision fp32|bf16]
                                      [--rounds 2] [--warmup-13m 1] [--steps-13m 3] [--rounds-13m 1] [--profile]
 
 The defaults take about 6-7 minutes on 2 shared cores: the 13M model gets 1 warm-up and 3 measured
@@ -116,12 +119,13 @@ def train_rows() -> list[dict]:
     return load_split(DataArgs(task="arithmetic", train_size=TRAIN_ROWS, seed=SEED), "train")
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 8) -> float:
-    """Best fp32 FLOP/s of an n x n matmul on `threads` threads."""
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 8, dtype: str = "fp32") -> float:
+    """Best FLOP/s of an n x n matmul in `dtype` (fp32 or bf16) on `threads` threads."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    kind = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=kind), torch.randn(n, n, dtype=kind)
     torch.matmul(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -171,6 +175,7 @@ def run_r1kit(spec: dict, workdir: Path) -> dict:
         eval=EvalArgs(k=0, max_new_tokens=1, batch_size=1),
         samples_every=0,
         eval_before=False,
+        precision=spec.get("precision", "fp32"),
     )
     if spec.get("profile"):
         import cProfile
@@ -226,7 +231,7 @@ def run_trl(spec: dict, workdir: Path) -> dict:
         optim="adamw_torch",
         max_grad_norm=1.0,
         use_vllm=False,
-        bf16=False,
+        bf16=spec.get("precision") == "bf16",  # autocast over fp32 weights, as r1kit's precision=bf16
         fp16=False,
         gradient_checkpointing=False,
         model_init_kwargs={"dtype": "float32"},
@@ -317,6 +322,7 @@ def main() -> None:
     parser.add_argument("--rounds-13m", type=int, default=1, help="alternating r1kit/TRL runs per setting for the 13M model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY for every process ('' leaves it unset); see the module docstring")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: both tools autocast to bf16 over fp32 weights; the peak is measured in bf16")
     parser.add_argument("--profile", action="store_true", help="profile r1kit at 0.3M / 64 tokens instead")
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -344,15 +350,16 @@ def main() -> None:
         assert ids == [tok(t, add_special_tokens=False)["input_ids"] for t in rendered], "the tools would see different prompt ids"
         assert all(tok.decode(x) == t for x, t in zip(ids, rendered)), "the character tokenizer does not round-trip the prompts"
         prompt_len = statistics.mean(len(x) for x in ids)
-        peak_before = matmul_peak(args.threads)
-        print(f"GRPO step, r1kit vs TRL: B={PROMPTS} prompts x G={GROUP}, beta={BETA}, mu=1, lr={LR}, fp32, {args.threads} threads, "
+        peak_before = matmul_peak(args.threads, dtype=args.precision)
+        print(f"GRPO step, r1kit vs TRL: B={PROMPTS} prompts x G={GROUP}, beta={BETA}, mu=1, lr={LR}, {args.precision}, {args.threads} threads, "
               f"OMP_WAIT_POLICY={args.omp_wait_policy or 'unset'}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
         results: dict[tuple[str, int, str], list[dict]] = {}
         for size in args.sizes:
             info = models[size]
             warmup, steps, rounds = (args.warmup_13m, args.steps_13m, args.rounds_13m) if size == "13M" else (args.warmup, args.steps, args.rounds)
             for length in args.lengths:
-                spec = {"path": info["path"], "length": length, "steps": warmup + steps, "threads": args.threads, "omp_wait_policy": args.omp_wait_policy}
+                spec = {"path": info["path"], "length": length, "steps": warmup + steps, "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
+                        "precision": args.precision}
                 for r in range(rounds):
                     for tool in ("r1kit", "trl"):
                         t = time.perf_counter()
@@ -361,8 +368,8 @@ def main() -> None:
                         results.setdefault((size, length, tool), []).append(res)
                         print(f"  {size} C={length} {tool} round {r + 1}: steps {[round(s, 2) for s in res['step_s']]} s "
                               f"(process {time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
-        peak = max(peak_before, matmul_peak(args.threads))
-        print(f"fp32 matmul peak (2048x2048, {args.threads} threads): {peak_before / 1e9:.1f} GFLOP/s before, {peak / 1e9:.1f} best; "
+        peak = max(peak_before, matmul_peak(args.threads, dtype=args.precision))
+        print(f"{args.precision} matmul peak (2048x2048, {args.threads} threads): {peak_before / 1e9:.1f} GFLOP/s before, {peak / 1e9:.1f} best; "
               f"mean prompt {prompt_len:.2f} tokens; load average after {os.getloadavg()[0]:.1f}")
         print_table(results, models, prompt_len, peak)
 

@@ -4,11 +4,13 @@ and learns (a reward that can only rise by learning rises)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from r1kit.config import from_dict
+from r1kit.models.load import load_model
 from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig, PromptStream, _has_signal
 
@@ -126,3 +128,28 @@ def test_logged_lr_is_the_lr_each_step_used(tiny_model_dir, tmp_path):
                       optim={"lr": 1e-3, "warmup_steps": 2, "schedule": "constant"}, eval_before=False, eval={"k": 0, "max_new_tokens": 12})
     rows = [r for r in read_rows(grpo.train(cfg)) if "reward/mean" in r]
     assert [r["lr"] for r in rows] == pytest.approx([5e-4, 1e-3, 1e-3])
+
+
+@pytest.mark.parametrize("precision, expected", [("bf16", True), ("fp32", False), ("auto", False)])  # auto: fp32 on CPU
+def test_precision_sets_bf16_autocast_for_rollouts_and_learner_passes(tiny_model_dir, tmp_path, monkeypatch, precision, expected):
+    seen = {"generate": [], "logprobs": []}
+    real_generate, real_logprobs = grpo.HFEngine.generate, grpo.completion_logprobs
+
+    def generate(self, *a, **k):
+        seen["generate"].append(torch.is_autocast_enabled("cpu"))
+        return real_generate(self, *a, **k)
+
+    def logprobs(*a, **k):
+        seen["logprobs"].append(torch.is_autocast_enabled("cpu"))
+        return real_logprobs(*a, **k)
+
+    monkeypatch.setattr(grpo.HFEngine, "generate", generate)
+    monkeypatch.setattr(grpo, "completion_logprobs", logprobs)
+    cfg = make_config(tiny_model_dir, tmp_path, precision=precision, grpo={"steps": 1, "prompts_per_step": 2, "group_size": 2, "beta": 0.04},
+                      eval_before=False, eval={"k": 0, "max_new_tokens": 4})
+    run = grpo.train(cfg)
+    row = next(r for r in read_rows(run) if "loss/policy" in r)
+    assert math.isfinite(row["loss/policy"]) and math.isfinite(row["kl"])
+    # one rollout (the final greedy evaluation runs outside the training loop, in the weights' dtype)
+    assert seen["generate"][0] is expected and seen["logprobs"] == [expected, expected]  # reference, then policy
+    assert all(p.dtype == torch.float32 for p in load_model(str(run / "model")).parameters())  # master weights stay fp32

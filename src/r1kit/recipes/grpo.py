@@ -8,7 +8,8 @@ and RLOO (advantage.kind=rloo).
           -> log -> save
 
 Simplifications: with mu > 1 the old log-probs are the rollout engine's sampling log-probs (same
-model and precision as the learner, so they equal a recomputation; the rollout tests check that);
+model and precision as the learner, so in fp32 they equal a recomputation, as the rollout tests
+check; under bf16 autocast the cached decode and the full forward round differently, by ~1e-2);
 the reference model is a frozen copy, optionally reset to the current policy every
 `ref_reset_every` steps, as R1 does (with LoRA it is the base with the adapters disabled).
 
@@ -51,6 +52,7 @@ from r1kit.train.distributed import SINGLE, Dist
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run, seed_everything
+from r1kit.train.supervised import autocast
 
 
 @dataclass
@@ -135,6 +137,9 @@ class GRPOConfig:
     """Write sample completions to samples/step_N.jsonl (and print a few) every N steps."""
     eval_before: bool = True
     """Evaluate the starting model too."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16 autocast for rollouts and the learner's forward passes (weights, gradients and AdamW
+    stay fp32, as TRL's bf16=True); auto = bf16 on a CUDA device that supports it, else fp32."""
 
 
 def reward_specs(config: GRPOConfig) -> list[Any]:
@@ -434,7 +439,8 @@ def collect(config: GRPOConfig, engine: HFEngine, tokenizer, composer: RewardCom
         if truncate_to:
             ids = [x[-truncate_to:] for x in ids]
         params = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens, stop=list(s.stop), n=g.group_size, seed=base_seed + rounds)
-        batch = engine.generate(ids, params)
+        with autocast(engine.device, config.precision):
+            batch = engine.generate(ids, params)
         columns = {k: [r.get(k) for r in rows for _ in range(g.group_size)] for k in rows[0]}  # the prompt too: reward models score prompt + completion
         columns["completion_lengths"] = batch.completion_lengths.tolist()
         result = composer(batch.texts, columns)
@@ -555,7 +561,7 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
     temperature = config.sampling.temperature or 1.0
     ref_logp = None
     if ref is not None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, config.precision):
             ref_logp = completion_logprobs(ref, input_ids, attn, C, temperature)  # [N, C]
     # Old log-probs are needed once the policy has moved: from the second mini-batch or pass on.
     old_logp = batch.logprobs if g.num_iterations > 1 or g.mini_batches > 1 else None
@@ -568,7 +574,8 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
         # Under DDP every rank must run the same number of backward passes.
         chunks = order.tensor_split(g.mini_batches) if dist.enabled else order.chunk(g.mini_batches)
         for chunk in chunks:
-            logp, entropy = completion_logprobs(model, input_ids[chunk], attn[chunk], C, temperature, with_entropy=True)
+            with autocast(device, config.precision):
+                logp, entropy = completion_logprobs(model, input_ids[chunk], attn[chunk], C, temperature, with_entropy=True)
             loss, m = policy_loss(
                 logp, None if old_logp is None else old_logp[chunk], adv[chunk], mask[chunk],
                 eps_low=g.eps_low, eps_high=g.eps_high, ratio_level=g.ratio_level, loss_agg=g.loss_agg,
