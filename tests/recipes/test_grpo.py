@@ -153,3 +153,13 @@ def test_precision_sets_bf16_autocast_for_rollouts_and_learner_passes(tiny_model
     # one rollout (the final greedy evaluation runs outside the training loop, in the weights' dtype)
     assert seen["generate"][0] is expected and seen["logprobs"] == [expected, expected]  # reference, then policy
     assert all(p.dtype == torch.float32 for p in load_model(str(run / "model")).parameters())  # master weights stay fp32
+
+
+def test_bf16_with_several_passes_recomputes_the_old_log_probs(tiny_model_dir, tmp_path, monkeypatch):
+    calls = []
+    real = grpo.completion_logprobs
+    monkeypatch.setattr(grpo, "completion_logprobs", lambda *a, **k: calls.append(torch.is_grad_enabled()) or real(*a, **k))
+    cfg = make_config(tiny_model_dir, tmp_path, precision="bf16", grpo={"steps": 1, "prompts_per_step": 2, "group_size": 2, "beta": 0.04, "num_iterations": 2},
+                      eval_before=False, eval={"k": 0, "max_new_tokens": 4})
+    grpo.train(cfg)
+    assert calls == [False, False, True, True]  # reference, recomputed old log-probs, then mu = 2 policy passes

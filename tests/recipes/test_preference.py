@@ -220,3 +220,23 @@ def test_ppo_logs_the_lr_each_update_used(small_model_dir, tmp_path):
     ), ppo.PPOConfig)  # fmt: skip
     steps = [r for r in read_metrics(ppo.train(config)) if "loss/policy" in r]
     assert [r["lr"] for r in steps] == pytest.approx([5e-4, 1e-3])
+
+
+def test_ppo_bf16_autocasts_rollout_and_forwards_and_recomputes_the_old_log_probs(small_model_dir, tmp_path, monkeypatch):
+    calls = []
+    real = ppo.completion_logprobs
+
+    def logprobs(model, *a, **k):
+        calls.append((torch.is_autocast_enabled("cpu"), torch.is_grad_enabled()))
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(ppo, "completion_logprobs", logprobs)
+    config = load(None, overrides(
+        small_model_dir, tmp_path, "ppo-bf16", "rewards=[arithmetic]", "ppo.steps=1", "ppo.prompts_per_step=2", "ppo.ppo_epochs=1",
+        "ppo.mini_batches=1", "sampling.max_new_tokens=6", "data.train_size=4", "data.test_size=2", "eval.k=0", "eval.max_new_tokens=4",
+        "eval_before=false", "precision=bf16",
+    ), ppo.PPOConfig)  # fmt: skip
+    rows = [r for r in read_metrics(ppo.train(config)) if "loss/policy" in r]
+    assert math.isfinite(rows[0]["loss/policy"]) and math.isfinite(rows[0]["loss/value"])
+    # reference and recomputed old log-probs without grad, then the policy's own pass with grad: all under autocast
+    assert calls == [(True, False), (True, False), (True, True)]

@@ -9,7 +9,7 @@ and RLOO (advantage.kind=rloo).
 
 Simplifications: with mu > 1 the old log-probs are the rollout engine's sampling log-probs (same
 model and precision as the learner, so in fp32 they equal a recomputation, as the rollout tests
-check; under bf16 autocast the cached decode and the full forward round differently, by ~1e-2);
+check; under bf16 autocast, where the cached decode rounds differently, they are recomputed);
 the reference model is a frozen copy, optionally reset to the current policy every
 `ref_reset_every` steps, as R1 does (with LoRA it is the base with the adapters disabled).
 
@@ -52,7 +52,7 @@ from r1kit.train.distributed import SINGLE, Dist
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run, seed_everything
-from r1kit.train.supervised import autocast
+from r1kit.train.supervised import autocast, uses_bf16
 
 
 @dataclass
@@ -565,6 +565,11 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
             ref_logp = completion_logprobs(ref, input_ids, attn, C, temperature)  # [N, C]
     # Old log-probs are needed once the policy has moved: from the second mini-batch or pass on.
     old_logp = batch.logprobs if g.num_iterations > 1 or g.mini_batches > 1 else None
+    if old_logp is not None and uses_bf16(device, config.precision):
+        # In bf16 the cached decode and a full forward round differently (~1e-2): recompute them,
+        # so the first ratio is exactly 1 as in fp32.
+        with torch.no_grad(), autocast(device, config.precision):
+            old_logp = completion_logprobs(model, input_ids, attn, C, temperature)
     N = input_ids.shape[0]
     sums: dict[str, float] = {}
     count = skipped = 0

@@ -20,8 +20,9 @@ TRL's PPOTrainer: a policy, a frozen reference, a value model, GAE over per-toke
   passed, so `model:PATH` scores prompt + completion.
 
 Simplifications: one completion per prompt; the old log-probs are the rollout engine's sampling
-log-probs (same model, same temperature; the rollout tests check they equal a recomputation); the
-reward is not whitened or clipped.
+log-probs (same model, same temperature; the rollout tests check they equal a recomputation in
+fp32; under bf16 autocast they are recomputed with a forward pass); the reward is not whitened or
+clipped.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -62,6 +63,7 @@ from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run
+from r1kit.train.supervised import autocast, uses_bf16
 
 
 @dataclass
@@ -122,6 +124,9 @@ class PPOConfig:
     """Evaluation on the test split (every run.eval_every steps and at the end)."""
     eval_before: bool = True
     """Evaluate the starting model too."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16 autocast for rollouts and the forward passes of policy, reference and value model
+    (weights and optimizers stay fp32); auto = bf16 on a CUDA device that supports it, else fp32."""
 
 
 def train(config: PPOConfig) -> Path:
@@ -205,7 +210,8 @@ def rollout(config: PPOConfig, engine: HFEngine, tokenizer, composer: RewardComp
     prompts = [render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt) for r in rows]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
     params = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens, stop=list(s.stop), n=1, seed=config.run.seed * 1_000_003 + step * 7919)
-    batch = engine.generate(ids, params)
+    with autocast(engine.device, config.precision):
+        batch = engine.generate(ids, params)
     columns = {k: [r.get(k) for r in rows] for k in rows[0]}  # `prompt` included: model:PATH scores prompt + completion
     columns["completion_lengths"] = batch.completion_lengths.tolist()
     result = composer(batch.texts, columns)
@@ -255,9 +261,11 @@ def update(config: PPOConfig, model, ref, value_model, opts, scheds, batch: Roll
     mask = batch.completion_mask.float()  # [B, C]
     temperature = config.sampling.temperature or 1.0
     old_logp = batch.logprobs  # [B, C] sampling log-probs (= a recomputation; see the docstring)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, config.precision):
         ref_logp = completion_logprobs(ref, ids, attn, C, temperature)
-        old_values = values_of(value_model, batch)
+        old_values = values_of(value_model, batch).float()
+        if uses_bf16(device, config.precision):  # the cached decode rounds differently in bf16: recompute
+            old_logp = completion_logprobs(model, ids, attn, C, temperature)
     rewards, kl = token_rewards(old_logp, ref_logp, mask, scores, kl_ctl.value)
     adv, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
     if p.whiten_advantages:
@@ -290,9 +298,10 @@ def mini_batch_step(config, model, value_model, opts, scheds, batch, chunk, old_
     p = config.ppo
     P, C = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
     ids, attn, m = batch.input_ids[chunk], batch.attention_mask[chunk], mask[chunk]
-    logp, entropy = completion_logprobs(model, ids, attn, C, temperature, with_entropy=True)
+    with autocast(batch.input_ids.device, config.precision):
+        logp, entropy = completion_logprobs(model, ids, attn, C, temperature, with_entropy=True)
+        values = token_scalars(value_model, ids, attn)[:, P - 1 : P + C - 1].float()
     pg_loss, metrics = policy_loss(logp, old_logp[chunk], adv[chunk], m, eps_low=p.cliprange, loss_agg="token_mean")
-    values = token_scalars(value_model, ids, attn)[:, P - 1 : P + C - 1]
     vf_loss, v_metrics = value_loss(values, old_values[chunk], returns[chunk], m, p.cliprange_value or None)
     (pg_loss + vf_loss).backward()  # separate models: each loss reaches its own weights only
     grad_norm, lr = optimizer_step(model, opts[0], scheds[0], config.optim.max_grad_norm)

@@ -105,10 +105,14 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     return loss, int((targets != IGNORE).sum())
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether `precision` means bf16 autocast on `device`: bf16, or auto on a CUDA device with bf16."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast on devices that support it when precision is bf16 (or auto on CUDA)."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if use_bf16:
+    if uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
