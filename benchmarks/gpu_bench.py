@@ -38,6 +38,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from r1kit.algorithms import completion_logprobs, group_advantages, policy_loss
 from r1kit.rollout import HFEngine, SamplingParams
 
+from grpo_vs_trl import grpo_flops  # this script's directory is on sys.path when it runs
+
 SHAPES = {
     # Qwen/Qwen2.5-0.5B's config.json (architecture fields only)
     "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -56,14 +58,6 @@ def build_model(shape: str, device: torch.device, seed: int = 0) -> Qwen2ForCaus
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())  # tied embeddings are one tensor: counted once
-
-
-def step_flops(n_params: int, d: int, layers: int, prompts: int, rows: int, P: int, C: int) -> dict[str, float]:
-    """Model FLOPs of one rollout and of one training step (formulas of grpo_vs_trl.py)."""
-    L, attn = P + C, 4 * d * layers
-    gen = 2 * n_params * (prompts * P + rows * C) + attn * rows * C * (P + (C + 1) / 2)
-    fwd = 2 * n_params * rows * L + attn * rows * L * (L + 1) / 2
-    return {"rollout": gen, "train": 3 * fwd + fwd}  # policy forward + backward (3 forwards), reference forward
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 10) -> float:
@@ -149,7 +143,7 @@ def main() -> None:
             rollout_s.append(t_roll)
             train_s.append(t_train)
     C = batch.completion_ids.shape[1]
-    flops = step_flops(n_params, cfg.hidden_size, cfg.num_hidden_layers, args.prompts, rows, args.prompt_len, C)
+    flops = grpo_flops(n_params, cfg.hidden_size, cfg.num_hidden_layers, args.prompts, rows, args.prompt_len, C)
     peak = matmul_peak(device, torch.bfloat16 if args.dtype == "bf16" else torch.float32, 8192 if device.type == "cuda" else 1024)
     roll, train = statistics.median(rollout_s), statistics.median(train_s)
     out = {

@@ -137,12 +137,18 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 8, dtype: str = "fp3
 
 def step_flops(info: dict, prompt_len: float, completion_len: int) -> float:
     """Model FLOPs of one GRPO step (formula in the module docstring)."""
-    N, d, nl, R, B, P, C = info["params"], info["hidden"], info["layers"], PROMPTS * GROUP, PROMPTS, prompt_len, completion_len
-    L = P + C
-    attn = 4 * d * nl
-    gen = 2 * N * (B * P + R * C) + attn * R * C * (P + (C + 1) / 2)
-    fwd = 2 * N * R * L + attn * R * L * (L + 1) / 2
-    return gen + 3 * fwd + fwd  # generation + policy (fwd + bwd = 3 fwd) + reference
+    parts = grpo_flops(info["params"], info["hidden"], info["layers"], PROMPTS, PROMPTS * GROUP, prompt_len, completion_len)
+    return parts["rollout"] + parts["train"]
+
+
+def grpo_flops(n_params: int, d: int, layers: int, prompts: int, rows: int, P: float, C: int) -> dict[str, float]:
+    """{rollout, train}: model FLOPs of sampling `rows` completions of C tokens from `prompts` prompts
+    of P tokens, and of one mu = 1 update on them (policy forward + backward = 3 forwards, plus the
+    reference forward). Formulas in the module docstring; gpu_bench.py uses them too."""
+    L, attn = P + C, 4 * d * layers
+    gen = 2 * n_params * (prompts * P + rows * C) + attn * rows * C * (P + (C + 1) / 2)
+    fwd = 2 * n_params * rows * L + attn * rows * L * (L + 1) / 2
+    return {"rollout": gen, "train": 3 * fwd + fwd}
 
 
 # --------------------------------------------------------------------------------------------
