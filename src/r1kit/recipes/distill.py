@@ -49,9 +49,10 @@ from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_m
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rollout import HFEngine, SamplingParams
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
+from r1kit.train.precision import autocast
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run
-from r1kit.train.supervised import IGNORE, Example, autocast, batches, collate, pack, tokenize_examples, train_supervised
+from r1kit.train.supervised import IGNORE, Example, batches, collate, pack, tokenize_examples, train_supervised
 
 SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token")
 """Special tokens whose role must agree for logit distillation. Padding is left out: it is masked."""

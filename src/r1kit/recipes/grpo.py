@@ -50,9 +50,9 @@ from r1kit.train import distributed as dist_
 from r1kit.train.checkpoint import InterruptGuard, capture_rng, find_run_dir, load_trainer_state, resolve_resume, restore_rng, save_checkpoint
 from r1kit.train.distributed import SINGLE, Dist
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
+from r1kit.train.precision import autocast, uses_bf16
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run, seed_everything
-from r1kit.train.supervised import autocast, uses_bf16
 
 
 @dataclass

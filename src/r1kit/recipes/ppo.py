@@ -61,9 +61,9 @@ from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rewards.compose import RewardComposer
 from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
+from r1kit.train.precision import autocast, uses_bf16
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run
-from r1kit.train.supervised import autocast, uses_bf16
 
 
 @dataclass

@@ -11,7 +11,6 @@ target tokens in the whole step, so grad accumulation 1×8 and 8×1 give the sam
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from r1kit.config import OptimArgs
 from r1kit.errors import R1kitError
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
+from r1kit.train.precision import autocast
 from r1kit.train.progress import progress_bar
 
 IGNORE = -100
@@ -103,18 +103,6 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     logits = logits[:, :-1]
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
     return loss, int((targets != IGNORE).sum())
-
-
-def uses_bf16(device: torch.device, precision: str) -> bool:
-    """Whether `precision` means bf16 autocast on `device`: bf16, or auto on a CUDA device with bf16."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on devices that support it when precision is bf16 (or auto on CUDA)."""
-    if uses_bf16(device, precision):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train_supervised(
