@@ -180,7 +180,7 @@ def lm_head_positions(model, call):
     return seen
 
 
-def test_only_logits_to_keep_plus_one_positions_reach_the_lm_head_also_behind_peft():
+def test_only_the_logits_to_keep_positions_reach_the_lm_head_also_behind_peft():
     peft = pytest.importorskip("peft")
     model = tiny_qwen2()
     input_ids = torch.randint(0, 32, (2, 9))
@@ -193,5 +193,77 @@ def test_only_logits_to_keep_plus_one_positions_reach_the_lm_head_also_behind_pe
         behind_peft = lm_head_positions(
             wrapped.get_base_model(), lambda: completion_logprobs(wrapped, input_ids, attention_mask, 3)
         )
-    assert plain == behind_peft == [4]  # 3 completion tokens + 1, not all 9 positions
+    assert plain == behind_peft == [3]  # the 3 positions that predict completion tokens, not all 9
     torch.testing.assert_close(got, want)  # same seed, and LoRA starts as the identity (B = 0)
+
+
+def grouped_batch(seed=3):
+    """8 rows from 3 prompts (groups of 3, 2 and 3 rows, not adjacent): prompts left-padded to 6
+    columns, completions of 5 tokens right-padded."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(1, 32, (n,), generator=g) for n in (6, 4, 5)]
+    which = [0, 1, 2, 0, 2, 1, 0, 2]
+    ids = torch.zeros(8, 11, dtype=torch.long)
+    mask = torch.zeros(8, 11, dtype=torch.long)
+    for row, p in enumerate(which):
+        prompt = prompts[p]
+        ids[row, 6 - len(prompt) : 6] = prompt
+        mask[row, 6 - len(prompt) : 6] = 1
+        length = 5 - row % 3  # completions of 5, 4 and 3 tokens
+        ids[row, 6 : 6 + length] = torch.randint(1, 32, (length,), generator=g)
+        mask[row, 6 : 6 + length] = 1
+    return ids, mask
+
+
+def input_rows(model, call):
+    """The [rows, tokens] shape of every forward `call()` makes through `model`'s embeddings."""
+    seen = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape)))
+    try:
+        call()
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("make_model", [tiny_qwen2, tiny_gpt2], ids=["qwen2", "gpt2"])
+def test_shared_prompts_give_the_same_logprobs_entropies_and_gradients(make_model):
+    # GPT-2's learned positions make any position slip in the continuation visible. Eval mode:
+    # GPT-2's dropout would make two forwards differ; gradients flow all the same.
+    model = make_model()
+    ids, mask = grouped_batch()
+    k = 5
+    grads = []
+    results = []
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        logp, entropy = completion_logprobs(model, ids, mask, k, temperature=0.7, with_entropy=True, share_prompts=share)
+        ((logp * mask[:, -k:]).sum() + entropy.mean()).backward()
+        results.append((logp.detach(), entropy.detach()))
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-5)
+    for shared, plain in zip(grads[1], grads[0]):
+        torch.testing.assert_close(shared, plain, rtol=1e-4, atol=1e-6)
+    # The shared path ran the 3 distinct prompts once, then the 8 rows' completions but their last token.
+    shapes = input_rows(model, lambda: completion_logprobs(model, ids, mask, k))
+    assert shapes == [(3, 6), (8, 4)]
+
+
+def test_shared_prompts_with_a_one_token_completion_and_without_repeats(tiny_model):
+    ids, mask = grouped_batch()
+    with torch.no_grad():
+        one = completion_logprobs(tiny_model, ids[:, :7], mask[:, :7], 1)
+        want = completion_logprobs(tiny_model, ids[:, :7], mask[:, :7], 1, share_prompts=False)
+        assert input_rows(tiny_model, lambda: completion_logprobs(tiny_model, ids[:, :7], mask[:, :7], 1)) == [(3, 6)]
+        distinct = [0, 1, 2]  # one row per prompt: nothing to share, one plain forward
+        assert input_rows(tiny_model, lambda: completion_logprobs(tiny_model, ids[distinct], mask[distinct], 5)) == [(3, 10)]
+    torch.testing.assert_close(one, want)
+
+
+def test_gradient_checkpointing_takes_the_plain_forward():
+    model = tiny_qwen2().train()
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable  # renamed in transformers 5
+    enable()
+    ids, mask = grouped_batch()
+    shapes = input_rows(model, lambda: completion_logprobs(model, ids, mask, 5).sum().backward())
+    assert shapes[0] == (8, 10)  # one forward over every row (recomputed in backward)

@@ -173,7 +173,9 @@ def test_dpo_computes_reference_logprobs_once_and_releases_the_reference(small_m
     config = load(None, overrides(small_model_dir, tmp_path, "dpo", f"ref_model={ref_dir}", "steps=3", "batch_size=4", "data.train_size=12",
                                   "data.test_size=4", "eval_batch_size=8", "eval.k=1", "eval.max_new_tokens=6", "task_eval_size=2", "optim.lr=1e-3"), dpo.DPOConfig)  # fmt: skip
     rows, results = check_run_dir(dpo.train(config), ["loss/dpo", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin", "eval/pref/accuracy", "eval/greedy_acc", "eval/pass@1"])
-    assert len(refs) == 1 and len(calls) == math.ceil(12 / 8) + math.ceil(4 / 8)  # one pass over train + test pairs
+    # One pass over train + test pairs; each batch runs its distinct prompts, then the continuations
+    # (chosen and rejected share a prompt: see completion_logprobs' share_prompts).
+    assert len(refs) == 1 and len(calls) == 2 * (math.ceil(12 / 8) + math.ceil(4 / 8))
     gc.collect()
     assert refs[0]() is None  # nothing holds the reference after the run
     # The reference equals the starting policy, so every implicit reward starts at exactly 0.

@@ -63,6 +63,7 @@ def completion_logprobs(
     temperature: float = 1.0,
     chunk_rows: int | None = None,
     with_entropy: bool = False,
+    share_prompts: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probs (and entropies) of the last `logits_to_keep` tokens of each row under `model`.
 
@@ -71,28 +72,87 @@ def completion_logprobs(
     Returns logp    # [N, logits_to_keep], or (logp, entropy) both [N, logits_to_keep]
 
     The model is any Hugging Face causal LM (also behind PEFT or DDP wrappers). The logits at
-    position t predict token t+1, so `logits_to_keep + 1` positions are computed (passed as
-    `logits_to_keep` when the model's forward accepts it, which skips the LM head on the prompt)
-    and the last one is dropped. Position ids are derived from the attention mask exactly as
-    `generate` derives them (cumsum - 1), so a left-padded prompt is scored at the positions it
-    was sampled at.
+    position t predict token t+1, so the last token is never run and the LM head sees only the
+    `logits_to_keep` positions that predict completion tokens (when the model's forward accepts
+    `logits_to_keep`, which skips the LM head on the prompt). Position ids are derived from the
+    attention mask exactly as `generate` derives them (cumsum - 1), so a left-padded prompt is
+    scored at the positions it was sampled at.
+
+    share_prompts: when rows repeat a prompt (the first L - logits_to_keep columns; a GRPO group's
+    G samples, DPO's chosen and rejected), run each distinct prompt once and continue every row from
+    a copy of its key/value cache, as the rollout engine does (see `shared_prompt_logits`). Same
+    log-probs and gradients up to float rounding, less work; models that cannot (no KV cache in
+    their forward, gradient checkpointing on) take the plain single forward.
     """
     if not 0 < logits_to_keep < input_ids.shape[1]:
         raise ValueError(f"logits_to_keep={logits_to_keep} must be in [1, {input_ids.shape[1] - 1}]")
+    parts = shared_prompt_logits(model, input_ids, attention_mask, logits_to_keep) if share_prompts else None
+    if parts is None:
+        parts = [(_completion_logits(model, input_ids, attention_mask, logits_to_keep), input_ids[:, -logits_to_keep:])]
+    logp = torch.cat([selective_log_softmax(logits, targets, temperature, chunk_rows) for logits, targets in parts], dim=1)
+    if not with_entropy:
+        return logp
+    return logp, torch.cat([entropy_from_logits(logits, temperature, chunk_rows) for logits, _ in parts], dim=1)
+
+
+def _completion_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits [N, k, V] that predict the last k tokens, from one forward over all but the last token."""
     accepted = _forward_parameters(model)
-    kwargs: dict = {"input_ids": input_ids, "attention_mask": attention_mask}
+    kwargs: dict = {"input_ids": input_ids[:, :-1], "attention_mask": attention_mask[:, :-1]}
     if "position_ids" in accepted:
-        kwargs["position_ids"] = position_ids_from_mask(attention_mask)
+        kwargs["position_ids"] = position_ids_from_mask(attention_mask)[:, :-1]
     if "use_cache" in accepted:
         kwargs["use_cache"] = False
     if "logits_to_keep" in accepted:
-        kwargs["logits_to_keep"] = logits_to_keep + 1
-    logits = model(**kwargs).logits[:, -(logits_to_keep + 1) : -1]  # [N, k, V]
-    targets = input_ids[:, -logits_to_keep:]  # [N, k]
-    logp = selective_log_softmax(logits, targets, temperature, chunk_rows)
-    if not with_entropy:
-        return logp
-    return logp, entropy_from_logits(logits, temperature, chunk_rows)
+        kwargs["logits_to_keep"] = k
+    return model(**kwargs).logits[:, -k:]
+
+
+def shared_prompt_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int
+) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Completion logits with each distinct prompt run once, or None where that does not apply.
+
+    The prompt is the first P = L - k columns (ids and mask). The U distinct prompts go through the
+    model once (U rows, not N) with a KV cache; the cache's rows are then indexed out to the N rows
+    (a differentiable gather: gradients of every row flow back into its prompt's single forward)
+    and the completions continue from it. With B prompts x G samples this runs the prompt part on B
+    rows instead of B x G, forward and backward.
+
+    Returns [(logits [N, 1, V], targets [N, 1]), (logits [N, k-1, V], targets [N, k-1])] (the second
+    part absent when k = 1), the logits predicting the first completion token and the rest; None
+    when no prompt repeats, the model's forward takes no KV cache or position ids, or it has
+    gradient checkpointing on (its forward then refuses a cache while training).
+    """
+    accepted = _forward_parameters(model)
+    if not {"past_key_values", "use_cache", "position_ids"} <= accepted:
+        return None
+    inner = _inner_model(model)
+    if inner.training and _checkpointing(inner):
+        return None
+    N, L = input_ids.shape
+    P = L - k
+    prompts = torch.cat([input_ids[:, :P], attention_mask[:, :P].to(input_ids.dtype)], dim=1)
+    distinct, row_prompt = torch.unique(prompts, dim=0, return_inverse=True)  # row_prompt [N]: index into distinct
+    if distinct.shape[0] == N:
+        return None
+    first = row_prompt.new_full((distinct.shape[0],), N).scatter_reduce_(0, row_prompt, torch.arange(N, device=input_ids.device), "amin")
+    positions = position_ids_from_mask(attention_mask)
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+    head = model(
+        input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P], position_ids=positions[first, :P], use_cache=True, **extra
+    )
+    cache = head.past_key_values
+    if k > 1 and not hasattr(cache, "batch_select_indices"):
+        return None  # a legacy tuple cache (old transformers): the plain forward instead
+    parts = [(head.logits[:, -1:][row_prompt], input_ids[:, P : P + 1])]
+    if k > 1:
+        cache.batch_select_indices(row_prompt)  # [U, ...] -> [N, ...]: each row gets its prompt's keys and values
+        rest = model(
+            input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, P:-1], past_key_values=cache, use_cache=True
+        )
+        parts.append((rest.logits, input_ids[:, P + 1 :]))
+    return parts
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -105,8 +165,8 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.masked_fill(attention_mask == 0, 0)
 
 
-def _forward_parameters(model: torch.nn.Module) -> set[str]:
-    """Names the innermost model's forward accepts (looking through PEFT and DDP wrappers)."""
+def _inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model behind PEFT and DDP wrappers."""
     inner = model
     while True:
         if hasattr(inner, "get_base_model"):
@@ -114,8 +174,20 @@ def _forward_parameters(model: torch.nn.Module) -> set[str]:
         elif isinstance(getattr(inner, "module", None), torch.nn.Module):
             inner = inner.module
         else:
-            break
-    return set(inspect.signature(inner.forward).parameters)
+            return inner
+
+
+def _checkpointing(model: torch.nn.Module) -> bool:
+    """Whether a transformers model has activation (gradient) checkpointing on."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # the first from transformers 5
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
+
+
+def _forward_parameters(model: torch.nn.Module) -> set[str]:
+    """Names the innermost model's forward accepts (looking through PEFT and DDP wrappers)."""
+    return set(inspect.signature(_inner_model(model).forward).parameters)
 
 
 def default_chunk_rows(logits: torch.Tensor) -> int:
