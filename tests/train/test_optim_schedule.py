@@ -73,6 +73,22 @@ def test_build_optimizer_is_adamw_with_the_configured_hyperparameters_and_skips_
     assert (group["lr"], group["betas"], group["weight_decay"]) == (3e-4, (0.8, 0.95), 0.1)
 
 
+def test_build_optimizer_uses_the_fused_kernel_on_cpu_and_steps_like_plain_adamw():
+    torch.manual_seed(0)
+    start, grads = torch.randn(5, 3), [torch.randn(5, 3) for _ in range(4)]
+    args = OptimArgs(lr=1e-2, betas=[0.9, 0.99], weight_decay=0.1)
+    fused_w, plain_w = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    fused = build_optimizer([fused_w], args)
+    plain = torch.optim.AdamW([plain_w], lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1, foreach=False)
+    assert fused.param_groups[0]["fused"] is True
+    for g in grads:
+        fused_w.grad, plain_w.grad = g.clone(), g.clone()
+        fused.step()
+        plain.step()
+    assert not torch.equal(fused_w, start)
+    torch.testing.assert_close(fused_w, plain_w, rtol=1e-6, atol=1e-7)
+
+
 def test_clip_gradients_returns_the_norm_before_clipping_and_clips_to_max_norm():
     model = torch.nn.Linear(2, 1, bias=False)
     model.weight.grad = torch.tensor([[3.0, 4.0]])  # norm 5

