@@ -20,7 +20,7 @@ rejected: an arithmetic slip, missing tags, a rambling chain, or the right answe
    log-likelihood preference), the held-out chosen completions' per-token NLL and task accuracy
    before -> after, for each --beta x --rpo-alpha given (one run by default).
 
-    python benchmarks/preference.py [--out runs/bench-preference] [--threads 1] [--quick]
+    python benchmarks/preference.py [--out runs/bench-preference] [--threads 1] [--seed 0] [--quick]
                                     [--only rm|ppo|dpo ...] [--beta 0.5 ...] [--rpo-alpha 1.0 ...]
                                     [--rule-kl 0.02] [--rm-kl 0.02 0.1 0.3 ...]
 
@@ -171,6 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench-preference", help="parent of the stages' run directories")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--seed", type=int, default=0, help="run.seed of the reward-model, PPO and DPO runs (not of base and SFT)")
     parser.add_argument("--quick", action="store_true", help="tiny stages: check the script runs, measure nothing")
     parser.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default: all)")
     parser.add_argument("--beta", nargs="+", type=float, default=[0.5], help="DPO beta values (one run per beta x rpo-alpha)")
@@ -182,7 +183,7 @@ def main() -> None:
     steps = {"rm": 100, "ppo": 40, "dpo": 60} if not args.quick else {"rm": 3, "ppo": 2, "dpo": 2}
     pipe = load(DEFAULT_CONFIG, [], PipelineConfig)
     shared = {"data": pipe.defaults.get("data", {}), "eval": pipe.defaults.get("eval", {})}  # the demo's task and evaluation
-    common = [f"run.output_dir={out}", f"run.threads={args.threads}", "run.progress=false", "model.device=cpu"]
+    common = [f"run.output_dir={out}", f"run.threads={args.threads}", f"run.seed={args.seed}", "run.progress=false", "model.device=cpu"]
     t0 = time.perf_counter()
     timings = {}
     _, sft_dir = base_and_sft(pipe, out, args.threads)

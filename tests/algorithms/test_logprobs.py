@@ -226,7 +226,12 @@ def input_rows(model, call):
     return seen
 
 
-@pytest.mark.parametrize("make_model", [tiny_qwen2, tiny_gpt2], ids=["qwen2", "gpt2"])
+def tiny_qwen2_lora():
+    peft = pytest.importorskip("peft")
+    return peft.get_peft_model(tiny_qwen2(), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).eval()
+
+
+@pytest.mark.parametrize("make_model", [tiny_qwen2, tiny_gpt2, tiny_qwen2_lora], ids=["qwen2", "gpt2", "qwen2-lora"])
 def test_shared_prompts_give_the_same_logprobs_entropies_and_gradients(make_model):
     # GPT-2's learned positions make any position slip in the continuation visible. Eval mode:
     # GPT-2's dropout would make two forwards differ; gradients flow all the same.
@@ -240,7 +245,7 @@ def test_shared_prompts_give_the_same_logprobs_entropies_and_gradients(make_mode
         logp, entropy = completion_logprobs(model, ids, mask, k, temperature=0.7, with_entropy=True, share_prompts=share)
         ((logp * mask[:, -k:]).sum() + entropy.mean()).backward()
         results.append((logp.detach(), entropy.detach()))
-        grads.append([p.grad.clone() for p in model.parameters()])
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
     torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-5)
     for shared, plain in zip(grads[1], grads[0]):
         torch.testing.assert_close(shared, plain, rtol=1e-4, atol=1e-6)
