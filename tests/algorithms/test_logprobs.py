@@ -169,15 +169,20 @@ def test_completion_logprobs_gradient_reaches_the_model(tiny_model):
     tiny_model.zero_grad(set_to_none=True)
 
 
-def lm_head_positions(model, call):
-    """How many positions the LM head of `model` was run on during `call()`."""
+def recorded(module, call, what):
+    """what(args, output) for every forward of `module` during `call()`."""
     seen = []
-    handle = model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.shape[1]))
+    handle = module.register_forward_hook(lambda module, args, out: seen.append(what(args, out)))
     try:
         call()
     finally:
         handle.remove()
     return seen
+
+
+def lm_head_positions(model, call):
+    """How many positions the LM head of `model` was run on during `call()`."""
+    return recorded(model.lm_head, call, lambda args, out: out.shape[1])
 
 
 def test_only_the_logits_to_keep_positions_reach_the_lm_head_also_behind_peft():
@@ -217,13 +222,7 @@ def grouped_batch(seed=3):
 
 def input_rows(model, call):
     """The [rows, tokens] shape of every forward `call()` makes through `model`'s embeddings."""
-    seen = []
-    handle = model.get_input_embeddings().register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape)))
-    try:
-        call()
-    finally:
-        handle.remove()
-    return seen
+    return recorded(model.get_input_embeddings(), call, lambda args, out: tuple(args[0].shape))
 
 
 def tiny_qwen2_lora():
