@@ -25,20 +25,23 @@ def test_selective_log_softmax_hand_values():
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 2, 5, None])
-def test_selective_log_softmax_chunked_equals_log_softmax_gather_with_grad(chunk_rows):
+@pytest.mark.parametrize("dtype, temperature", [(torch.float64, 0.7), (torch.float32, 1.0)])
+def test_selective_log_softmax_chunked_equals_log_softmax_gather_with_grad(chunk_rows, dtype, temperature):
     torch.manual_seed(0)
-    logits = torch.randn(5, 3, 7, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(5, 3, 7, dtype=dtype, requires_grad=True)
+    original = logits.detach().clone()
     index = torch.randint(0, 7, (5, 3))
-    weights = torch.randn(5, 3, dtype=torch.float64)
+    weights = torch.randn(5, 3, dtype=dtype)
 
-    got = selective_log_softmax(logits, index, temperature=0.7, chunk_rows=chunk_rows)
+    got = selective_log_softmax(logits, index, temperature=temperature, chunk_rows=chunk_rows)
     (got * weights).sum().backward()
     grad_got, logits.grad = logits.grad, None
-    want = reference_logp(logits, index, temperature=0.7)
+    want = reference_logp(logits, index, temperature=temperature)
     (want * weights).sum().backward()
 
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(grad_got, logits.grad)
+    assert torch.equal(logits.detach(), original)  # backward works on copies, never on the logits
 
 
 def test_selective_log_softmax_bf16_logits_are_scored_in_float32():

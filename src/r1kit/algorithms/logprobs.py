@@ -228,10 +228,14 @@ class _SelectiveLogSoftmax(torch.autograd.Function):
     def backward(ctx, grad_logp):
         logits, index, lse = ctx.saved_tensors
         grad = torch.empty_like(logits)
+        dtype = lse.dtype
         for rows in row_chunks(logits.shape[0], ctx.chunk_rows):
-            z = _scaled(logits[rows], ctx.temperature)
+            # One float32 chunk, worked on in place: the copy keeps float32 logits themselves intact.
+            z = logits[rows].to(dtype, copy=True)
+            if ctx.temperature != 1.0:
+                z.div_(ctx.temperature)
             g = grad_logp[rows].unsqueeze(-1)  # [n, T, 1]
-            gz = torch.exp(z - lse[rows].unsqueeze(-1)).mul_(-g)  # -softmax * g
+            gz = z.sub_(lse[rows].unsqueeze(-1)).exp_().mul_(-g)  # -softmax * g
             gz.scatter_add_(-1, index[rows].unsqueeze(-1), g)  # + onehot * g
             grad[rows] = gz.div_(ctx.temperature)
         return grad, None, None, None
