@@ -48,10 +48,11 @@ same thread count, measured in the same run (best of repeated 2048x2048 torch.ma
 after the runs).
 
     python benchmarks/grpo_vs_trl.py [--sizes 0.3M 13M] [--lengths 64 128] [--warmup 2] [--steps 5] [--precision fp32|bf16]
-                                     [--rounds 2] [--warmup-13m 1] [--steps-13m 3] [--rounds-13m 1] [--profile]
+                                     [--rounds 2] [--warmup-13m 1] [--steps-13m 4] [--rounds-13m 2] [--profile]
 
-The defaults take about 6-7 minutes on 2 shared cores: the 13M model gets 1 warm-up and 3 measured
-steps in a single r1kit/TRL pair per length, the 0.3M model 2 + 5 steps in two alternating pairs.
+The defaults take about 7-8 minutes on 2 quiet cores: the 13M model gets 1 warm-up and 4 measured
+steps in two alternating r1kit/TRL pairs per length (8 steps per tool), the 0.3M model 2 + 5 steps
+in two alternating pairs. Fewer 13M steps were measured to swing by +-10% between runs.
 
 --profile instead runs r1kit alone at 0.3M / 64 tokens under cProfile and prints the top functions.
 """
@@ -322,10 +323,10 @@ def main() -> None:
     parser.add_argument("--lengths", nargs="*", type=int, default=[64, 128])
     parser.add_argument("--warmup", type=int, default=2, help="steps dropped at the start of every run")
     parser.add_argument("--steps", type=int, default=5, help="measured steps per run")
-    parser.add_argument("--steps-13m", type=int, default=3, help="measured steps per run for the 13M model")
+    parser.add_argument("--steps-13m", type=int, default=4, help="measured steps per run for the 13M model")
     parser.add_argument("--warmup-13m", type=int, default=1, help="warm-up steps per run for the 13M model")
     parser.add_argument("--rounds", type=int, default=2, help="alternating r1kit/TRL runs per setting")
-    parser.add_argument("--rounds-13m", type=int, default=1, help="alternating r1kit/TRL runs per setting for the 13M model")
+    parser.add_argument("--rounds-13m", type=int, default=2, help="alternating r1kit/TRL runs per setting for the 13M model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY for every process ('' leaves it unset); see the module docstring")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: both tools autocast to bf16 over fp32 weights; the peak is measured in bf16")
