@@ -1,4 +1,4 @@
-"""Multi-process GRPO under torchrun (2 CPU ranks, gloo).
+"""Multi-process GRPO under torchrun (2 CPU ranks, gloo), and the update's equivalences on one process.
 
 The equivalence test feeds one fixed rollout batch (4 prompts x G=2) to the update twice: whole,
 in one process, and split by prompt over 2 ranks through DDP (each group stays on one rank). With
@@ -145,6 +145,25 @@ def test_two_ranks_update_equals_one_process_for_every_loss_aggregation(tiny_mod
     assert (run_dir / "checkpoints" / "step_1" / "trainer.pt").is_file()
     state = torch.load(run_dir / "checkpoints" / "step_1" / "trainer.pt", weights_only=True)
     assert len(state["rng"]) == 2  # every rank's RNG state
+
+
+def test_update_with_shared_prompts_equals_one_forward_per_row(tiny_model_dir, monkeypatch):
+    # The learner runs each group's prompt once (completion_logprobs' default); the update must be
+    # the one a forward per row gives, so the speed does not come from doing less.
+    import functools
+
+    from r1kit.algorithms import completion_logprobs
+
+    batch, rewards = fixed_batch(str(tiny_model_dir))
+    initial = load_model(str(tiny_model_dir), device="cpu").state_dict()
+    for agg in LOSS_AGGS:
+        shared = one_update(str(tiny_model_dir), batch, rewards, agg)
+        with monkeypatch.context() as m:
+            m.setattr(grpo, "completion_logprobs", functools.partial(completion_logprobs, share_prompts=False))
+            plain = one_update(str(tiny_model_dir), batch, rewards, agg)
+        assert any(not torch.equal(shared[k], initial[k]) for k in shared), agg
+        for name, tensor in plain.items():
+            assert torch.allclose(shared[name], tensor, atol=1e-6, rtol=0), (agg, name, (shared[name] - tensor).abs().max())
 
 
 def test_prompts_per_step_must_divide_by_the_number_of_processes():
