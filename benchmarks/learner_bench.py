@@ -11,14 +11,22 @@ Shapes: the speed benchmark's (13-token prompts, 64-token completions, G=8) and 
 13M-parameter Qwen2 (6 layers, width 384), fp32, 2 threads by default.
 
     python benchmarks/learner_bench.py [--threads 2] [--repeats 3] [--shapes small gsm8k gsm8k-g16]
+    python benchmarks/learner_bench.py --checkpointing
 
 Prints, per shape, the median seconds of (reference forward + policy forward/backward) for each
 way, the speed-up, and max |logp difference|. About 3.5 minutes on 2 cores.
+
+--checkpointing instead measures `model.gradient_checkpointing` on long completions (8 prompts x 4,
+64 + 512 tokens): one policy forward/backward with and without it, each in a fresh process, with the
+peak resident memory it added. About a minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -65,12 +73,40 @@ def learner_pass(model, ref, ids, mask, C: int, share: bool) -> torch.Tensor:
     return logp.detach()
 
 
+def checkpointing_run(on: bool, threads: int) -> None:
+    """One policy forward/backward at 8 x 4 rows of 64 + 512 tokens; prints seconds and added peak RSS."""
+    from r1kit.config import ModelArgs
+    from r1kit.models.load import training_options
+
+    torch.set_num_threads(threads)
+    model = training_options(build_model(), ModelArgs(gradient_checkpointing=on)).train()
+    ids, mask = batch(8, 4, 64, 512)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    completion_logprobs(model, ids, mask, 512).mean().backward()
+    seconds = time.perf_counter() - t
+    added = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20  # KiB -> GiB
+    print(f"{'on' if on else 'off':<14} {seconds:>9.2f} {added:>15.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing on long completions instead")
+    parser.add_argument("--checkpointing-worker", choices=["on", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.checkpointing_worker:
+        checkpointing_run(args.checkpointing_worker == "on", args.threads)
+        return
+    if args.checkpointing:
+        print(f"policy forward/backward, 13M Qwen2, 8 x 4 rows of 64 + 512 tokens, fp32, {args.threads} threads, a fresh process each")
+        print(f"{'checkpointing':<14} {'seconds':>9} {'peak RSS +GiB':>15}")
+        for mode in ("off", "on"):
+            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--checkpointing-worker", mode]
+            print(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        return
     torch.set_num_threads(args.threads)
     model = build_model()
     ref = build_model().eval().requires_grad_(False)

@@ -57,6 +57,11 @@ class ModelArgs:
     """Dropout on the LoRA input."""
     lora_target_modules: list[str] = field(default_factory=list)
     """Module names to adapt, e.g. [q_proj, v_proj]; empty = every linear layer but the LM head."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in backward instead of keeping them (transformers'
+    gradient checkpointing, non-reentrant): far less activation memory for long sequences, for about
+    one more forward pass of compute. Applies to the model a recipe trains (and PPO's value model);
+    the learner's log-probs then run a forward per row (no shared prompts)."""
 
 
 @dataclass

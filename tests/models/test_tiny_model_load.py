@@ -121,3 +121,54 @@ def test_unknown_dtype_is_an_error_listing_the_choices(tiny_model_dir):
 def test_bfloat16_dtype_is_applied(tiny_model_dir):
     model = load_model(str(tiny_model_dir), dtype="bfloat16", device="cpu")
     assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def mlp_calls_in_forward_and_backward(model, input_ids) -> int:
+    """How often the first decoder layer's MLP runs during one forward + backward (counted in its
+    forward itself: the recomputation in backward runs no module hooks)."""
+    calls = []
+    layer = model.get_base_model().model.layers[0] if hasattr(model, "get_base_model") else model.model.layers[0]
+    forward = layer.mlp.forward
+    layer.mlp.forward = lambda *args, **kwargs: calls.append(1) or forward(*args, **kwargs)
+    try:
+        model(input_ids=input_ids).logits.sum().backward()
+    finally:
+        del layer.mlp.forward  # back to the class's forward
+    return len(calls)
+
+
+def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(tiny_model_dir):
+    from r1kit.config import ModelArgs
+    from r1kit.models.load import load_policy
+
+    input_ids = torch.randint(0, 50, (2, 12))
+    grads = {}
+    for on in (False, True):
+        model = load_policy(ModelArgs(path=str(tiny_model_dir), device="cpu", gradient_checkpointing=on)).train()
+        assert mlp_calls_in_forward_and_backward(model, input_ids) == (2 if on else 1)  # recomputed in backward
+        grads[on] = [p.grad.clone() for p in model.parameters()]
+    for with_cp, without in zip(grads[True], grads[False]):
+        torch.testing.assert_close(with_cp, without)
+
+
+def test_gradient_checkpointing_under_lora_reaches_the_adapters(tiny_model_dir):
+    pytest.importorskip("peft")
+    from r1kit.config import ModelArgs
+    from r1kit.models.load import load_policy
+
+    model = load_policy(ModelArgs(path=str(tiny_model_dir), device="cpu", lora_r=4, gradient_checkpointing=True)).train()
+    assert mlp_calls_in_forward_and_backward(model, torch.randint(0, 50, (2, 12))) == 2
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
+
+
+def test_a_model_without_gradient_checkpointing_is_a_one_line_error():
+    from r1kit.config import ModelArgs
+    from r1kit.models.load import training_options
+
+    class NoCheckpointing(torch.nn.Module):
+        def activation_checkpointing_enable(self, **kwargs):
+            raise ValueError("NoCheckpointing does not support gradient checkpointing.")
+
+    with pytest.raises(R1kitError, match=r"NoCheckpointing cannot use gradient checkpointing .*set model.gradient_checkpointing=false"):
+        training_options(NoCheckpointing(), ModelArgs(gradient_checkpointing=True))

@@ -101,15 +101,32 @@ def load_model(path_or_id: str, dtype: str = "float32", device: str = "auto", at
 
 def load_policy(args: ModelArgs, device: str | None = None, weights: str | Path | None = None) -> torch.nn.Module:
     """The model a recipe trains: `args.path`, wrapped with fresh LoRA adapters when
-    `args.lora_r > 0`. `weights` is a checkpoint's model directory to resume from (full weights,
-    or the adapter on top of `args.path`)."""
+    `args.lora_r > 0`, with gradient checkpointing when `args.gradient_checkpointing`. `weights` is
+    a checkpoint's model directory to resume from (full weights, or the adapter on top of `args.path`)."""
     device = device or args.device
     if args.lora_r > 0:
         from r1kit.models.lora import apply_lora, load_adapter
 
-        base = load_model(args.path, args.dtype, device, args.attn_implementation)
+        base = training_options(load_model(args.path, args.dtype, device, args.attn_implementation), args)
         return load_adapter(base, weights) if weights else apply_lora(base, args)
-    return load_model(str(weights) if weights else args.path, args.dtype, device, args.attn_implementation)
+    return training_options(load_model(str(weights) if weights else args.path, args.dtype, device, args.attn_implementation), args)
+
+
+def training_options(model: PreTrainedModel, args: ModelArgs) -> PreTrainedModel:
+    """`model` with what ModelArgs asks of a model being trained: gradient checkpointing (non-reentrant,
+    so frozen embeddings under LoRA need no input-grad hook). Returns the model."""
+    if not args.gradient_checkpointing:
+        return model
+    # transformers 5 calls it activation checkpointing; earlier versions gradient checkpointing.
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    try:
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    except ValueError as e:  # "... does not support gradient checkpointing"
+        raise R1kitError(f"{type(model).__name__} cannot use gradient checkpointing ({str(e).splitlines()[0]}); set model.gradient_checkpointing=false") from None
+    return model
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:

@@ -35,7 +35,7 @@ from r1kit.algorithms import bradley_terry_loss, christiano_pair_loss
 from r1kit.config import DataArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.preference import PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
 from r1kit.errors import R1kitError
-from r1kit.models.load import load_tokenizer, resolve_device
+from r1kit.models.load import load_tokenizer, resolve_device, training_options
 from r1kit.models.value_head import load_scalar_model, save_scalar_model, sequence_scalar, token_scalars
 from r1kit.report.logger import MetricLogger, console
 from r1kit.rewards.model import META_FILE
@@ -84,7 +84,7 @@ def train(config: RewardModelConfig) -> Path:
     device = resolve_device(config.model.device)
     run_dir = create_run(config, "rm", str(device))
     tokenizer = load_tokenizer(config.model.path)
-    model = load_scalar_model(config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device)
+    model = training_options(load_scalar_model(config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device), config.model)
     train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
     encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length)
     train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
