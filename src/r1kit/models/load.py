@@ -103,13 +103,19 @@ def load_policy(args: ModelArgs, device: str | None = None, weights: str | Path 
     """The model a recipe trains: `args.path`, wrapped with fresh LoRA adapters when
     `args.lora_r > 0`, with gradient checkpointing when `args.gradient_checkpointing`. `weights` is
     a checkpoint's model directory to resume from (full weights, or the adapter on top of `args.path`)."""
-    device = device or args.device
     if args.lora_r > 0:
         from r1kit.models.lora import apply_lora, load_adapter
 
-        base = training_options(load_model(args.path, args.dtype, device, args.attn_implementation), args)
+        base = load_trainable(args, device)
         return load_adapter(base, weights) if weights else apply_lora(base, args)
-    return training_options(load_model(str(weights) if weights else args.path, args.dtype, device, args.attn_implementation), args)
+    return load_trainable(args, device, weights)
+
+
+def load_trainable(args: ModelArgs, device: str | None = None, path: str | Path | None = None) -> PreTrainedModel:
+    """The causal LM at `path` (default `args.path`) in `args.dtype` on `device` (default
+    `args.device`), with ModelArgs' training options applied (`training_options`); no LoRA."""
+    model = load_model(str(path) if path else args.path, args.dtype, device or args.device, args.attn_implementation)
+    return training_options(model, args)
 
 
 def training_options(model: PreTrainedModel, args: ModelArgs) -> PreTrainedModel:

@@ -45,7 +45,7 @@ from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
 from r1kit.eval.evaluate import evaluate
 from r1kit.eval.scoring import scorer_for
-from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model, training_options
+from r1kit.models.load import load_model, load_tokenizer, load_trainable, resolve_device, save_model
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rollout import HFEngine, SamplingParams
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
@@ -130,7 +130,7 @@ def train(config: DistillConfig) -> Path:
     rows = load_split(config.data, "train", required=("prompt", config.response_column) if needs_responses else ("prompt",))
     prompt_ids, examples, truncated = encode(config, tokenizer, rows, needs_responses)
     test_rows = load_split(config.data, "test")
-    model = training_options(load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation), config.model)
+    model = load_trainable(config.model)
     teacher = _frozen(config.teacher) if config.mode != "sft" or config.eval_teacher else None
     if config.mode != "sft":
         check_vocab_sizes(model, teacher, tokenizer, config)

@@ -36,7 +36,7 @@ from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.preference import EncodedPair, PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
 from r1kit.data.tasks import get_task
 from r1kit.eval.evaluate import evaluate
-from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model, training_options
+from r1kit.models.load import load_model, load_tokenizer, load_trainable, resolve_device, save_model
 from r1kit.report.logger import MetricLogger, console
 from r1kit.train.optim import build_optimizer, build_scheduler
 from r1kit.train.pairs import fit_pairs, prefixed
@@ -93,7 +93,7 @@ def train(config: DPOConfig) -> Path:
     device = resolve_device(config.model.device)
     run_dir = create_run(config, "dpo", str(device))
     tokenizer = load_tokenizer(config.model.path)
-    model = training_options(load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation), config.model)
+    model = load_trainable(config.model)
     train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
     encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length, add_eos=True)
     train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)

@@ -54,7 +54,7 @@ from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
 from r1kit.eval.evaluate import evaluate
 from r1kit.eval.scoring import scorer_for
-from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model, training_options
+from r1kit.models.load import load_tokenizer, load_trainable, resolve_device, save_model, training_options
 from r1kit.models.value_head import load_scalar_model, save_scalar_model, token_scalars
 from r1kit.recipes.grpo import PromptStream, SamplingArgs
 from r1kit.report.logger import MetricLogger, console, format_line
@@ -135,7 +135,7 @@ def train(config: PPOConfig) -> Path:
     device = resolve_device(config.model.device)
     run_dir = create_run(config, "ppo", str(device))
     tokenizer = load_tokenizer(config.model.path)
-    model = training_options(load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation), config.model)
+    model = load_trainable(config.model)
     ref = _frozen_copy(model)
     value_model = training_options(load_scalar_model(p.value_model or config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device), config.model)
     engine = HFEngine(model, tokenizer)

@@ -21,7 +21,7 @@ from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
 from r1kit.eval.evaluate import evaluate
 from r1kit.eval.scoring import scorer_for
-from r1kit.models.load import load_model, load_tokenizer, resolve_device, save_model, training_options
+from r1kit.models.load import load_tokenizer, load_trainable, resolve_device, save_model
 from r1kit.report.logger import MetricLogger, console
 from r1kit.train.run import create_run
 from r1kit.train.supervised import pack, tokenize_examples, train_supervised
@@ -66,7 +66,7 @@ def train(config: SFTConfig) -> Path:
     device = resolve_device(config.model.device)
     run_dir = create_run(config, "sft", str(device))
     tokenizer = load_tokenizer(config.model.path)
-    model = training_options(load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation), config.model)
+    model = load_trainable(config.model)
     rows = load_split(config.data, "train", required=("prompt", config.response_column))
     test_rows = load_split(config.data, "test")
     pairs = [(render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt), _text(r[config.response_column], config.response_column)) for r in rows]
