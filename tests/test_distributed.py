@@ -33,22 +33,24 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PROMPTS, G = 4, 2
 
 
-def update_config(loss_agg: str) -> GRPOConfig:
+def update_config(loss_agg: str, chunked_head: bool = False) -> GRPOConfig:
     return from_dict(GRPOConfig, {
+        "model": {"chunked_lm_head": chunked_head},
         "grpo": {"prompts_per_step": PROMPTS, "group_size": G, "beta": 0.0, "num_iterations": 1, "loss_agg": loss_agg},
         "sampling": {"max_new_tokens": 6},
         "optim": {"max_grad_norm": 0.0},
     })  # fmt: skip
 
 
-def one_update(model_dir: str, batch, rewards, loss_agg: str, dist: Dist = SINGLE) -> dict[str, torch.Tensor]:
-    """Parameters after one SGD(lr=1) GRPO update of a fresh model on `batch`."""
+def one_update(model_dir: str, batch, rewards, loss_agg: str, dist: Dist = SINGLE, chunked_head: bool = False) -> dict[str, torch.Tensor]:
+    """Parameters after one SGD(lr=1) GRPO update of a fresh model on `batch` (scored through the
+    chunked LM head with `chunked_head`)."""
     from r1kit.train.distributed import wrap_ddp
 
     model = load_model(model_dir, device="cpu")
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    grpo.update(update_config(loss_agg), wrap_ddp(model, dist), None, opt, sched, batch, rewards, dist)
+    grpo.update(update_config(loss_agg, chunked_head), wrap_ddp(model, dist), None, opt, sched, batch, rewards, dist)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -97,6 +99,10 @@ def worker(out_dir: str, model_dir: str) -> None:
         params = one_update(model_dir, part, part_rewards, agg, dist)
         if dist.is_main:
             torch.save(params, out / f"{agg}.pt")
+    # The chunked LM head uses the head's weight outside DDP's forward: its gradient must still be all-reduced.
+    params = one_update(model_dir, part, part_rewards, "token_mean", dist, chunked_head=True)
+    if dist.is_main:
+        torch.save(params, out / "token_mean-chunked.pt")
     (out / f"tokens_rank{dist.rank}.json").write_text(json.dumps(tokens))
     metrics = mean_metrics({"x": float(dist.rank), "only_rank_1": 5.0} if dist.rank else {"x": 0.0}, dist)
     if dist.is_main:
@@ -136,6 +142,10 @@ def test_two_ranks_update_equals_one_process_for_every_loss_aggregation(tiny_mod
         assert any(not torch.equal(single[k], initial[k]) for k in single), agg  # the step did something
         for name, tensor in single.items():
             assert torch.allclose(split[name], tensor, atol=1e-6, rtol=0), (agg, name, (split[name] - tensor).abs().max())
+        if agg == "token_mean":
+            chunked = torch.load(tmp_path / "token_mean-chunked.pt")
+            for name, tensor in single.items():
+                assert torch.allclose(chunked[name], tensor, atol=1e-6, rtol=0), ("chunked", name, (chunked[name] - tensor).abs().max())
 
     assert json.loads((tmp_path / "mean_metrics.json").read_text()) == {"x": 0.5, "only_rank_1": 5.0}
     run_dir = tmp_path / "grpo"
@@ -164,6 +174,16 @@ def test_update_with_shared_prompts_equals_one_forward_per_row(tiny_model_dir, m
         assert any(not torch.equal(shared[k], initial[k]) for k in shared), agg
         for name, tensor in plain.items():
             assert torch.allclose(shared[name], tensor, atol=1e-6, rtol=0), (agg, name, (shared[name] - tensor).abs().max())
+
+
+def test_update_through_the_chunked_lm_head_equals_the_plain_one(tiny_model_dir):
+    # model.chunked_lm_head never builds the logits; the update must be the same one.
+    batch, rewards = fixed_batch(str(tiny_model_dir))
+    for agg in LOSS_AGGS:
+        plain = one_update(str(tiny_model_dir), batch, rewards, agg)
+        chunked = one_update(str(tiny_model_dir), batch, rewards, agg, chunked_head=True)
+        for name, tensor in plain.items():
+            assert torch.allclose(chunked[name], tensor, atol=1e-6, rtol=0), (agg, name, (chunked[name] - tensor).abs().max())
 
 
 def test_prompts_per_step_must_divide_by_the_number_of_processes():

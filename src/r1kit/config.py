@@ -62,6 +62,13 @@ class ModelArgs:
     gradient checkpointing, non-reentrant): far less activation memory for long sequences, for about
     one more forward pass of compute. Applies to the model a recipe trains (and PPO's value model);
     the learner's log-probs then run a forward per row (no shared prompts)."""
+    chunked_lm_head: bool = False
+    """Never build the [batch, tokens, vocabulary] logits when scoring tokens: apply the LM head to
+    the final hidden states a chunk of tokens at a time and recompute each chunk in backward (as
+    Liger-Kernel's fused linear cross-entropy). Saves the logits and their gradient (gigabytes at a
+    150k vocabulary and long completions) for one more LM-head matmul in backward. For SFT, DPO,
+    PPO's policy, GRPO and distillation's sft mode; checked at load (a model whose logits are not
+    its LM head applied to the last hidden state, e.g. Gemma 2's capped logits, is refused)."""
 
 
 @dataclass

@@ -242,3 +242,21 @@ def test_ppo_bf16_autocasts_rollout_and_forwards_and_recomputes_the_old_log_prob
     assert math.isfinite(rows[0]["loss/policy"]) and math.isfinite(rows[0]["loss/value"])
     # reference and recomputed old log-probs without grad, then the policy's own pass with grad: all under autocast
     assert calls == [(True, False), (True, False), (True, True)]
+
+
+@pytest.mark.parametrize("recipe", ["dpo", "ppo"])
+def test_the_chunked_lm_head_trains_as_the_full_logits_do(small_model_dir, tmp_path, recipe):
+    # model.chunked_lm_head never builds the logits; the losses, step by step, must be the same.
+    if recipe == "dpo":
+        args, Config, train, keys = ["steps=3", "batch_size=4", "data.train_size=8", "data.test_size=4", "task_eval=false", "optim.lr=1e-2", "optim.warmup_steps=0"], dpo.DPOConfig, dpo.train, ["loss/dpo"]
+    else:
+        args, Config, train, keys = ["rewards=[arithmetic]", "ppo.steps=2", "ppo.prompts_per_step=4", "sampling.max_new_tokens=6", "data.train_size=8",
+                                     "data.test_size=2", "eval.k=1", "eval.max_new_tokens=6", "optim.lr=1e-3"], ppo.PPOConfig, ppo.train, ["loss/policy", "objective/kl"]  # fmt: skip
+    runs = []
+    for chunked in (False, True):
+        config = load(None, overrides(small_model_dir, tmp_path, f"{recipe}-{chunked}", f"model.chunked_lm_head={str(chunked).lower()}", *args), Config)
+        rows = read_metrics(train(config))
+        runs.append([r[k] for r in rows if keys[0] in r for k in keys])
+    assert len(runs[0]) == len(runs[1]) >= 2 * len(keys)
+    assert runs[1] == pytest.approx(runs[0], rel=1e-4, abs=1e-6)
+    assert runs[0][: len(keys)] != runs[0][-len(keys) :]  # the runs trained

@@ -113,3 +113,13 @@ def test_sft_trains_on_a_jsonl_file_with_a_chosen_response_column(tiny_model_dir
     tokens = sum(len(char_tokenizer(f"Q: {r['prompt']}\nA: " + r["completion"], add_special_tokens=False)["input_ids"]) + 1 for r in rows)
     first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert first["data/examples"] == tokens // 32 == 7
+
+
+def test_sft_through_the_chunked_lm_head_gives_the_same_losses(tiny_model_dir, tmp_path, restore_threads):
+    runs = []
+    for chunked in ("false", "true"):
+        config = sft_config(tiny_model_dir, tmp_path / chunked, "steps=4", "eval.k=0", "eval_before=false", f"model.chunked_lm_head={chunked}")
+        rows = [json.loads(line) for line in (train(config) / "metrics.jsonl").read_text().splitlines()]
+        runs.append([r["loss/sft"] for r in rows if "loss/sft" in r])
+    assert len(runs[1]) == 4 and runs[1] == pytest.approx(runs[0], rel=1e-5)
+    assert runs[0][-1] < runs[0][0]

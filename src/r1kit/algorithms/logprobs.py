@@ -8,6 +8,12 @@ divided by the sampling temperature, reduced with `logsumexp`, and dropped; back
 chunk from the (model-dtype) logits it already holds and writes its gradient in place. Peak extra
 memory is one chunk, whatever N is.
 
+The logits themselves are [N, T, V] in the model's dtype, and their gradient as large again. With
+`chunked_head=True` they are never built either: the model's LM head is skipped (`logits_to_keep=1`),
+its final hidden states [N, T, d] are taken instead, and `head_logprobs` applies the head's weight
+to a chunk of tokens at a time, recomputing each chunk's logits in backward (the "fused linear
+cross-entropy" of Liger-Kernel). It costs one more LM-head matmul in backward.
+
 Temperature: the sampler draws from softmax(logits / temperature) computed in float32 (that is what
 `transformers`' `generate` does), so the learner must score tokens the same way or the
 importance ratio pi/pi_old is off even for identical weights.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -55,6 +62,88 @@ def entropy_from_logits(
     return _Entropy.apply(logits, float(temperature), rows)
 
 
+LOGIT_TRANSFORMS = {
+    "final_logit_softcapping": None,  # Gemma 2 / 3: cap * tanh(logits / cap)
+    "softcap": None,
+    "logit_scale": 1.0,  # Cohere
+    "logits_scaling": 1.0,  # Granite
+    "output_multiplier": 1.0,
+    "lm_head_multiplier": 1.0,  # Falcon-H1
+}
+"""Config attributes with which transformers models transform their logits after the LM head, and
+the value at which each is the identity; `chunked_head_problem` refuses any other value."""
+
+
+def head_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    index: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax((hidden @ weight.T + bias) / temperature) at the chosen tokens, and the entropy,
+    without ever holding more than a chunk of the logits.
+
+    hidden  # [..., d] final hidden states (any float dtype)
+    weight  # [V, d] the LM head; bias [V] or None
+    index   # [...] long, the token whose log-prob is wanted at each position
+    chunk_rows: positions per chunk; None picks as many as fit in `CHUNK_BYTES` of float32 logits.
+    Returns (logp, entropy), both [...] float32 (float64 for float64 inputs); logp is differentiable w.r.t. hidden, weight and
+    bias (logits recomputed chunk by chunk in backward), the entropy is not.
+
+    The head runs in the autocast dtype when autocast is on (as the model's own head would), else in
+    the weight's dtype; the softmax is float32, as in `selective_log_softmax`.
+    """
+    device_type = hidden.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight.dtype
+    rows = chunk_rows or max(1, CHUNK_BYTES // (4 * weight.shape[0]))
+    shape = index.shape
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    logp, entropy = _HeadLogprobs.apply(flat_hidden, weight, bias, index.reshape(-1), float(temperature), rows, dtype)
+    return logp.view(shape), entropy.view(shape)
+
+
+def lm_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The LM head (output embeddings) of a causal LM, looking through PEFT and DDP wrappers."""
+    return _inner_model(model).get_output_embeddings()
+
+
+def chunked_head_problem(model: torch.nn.Module) -> str | None:
+    """Why `completion_logprobs(chunked_head=True)` cannot serve `model`, or None when it can.
+
+    A model whose config caps or scales its logits (`LOGIT_TRANSFORMS`) is refused; and, checked
+    rather than assumed, a 4-token forward's logits must equal the LM head applied to the final
+    hidden state (a transform the list misses shows there, unless it is near the identity on small
+    logits, as a cap of 30 is).
+    """
+    inner = _inner_model(model)
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if type(head) is not torch.nn.Linear:
+        return f"its output layer is {type(head).__name__}, not a plain linear LM head (LoRA on the LM head is not served)"
+    for config in (getattr(inner, "config", None), getattr(getattr(inner, "config", None), "text_config", None)):
+        for name, identity in LOGIT_TRANSFORMS.items():
+            value = getattr(config, name, None)
+            if value is not None and value != identity:
+                return f"its config sets {name}={value}, so its logits are not its LM head applied to the final hidden state"
+    if "logits_to_keep" not in _forward_parameters(model) or inner.base_model is inner:
+        return "its forward takes no logits_to_keep or has no separate decoder"
+    ids = torch.arange(4, device=head.weight.device).remainder(head.weight.shape[0]).unsqueeze(0)
+    was_training = model.training
+    model.eval()  # no dropout: the check draws no random numbers
+    try:
+        with torch.no_grad(), final_hidden_states(model) as kept:
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    finally:
+        model.train(was_training)
+    if len(kept) != 1 or kept[0].shape[:2] != ids.shape:
+        return "its decoder's output is not one final hidden state per token"
+    own = head(kept[0])
+    if not torch.allclose(own.float(), logits.float(), rtol=1e-3, atol=1e-3 * float(logits.abs().max()) + 1e-5):
+        return "its logits are not its LM head applied to the final hidden state (capped or scaled logits)"
+    return None
+
+
 def completion_logprobs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -64,6 +153,7 @@ def completion_logprobs(
     chunk_rows: int | None = None,
     with_entropy: bool = False,
     share_prompts: bool = True,
+    chunked_head: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-probs (and entropies) of the last `logits_to_keep` tokens of each row under `model`.
 
@@ -83,33 +173,72 @@ def completion_logprobs(
     a copy of its key/value cache, as the rollout engine does (see `shared_prompt_logits`). Same
     log-probs and gradients up to float rounding, less work; models that cannot (no KV cache in
     their forward, gradient checkpointing on) take the plain single forward.
+
+    chunked_head: never build the [N, logits_to_keep, V] logits: take the final hidden states and
+    apply the LM head chunk by chunk (`head_logprobs`). For models whose logits are their LM head
+    applied to the last hidden state (`chunked_head_problem` says why not otherwise). The entropy is
+    then not differentiable (it is for logging).
     """
     if not 0 < logits_to_keep < input_ids.shape[1]:
         raise ValueError(f"logits_to_keep={logits_to_keep} must be in [1, {input_ids.shape[1] - 1}]")
-    parts = shared_prompt_logits(model, input_ids, attention_mask, logits_to_keep) if share_prompts else None
+    k = logits_to_keep
+    parts = shared_prompt_logits(model, input_ids, attention_mask, k, hidden=chunked_head) if share_prompts else None
     if parts is None:
-        parts = [(_completion_logits(model, input_ids, attention_mask, logits_to_keep), input_ids[:, -logits_to_keep:])]
+        parts = [(_completion_logits(model, input_ids, attention_mask, k, hidden=chunked_head), input_ids[:, -k:])]
+    if chunked_head:
+        head = lm_head(model)
+        scored = [head_logprobs(h, head.weight, head.bias, targets, temperature, chunk_rows) for h, targets in parts]
+        logp = torch.cat([lp for lp, _ in scored], dim=1)
+        return (logp, torch.cat([e for _, e in scored], dim=1)) if with_entropy else logp
     logp = torch.cat([selective_log_softmax(logits, targets, temperature, chunk_rows) for logits, targets in parts], dim=1)
     if not with_entropy:
         return logp
     return logp, torch.cat([entropy_from_logits(logits, temperature, chunk_rows) for logits, _ in parts], dim=1)
 
 
-def _completion_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
-    """Logits [N, k, V] that predict the last k tokens, from one forward over all but the last token."""
+def _completion_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, hidden: bool = False) -> torch.Tensor:
+    """Logits [N, k, V] that predict the last k tokens, from one forward over all but the last token
+    (with `hidden`, the final hidden states [N, k, d] instead)."""
     accepted = _forward_parameters(model)
     kwargs: dict = {"input_ids": input_ids[:, :-1], "attention_mask": attention_mask[:, :-1]}
     if "position_ids" in accepted:
         kwargs["position_ids"] = position_ids_from_mask(attention_mask)[:, :-1]
     if "use_cache" in accepted:
         kwargs["use_cache"] = False
-    if "logits_to_keep" in accepted:
+    return _last_positions(model, k, hidden, **kwargs)[1]
+
+
+def _last_positions(model: torch.nn.Module, k: int, hidden: bool, **kwargs) -> tuple:
+    """(the model's output, its logits at the last k positions [N, k, V]); with `hidden`, the final
+    hidden states there [N, k, d] instead, the LM head run on one position only."""
+    if hidden:
+        with final_hidden_states(model) as kept:
+            out = model(**kwargs, logits_to_keep=1)
+        return out, kept[-1][:, -k:]
+    if "logits_to_keep" in _forward_parameters(model):
         kwargs["logits_to_keep"] = k
-    return model(**kwargs).logits[:, -k:]
+    out = model(**kwargs)
+    return out, out.logits[:, -k:]
+
+
+@contextmanager
+def final_hidden_states(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Inside, every forward of `model` appends its final hidden state [N, T, d] (the decoder's
+    output, after the final norm: what the LM head is applied to) to the yielded list."""
+    kept: list[torch.Tensor] = []
+
+    def keep(module, args, output):
+        kept.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    handle = _inner_model(model).base_model.register_forward_hook(keep)
+    try:
+        yield kept
+    finally:
+        handle.remove()
 
 
 def shared_prompt_logits(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int, hidden: bool = False
 ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """Completion logits with each distinct prompt run once, or None where that does not apply.
 
@@ -120,7 +249,8 @@ def shared_prompt_logits(
     rows instead of B x G, forward and backward.
 
     Returns [(logits [N, 1, V], targets [N, 1]), (logits [N, k-1, V], targets [N, k-1])] (the second
-    part absent when k = 1), the logits predicting the first completion token and the rest; None
+    part absent when k = 1), the logits predicting the first completion token and the rest (with
+    `hidden`, the final hidden states [N, ., d] in their place); None
     when no prompt repeats, the model's forward takes no KV cache or position ids, or it has
     gradient checkpointing on (its forward then refuses a cache while training).
     """
@@ -138,20 +268,20 @@ def shared_prompt_logits(
         return None
     first = row_prompt.new_full((distinct.shape[0],), N).scatter_reduce_(0, row_prompt, torch.arange(N, device=input_ids.device), "amin")
     positions = position_ids_from_mask(attention_mask)
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-    head = model(
-        input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P], position_ids=positions[first, :P], use_cache=True, **extra
+    head, last = _last_positions(
+        model, 1, hidden, input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P], position_ids=positions[first, :P], use_cache=True
     )
     cache = head.past_key_values
     if k > 1 and not hasattr(cache, "batch_select_indices"):
         return None  # a legacy tuple cache (old transformers): the plain forward instead
-    parts = [(head.logits[:, -1:][row_prompt], input_ids[:, P : P + 1])]
+    parts = [(last[row_prompt], input_ids[:, P : P + 1])]
     if k > 1:
         cache.batch_select_indices(row_prompt)  # [U, ...] -> [N, ...]: each row gets its prompt's keys and values
-        rest = model(
-            input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, P:-1], past_key_values=cache, use_cache=True
-        )
-        parts.append((rest.logits, input_ids[:, P + 1 :]))
+        _, rest = _last_positions(
+            model, k - 1, hidden,
+            input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, P:-1], past_key_values=cache, use_cache=True,
+        )  # fmt: skip
+        parts.append((rest, input_ids[:, P + 1 :]))
     return parts
 
 
@@ -268,3 +398,66 @@ class _Entropy(torch.autograd.Function):
             gz = -torch.exp(log_p) * (log_p + entropy[rows].unsqueeze(-1))
             grad[rows] = gz.mul_(grad_entropy[rows].unsqueeze(-1)).div_(ctx.temperature)
         return grad, None, None
+
+
+class _HeadLogprobs(torch.autograd.Function):
+    """`head_logprobs` on flat [M, d] hidden states: logits z = (h W^T + b) / T one chunk of rows at a
+    time; d logp / dz = onehot - softmax(z), then dh = dz W / T, dW = dz^T h / T, db = sum dz / T."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, index, temperature, chunk_rows, dtype):
+        w = weight.to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        M, exact = hidden.shape[0], torch.promote_types(dtype, torch.float32)
+        logp = torch.empty(M, dtype=exact, device=hidden.device)
+        lse, entropy = torch.empty_like(logp), torch.empty_like(logp)
+        for rows in row_chunks(M, chunk_rows):
+            z = torch.nn.functional.linear(hidden[rows].to(dtype), w, b).to(exact)
+            if temperature != 1.0:
+                z.div_(temperature)
+            lse[rows] = torch.logsumexp(z, dim=-1)
+            logp[rows] = z.gather(-1, index[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
+            p = (z - lse[rows].unsqueeze(-1)).exp_()
+            entropy[rows] = lse[rows] - torch.linalg.vecdot(p, z)
+        ctx.save_for_backward(hidden, weight, bias, index, lse)
+        ctx.temperature, ctx.chunk_rows, ctx.dtype = temperature, chunk_rows, dtype
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        hidden, weight, bias, index, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        dtype, temperature = ctx.dtype, ctx.temperature
+        w = weight.to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        exact = lse.dtype
+        grad_w = torch.zeros(weight.shape, dtype=exact, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=exact, device=bias.device) if need_b else None
+        for rows in row_chunks(hidden.shape[0], ctx.chunk_rows):
+            h = hidden[rows].to(dtype)
+            z = torch.nn.functional.linear(h, w, b).to(exact)
+            if temperature != 1.0:
+                z.div_(temperature)
+            g = grad_logp[rows].unsqueeze(-1)  # [m, 1]
+            gz = z.sub_(lse[rows].unsqueeze(-1)).exp_().mul_(-g)  # -softmax * g
+            gz.scatter_add_(-1, index[rows].unsqueeze(-1), g)  # + onehot * g
+            if temperature != 1.0:
+                gz.div_(temperature)
+            if need_b:
+                grad_b += gz.sum(0)
+            gz = gz.to(dtype)
+            if need_h:
+                grad_h[rows] = gz @ w
+            if need_w:
+                if dtype == exact:
+                    grad_w.addmm_(gz.t(), h)
+                else:  # a low-precision product, accumulated in float32
+                    grad_w += gz.t() @ h
+        return (
+            grad_h,
+            None if grad_w is None else grad_w.to(weight.dtype),
+            None if grad_b is None else grad_b.to(bias.dtype),
+            None, None, None, None,
+        )  # fmt: skip

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
+from r1kit.algorithms.logprobs import chunked_head_problem
 from r1kit.config import ModelArgs
 from r1kit.errors import R1kitError
 
@@ -107,15 +108,30 @@ def load_policy(args: ModelArgs, device: str | None = None, weights: str | Path 
         from r1kit.models.lora import apply_lora, load_adapter
 
         base = load_trainable(args, device)
-        return load_adapter(base, weights) if weights else apply_lora(base, args)
+        return check_chunked_head(load_adapter(base, weights) if weights else apply_lora(base, args), args)
     return load_trainable(args, device, weights)
 
 
 def load_trainable(args: ModelArgs, device: str | None = None, path: str | Path | None = None) -> PreTrainedModel:
     """The causal LM at `path` (default `args.path`) in `args.dtype` on `device` (default
-    `args.device`), with ModelArgs' training options applied (`training_options`); no LoRA."""
+    `args.device`), with ModelArgs' training options applied (`training_options`); no LoRA.
+    With `args.chunked_lm_head`, checks that the model can score tokens that way."""
     model = load_model(str(path) if path else args.path, args.dtype, device or args.device, args.attn_implementation)
-    return training_options(model, args)
+    return training_options(check_chunked_head(model, args), args)
+
+
+def check_chunked_head(model: torch.nn.Module, args: ModelArgs) -> torch.nn.Module:
+    """`model`, once checked to work with `args.chunked_lm_head` when that is on (a one-line error
+    naming the reason otherwise); see `chunked_head_problem`."""
+    if args.chunked_lm_head:
+        problem = chunked_head_problem(model)
+        if problem:
+            raise R1kitError(f"model.chunked_lm_head cannot serve {type(_base(model)).__name__}: {problem}; set model.chunked_lm_head=false")
+    return model
+
+
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def training_options(model: PreTrainedModel, args: ModelArgs) -> PreTrainedModel:

@@ -153,6 +153,7 @@ def train(config: DistillConfig) -> Path:
             steps=config.steps, batch_size=config.batch_size, grad_accum=config.grad_accum, optim=config.optim,
             logger=logger, seed=config.run.seed, precision=config.precision, log_every=config.run.log_every,
             eval_every=config.run.eval_every, on_eval=lambda step: run_eval(), progress=config.run.progress, description="distill",
+            chunked_head=config.model.chunked_lm_head,
         )  # fmt: skip
     else:
         losses = train_kd(config, model, teacher, tokenizer, prompt_ids, examples, logger, run_eval)
@@ -172,6 +173,8 @@ def train(config: DistillConfig) -> Path:
 def _check(config: DistillConfig) -> None:
     if config.mode != "sft" and not config.teacher.path:
         raise R1kitError(f"mode={config.mode} needs the teacher's logits; set teacher.path to the teacher model")
+    if config.mode != "sft" and config.model.chunked_lm_head:
+        raise R1kitError(f"mode={config.mode} compares the student's full logits with the teacher's, which model.chunked_lm_head never builds; set model.chunked_lm_head=false (it serves mode=sft)")
     if config.eval_teacher and not config.teacher.path:
         raise R1kitError("eval_teacher is true but teacher.path is empty; set teacher.path or eval_teacher=false")
     if not 0.0 <= config.lmbda <= 1.0:

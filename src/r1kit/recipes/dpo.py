@@ -139,15 +139,15 @@ def train(config: DPOConfig) -> Path:
 # Log-probabilities
 
 
-def sequence_logps(model, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(model, batch: PairBatch, chunked_head: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probs [2B] (chosen rows first) and completion lengths [2B]."""
     C = batch.completion_mask.shape[1]
-    logp = completion_logprobs(model, batch.input_ids, batch.attention_mask, C)  # [2B, C]
+    logp = completion_logprobs(model, batch.input_ids, batch.attention_mask, C, chunked_head=chunked_head)  # [2B, C]
     return masked_sum(logp, batch.completion_mask, dim=-1), batch.completion_mask.sum(-1).to(logp.dtype)
 
 
 @torch.no_grad()
-def score_pairs(model, pairs: list[EncodedPair], pad_id: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def score_pairs(model, pairs: list[EncodedPair], pad_id: int, batch_size: int, chunked_head: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(chosen) [N] and log pi(rejected) [N] of every pair, in batches, on the CPU."""
     was_training = model.training
     model.eval()
@@ -155,7 +155,7 @@ def score_pairs(model, pairs: list[EncodedPair], pad_id: int, batch_size: int) -
     chosen, rejected = [], []
     for start in range(0, len(pairs), batch_size):
         batch = collate_pairs(pairs[start : start + batch_size], pad_id).to(device)
-        logps, _ = sequence_logps(model, batch)
+        logps, _ = sequence_logps(model, batch, chunked_head)
         chosen.append(logps[: batch.num_pairs].cpu())
         rejected.append(logps[batch.num_pairs :].cpu())
     model.train(was_training)
@@ -170,7 +170,7 @@ def reference_logps(config: DPOConfig, policy, train_pairs, test_pairs, pad_id: 
     ref = policy  # the starting weights: scored before any update, so no copy is needed
     if config.ref_model:
         ref = load_model(config.ref_model, config.model.dtype, config.model.device, config.model.attn_implementation)
-    return tuple(score_pairs(ref, pairs, pad_id, config.eval_batch_size) for pairs in (train_pairs, test_pairs))
+    return tuple(score_pairs(ref, pairs, pad_id, config.eval_batch_size, config.model.chunked_lm_head) for pairs in (train_pairs, test_pairs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def pair_loss(config: DPOConfig, model, batch: PairBatch, ref: tuple[torch.Tenso
     """The configured DPO-family loss (+ rpo_alpha * NLL of the chosen side) over a batch, and the
     TRL-style metrics."""
     B = batch.num_pairs
-    logps, lengths = sequence_logps(model, batch)
+    logps, lengths = sequence_logps(model, batch, config.model.chunked_lm_head)
     pref_loss, r_c, r_r = dpo_loss(
         logps[:B], logps[B:], *(ref if ref is not None else (None, None)),
         beta=config.beta, loss_type=config.loss_type, label_smoothing=config.label_smoothing,
@@ -206,7 +206,7 @@ def pair_loss(config: DPOConfig, model, batch: PairBatch, ref: tuple[torch.Tenso
 def evaluate_pairs(config: DPOConfig, model, pairs: list[EncodedPair], ref: tuple[torch.Tensor, torch.Tensor] | None, pad_id: int) -> dict[str, float]:
     """Held-out implicit-reward accuracy (ties half), log-likelihood accuracy, mean margin and the
     chosen completions' mean per-token NLL."""
-    pc, pr = score_pairs(model, pairs, pad_id, config.eval_batch_size)
+    pc, pr = score_pairs(model, pairs, pad_id, config.eval_batch_size, config.model.chunked_lm_head)
     chosen_len = torch.tensor([len(p.chosen) for p in pairs], dtype=pc.dtype)
     rejected_len = torch.tensor([len(p.rejected) for p in pairs], dtype=pc.dtype)
     _, r_c, r_r = dpo_loss(

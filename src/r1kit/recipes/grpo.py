@@ -559,17 +559,18 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
     if g.mask_truncated:
         mask = mask * torch.tensor([r != "length" for r in batch.finish_reason], device=device, dtype=mask.dtype).unsqueeze(1)
     temperature = config.sampling.temperature or 1.0
+    chunked = config.model.chunked_lm_head
     ref_logp = None
     if ref is not None:
         with torch.no_grad(), autocast(device, config.precision):
-            ref_logp = completion_logprobs(ref, input_ids, attn, C, temperature)  # [N, C]
+            ref_logp = completion_logprobs(ref, input_ids, attn, C, temperature, chunked_head=chunked)  # [N, C]
     # Old log-probs are needed once the policy has moved: from the second mini-batch or pass on.
     old_logp = batch.logprobs if g.num_iterations > 1 or g.mini_batches > 1 else None
     if old_logp is not None and uses_bf16(device, config.precision):
         # In bf16 the cached decode and a full forward round differently (~1e-2): recompute them,
         # so the first ratio is exactly 1 as in fp32.
         with torch.no_grad(), autocast(device, config.precision):
-            old_logp = completion_logprobs(model, input_ids, attn, C, temperature)
+            old_logp = completion_logprobs(model, input_ids, attn, C, temperature, chunked_head=chunked)
     N = input_ids.shape[0]
     sums: dict[str, float] = {}
     count = skipped = 0
@@ -580,7 +581,7 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
         chunks = order.tensor_split(g.mini_batches) if dist.enabled else order.chunk(g.mini_batches)
         for chunk in chunks:
             with autocast(device, config.precision):
-                logp, entropy = completion_logprobs(model, input_ids[chunk], attn[chunk], C, temperature, with_entropy=True)
+                logp, entropy = completion_logprobs(model, input_ids[chunk], attn[chunk], C, temperature, with_entropy=True, chunked_head=chunked)
             loss, m = policy_loss(
                 logp, None if old_logp is None else old_logp[chunk], adv[chunk], mask[chunk],
                 eps_low=g.eps_low, eps_high=g.eps_high, ratio_level=g.ratio_level, loss_agg=g.loss_agg,

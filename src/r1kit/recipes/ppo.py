@@ -261,11 +261,12 @@ def update(config: PPOConfig, model, ref, value_model, opts, scheds, batch: Roll
     mask = batch.completion_mask.float()  # [B, C]
     temperature = config.sampling.temperature or 1.0
     old_logp = batch.logprobs  # [B, C] sampling log-probs (= a recomputation; see the docstring)
+    chunked = config.model.chunked_lm_head
     with torch.no_grad(), autocast(device, config.precision):
-        ref_logp = completion_logprobs(ref, ids, attn, C, temperature)
+        ref_logp = completion_logprobs(ref, ids, attn, C, temperature, chunked_head=chunked)
         old_values = values_of(value_model, batch).float()
         if uses_bf16(device, config.precision):  # the cached decode rounds differently in bf16: recompute
-            old_logp = completion_logprobs(model, ids, attn, C, temperature)
+            old_logp = completion_logprobs(model, ids, attn, C, temperature, chunked_head=chunked)
     rewards, kl = token_rewards(old_logp, ref_logp, mask, scores, kl_ctl.value)
     adv, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
     if p.whiten_advantages:
@@ -299,7 +300,7 @@ def mini_batch_step(config, model, value_model, opts, scheds, batch, chunk, old_
     P, C = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
     ids, attn, m = batch.input_ids[chunk], batch.attention_mask[chunk], mask[chunk]
     with autocast(batch.input_ids.device, config.precision):
-        logp, entropy = completion_logprobs(model, ids, attn, C, temperature, with_entropy=True)
+        logp, entropy = completion_logprobs(model, ids, attn, C, temperature, with_entropy=True, chunked_head=config.model.chunked_lm_head)
         values = token_scalars(value_model, ids, attn)[:, P - 1 : P + C - 1].float()
     pg_loss, metrics = policy_loss(logp, old_logp[chunk], adv[chunk], m, eps_low=p.cliprange, loss_agg="token_mean")
     vf_loss, v_metrics = value_loss(values, old_values[chunk], returns[chunk], m, p.cliprange_value or None)

@@ -87,7 +87,7 @@ def train(config: SFTConfig) -> Path:
         model, examples, pad_id=tokenizer.pad_token_id, steps=config.steps, batch_size=config.batch_size,
         grad_accum=config.grad_accum, optim=config.optim, logger=logger, seed=config.run.seed,
         precision=config.precision, log_every=config.run.log_every, eval_every=config.run.eval_every,
-        on_eval=run_eval, progress=config.run.progress, description="sft",
+        on_eval=run_eval, progress=config.run.progress, description="sft", chunked_head=config.model.chunked_lm_head,
     )
     samples: list[dict] = []
     results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from r1kit.algorithms.logprobs import final_hidden_states, head_logprobs, lm_head
 from r1kit.config import OptimArgs
 from r1kit.errors import R1kitError
 from r1kit.report.logger import MetricLogger, console, format_line
@@ -96,8 +97,18 @@ def batches(examples: Sequence[Example], batch_size: int, seed: int) -> Iterator
             yield [examples[j] for j in order]
 
 
-def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over target tokens, and their count."""
+def token_loss_sum(model, batch: dict[str, torch.Tensor], chunked_head: bool = False) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over target tokens, and their count. With `chunked_head` the
+    [B, L, V] logits are never built: the LM head scores the target positions' final hidden states
+    a chunk at a time (`head_logprobs`)."""
+    if chunked_head:
+        with final_hidden_states(model) as kept:
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1)
+        targets = batch["labels"][:, 1:]
+        scored = targets != IGNORE
+        head = lm_head(model)
+        logp, _ = head_logprobs(kept[-1][:, :-1][scored], head.weight, head.bias, targets[scored])
+        return -logp.sum(), int(scored.sum())
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B, L, V]
     targets = batch["labels"][:, 1:]
     logits = logits[:, :-1]
@@ -122,8 +133,10 @@ def train_supervised(
     on_eval: Callable[[int], dict[str, float]] | None = None,
     progress: bool = True,
     description: str = "train",
+    chunked_head: bool = False,
 ) -> list[float]:
-    """Train `model` for `steps` optimizer steps; returns the loss of every step."""
+    """Train `model` for `steps` optimizer steps; returns the loss of every step. `chunked_head`:
+    see `token_loss_sum`."""
     device = next(model.parameters()).device
     model.train()
     opt = build_optimizer(model.parameters(), optim)
@@ -139,7 +152,7 @@ def train_supervised(
             for m in micro:
                 m = {k: v.to(device) for k, v in m.items()}
                 with autocast(device, precision):
-                    loss_sum, _ = token_loss_sum(model, m)
+                    loss_sum, _ = token_loss_sum(model, m, chunked_head)
                 (loss_sum / n_tokens).backward()
                 total += float(loss_sum.detach())
             grad_norm, lr = optimizer_step(model, opt, sched, optim.max_grad_norm)
