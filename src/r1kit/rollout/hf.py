@@ -9,7 +9,9 @@ completions fast. So this engine
 - decodes one token per step through `past_key_values`, writing into preallocated [N, C] buffers
   (no growing Python lists, no per-row loops);
 - on CPU, runs one-token attention as two small matmuls instead of SDPA's flash kernel
-  (`attention.py`), restoring the model's attention afterwards;
+  (`attention.py`), restoring the model's attention afterwards, and decodes a plain Llama-family
+  model (Llama, Qwen2, Mistral) through a flat function over its weights rather than its forward
+  (`fast_decode.py`: 2.4 -> 1.5 ms per step for a 0.25M-parameter Qwen2 at 64 rows);
 - samples with batched torch ops (`sampling.py`) from a `torch.Generator` seeded by params.seed;
 - feeds pad to finished rows with attention mask 0 and stops as soon as every row is done;
 - on CPU with OpenMP's PASSIVE wait policy (which r1kit's command line sets unless the user set
@@ -35,6 +37,7 @@ import torch
 from r1kit.errors import R1kitError
 from r1kit.rollout.attention import cpu_decode_attention
 from r1kit.rollout.engine import RolloutBatch, SamplingParams
+from r1kit.rollout.fast_decode import FastDecoder
 from r1kit.rollout.kv_cache import make_cache
 from r1kit.rollout.sampling import sample_next
 from r1kit.rollout.stops import StopStrings
@@ -56,10 +59,15 @@ class HFEngine:
     then the first eos id, then 0.
     eos_token_id: an id or ids that end a completion with finish reason "eos"; defaults to the
     model's generation config, then the tokenizer's. Pass [] for none.
+    fast_decode: on CPU, decode a plain Llama-family model (Llama, Qwen2, Mistral) through
+    `fast_decode.FastDecoder` instead of its forward; False always uses the forward.
     """
 
-    def __init__(self, model, tokenizer=None, pad_token_id: int | None = None, eos_token_id: int | Sequence[int] | None = None):
+    def __init__(
+        self, model, tokenizer=None, pad_token_id: int | None = None, eos_token_id: int | Sequence[int] | None = None, fast_decode: bool = True
+    ):
         self.model = model
+        self.fast_decode = fast_decode
         self.tokenizer = tokenizer
         self.eos_token_ids = _resolve_eos(model, tokenizer, eos_token_id)
         self.pad_token_id = _resolve_pad(model, tokenizer, pad_token_id, self.eos_token_ids)
@@ -142,6 +150,9 @@ class HFEngine:
         position = prompt_mask.sum(dim=1, keepdim=True)  # [N, 1] position of the next token
         alive = torch.ones(N, dtype=torch.bool, device=device)
         stopped: set[int] = set()
+        # Where our cache and decode attention are in use (CPU), a plain Llama-family model decodes
+        # through a flat function over its weights instead of its forward (fast_decode.py).
+        fast = FastDecoder.build(self.model, cache, P + C) if ready_masks and self.fast_decode else None
         for t in range(C):
             tokens, logp = sample_next(logits, params, generator)
             dead = ~alive
@@ -157,11 +168,14 @@ class HFEngine:
                     stopped.update(hits)
             if t == C - 1 or not alive.any():
                 break
-            mask = attn_4d[..., : P + t + 1] if ready_masks else attn[:, : P + t + 1]
-            out = self.model(
-                input_ids=tokens[:, None], attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True
-            )
-            logits = out.logits[:, -1, :].float()
+            if fast is not None:
+                logits = fast(tokens, attn[:, : P + t + 1], position)
+            else:
+                mask = attn_4d[..., : P + t + 1] if ready_masks else attn[:, : P + t + 1]
+                out = self.model(
+                    input_ids=tokens[:, None], attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True
+                )
+                logits = out.logits[:, -1, :].float()
             position += 1
         steps = t + 1
         return out_ids[:, :steps], attn[:, P : P + steps].long(), out_logp[:, :steps], stopped

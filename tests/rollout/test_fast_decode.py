@@ -1,0 +1,112 @@
+"""The flat decode step (`fast_decode.FastDecoder`) against the models' own forward: same logits,
+same sampled rollouts, and the usual forward wherever the model is not a plain Llama-family one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from rollout_tiny import PAD, tiny_qwen2
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from r1kit.rollout import HFEngine, SamplingParams
+from r1kit.rollout.attention import cpu_decode_attention
+from r1kit.rollout.fast_decode import FastDecoder
+from r1kit.rollout.hf import left_pad
+from r1kit.rollout.kv_cache import make_cache
+
+SHAPE = dict(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+
+
+def qwen2_tied():
+    torch.manual_seed(1)
+    return Qwen2ForCausalLM(Qwen2Config(**SHAPE, tie_word_embeddings=True)).eval()
+
+
+def llama_biases_and_scaled_rope():
+    # Biases everywhere, a head size other than hidden / heads and llama3 RoPE scaling (the model's
+    # rotary module is reused, so each RoPE variant comes for free).
+    torch.manual_seed(2)
+    config = LlamaConfig(
+        **SHAPE, attention_bias=True, mlp_bias=True, head_dim=16,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+def mistral():
+    torch.manual_seed(3)
+    return MistralForCausalLM(MistralConfig(**SHAPE, sliding_window=None)).eval()
+
+
+MODELS = {"qwen2": tiny_qwen2, "qwen2-tied": qwen2_tied, "llama": llama_biases_and_scaled_rope, "mistral": mistral}
+PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+
+
+@pytest.mark.parametrize("make_model", MODELS.values(), ids=MODELS.keys())
+def test_one_step_gives_the_models_logits(make_model):
+    model = make_model()
+    ids, mask = left_pad(PROMPTS, PAD, torch.device("cpu"))
+    P = ids.shape[1]
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    tokens = torch.tensor([21, 22, 23])
+    step_mask = torch.cat([mask.bool(), torch.ones(3, 1, dtype=torch.bool)], dim=1)  # [3, P + 1]
+    position = mask.sum(1, keepdim=True)
+    got, want = [], []
+    with torch.inference_mode(), cpu_decode_attention(model):
+        for out, fast in ((got, True), (want, False)):
+            cache = make_cache(model, capacity=P + 4)
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+            if fast:
+                decoder = FastDecoder.build(model, cache, P + 4)
+                assert decoder is not None
+                out.append(decoder(tokens, step_mask, position))
+            else:
+                logits = model(input_ids=tokens[:, None], attention_mask=step_mask[:, None, None, :], position_ids=position, past_key_values=cache, use_cache=True).logits
+                out.append(logits[:, -1].float())
+            out.append(cache.layers[0].length)
+    assert got[1] == want[1] == P + 1  # the step wrote its key and value into the cache
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+def rollout(model, fast: bool, calls: list | None = None):
+    engine = HFEngine(model, pad_token_id=PAD, eos_token_id=[3], fast_decode=fast)
+    handle = None
+    if calls is not None:
+        handle = model.get_decoder().register_forward_hook(lambda module, args, out: calls.append(1))
+    try:
+        return engine.generate(PROMPTS, SamplingParams(temperature=0.9, max_new_tokens=20, n=3, seed=11))
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+@pytest.mark.parametrize("make_model", MODELS.values(), ids=MODELS.keys())
+def test_rollouts_equal_those_of_the_models_forward(make_model):
+    model = make_model()
+    calls: list = []
+    fast = rollout(model, True, calls)
+    plain = rollout(model, False)
+    assert len(calls) == 1  # the prefill; every decode step went through the flat function
+    assert torch.equal(fast.completion_ids, plain.completion_ids)
+    torch.testing.assert_close(fast.logprobs, plain.logprobs, rtol=1e-5, atol=1e-5)
+    assert fast.finish_reason == plain.finish_reason
+    assert fast.completion_mask.sum() > 9 * 3  # rows ran for a while (some end on eos, id 3)
+
+
+def test_anything_but_a_plain_llama_family_decoder_takes_the_forward():
+    peft = pytest.importorskip("peft")
+    from transformers import Gemma2Config, Gemma2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    lora = peft.get_peft_model(tiny_qwen2(), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    gemma2 = Gemma2ForCausalLM(Gemma2Config(**SHAPE, head_dim=8)).eval()
+    qwen3 = Qwen3ForCausalLM(Qwen3Config(**SHAPE)).eval()  # q/k norms
+    gelu = Qwen2ForCausalLM(Qwen2Config(**SHAPE, hidden_act="gelu")).eval()
+    for model in (lora.get_base_model(), gemma2, qwen3, gelu):
+        cache = make_cache(model, capacity=8)
+        assert cache is None or FastDecoder.build(model, cache, 8) is None, type(model).__name__
+    plain = tiny_qwen2()
+    assert FastDecoder.build(plain, make_cache(plain, capacity=8), 8) is not None
+    assert FastDecoder.build(plain, None, 8) is None  # transformers' own cache: no preallocated buffers
+    calls: list = []
+    rollout(lora, True, calls)
+    assert len(calls) > 1  # LoRA layers are not plain linears: the decode ran the forward
