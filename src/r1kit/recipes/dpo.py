@@ -36,7 +36,7 @@ from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.preference import EncodedPair, PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
 from r1kit.data.tasks import get_task
 from r1kit.eval.evaluate import evaluate
-from r1kit.models.load import load_model, load_tokenizer, load_trainable, resolve_device, save_model
+from r1kit.models.load import check_chunked_head, load_model, load_tokenizer, load_trainable, resolve_device, save_model
 from r1kit.report.logger import MetricLogger, console
 from r1kit.train.optim import build_optimizer, build_scheduler
 from r1kit.train.pairs import fit_pairs, prefixed
@@ -169,7 +169,7 @@ def reference_logps(config: DPOConfig, policy, train_pairs, test_pairs, pad_id: 
         return None, None
     ref = policy  # the starting weights: scored before any update, so no copy is needed
     if config.ref_model:
-        ref = load_model(config.ref_model, config.model.dtype, config.model.device, config.model.attn_implementation)
+        ref = check_chunked_head(load_model(config.ref_model, config.model.dtype, config.model.device, config.model.attn_implementation), config.model)
     return tuple(score_pairs(ref, pairs, pad_id, config.eval_batch_size, config.model.chunked_lm_head) for pairs in (train_pairs, test_pairs))
 
 
