@@ -7,6 +7,7 @@ a decode step of a small model on CPU that overhead is most of the step (a 0.25M
 module runs the same step as a flat function over the model's own weights:
 
     x = embed(token); per layer: x += o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x)))); x += down(silu(gate(n2(x))) * up(n2(x)))
+    (the MLP computed on columns, W @ x^T, which is faster for so few rows)
     logits = lm_head(norm(x))
 
 with the model's own rotary module (so every RoPE variant transformers implements is served), its
@@ -96,8 +97,10 @@ class FastDecoder:
             scores = scores.masked_fill_(~keep, float("-inf"))
             out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(values.dtype), values)  # [N, KV, g, D]
             x = x + F.linear(out.reshape(N, -1), *o_proj)
-            h = norm2(x)
-            x = x + F.linear(F.silu(F.linear(h, *gate)) * F.linear(h, *up), *down)
+            # The MLP in column layout, W @ h^T: for a few dozen rows against [1536, 384] weights,
+            # 8-12% faster than h @ W^T on our CPU (NOTES.md), same products.
+            ht = norm2(x).t()
+            x = x + _columns(down, F.silu(_columns(gate, ht)) * _columns(up, ht)).t()
         return F.linear(self.norm(x), self.head_weight, self.head_bias).float()
 
 
@@ -113,6 +116,12 @@ def _plain_layer(layer, capacity: int) -> bool:
         and not hasattr(attn, "q_norm")
         and (window is None or window >= capacity)
     )
+
+
+def _columns(linear: tuple[torch.Tensor, torch.Tensor | None], xt: torch.Tensor) -> torch.Tensor:
+    """The linear layer applied to columns: (x W^T + b)^T = W x^T + b, xt = x^T [in, N] -> [out, N]."""
+    weight, bias = linear
+    return weight @ xt if bias is None else torch.addmm(bias.unsqueeze(1), weight, xt)
 
 
 def _linear(module: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
