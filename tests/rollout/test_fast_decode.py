@@ -110,3 +110,12 @@ def test_anything_but_a_plain_llama_family_decoder_takes_the_forward():
     calls: list = []
     rollout(lora, True, calls)
     assert len(calls) > 1  # LoRA layers are not plain linears: the decode ran the forward
+
+
+def test_rollouts_under_bf16_autocast_equal_those_of_the_models_forward():
+    # precision=bf16 runs the rollout under autocast: the flat step's matmuls must round as the forward's do.
+    model = tiny_qwen2()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, plain = rollout(model, True), rollout(model, False)
+    assert torch.equal(fast.completion_ids, plain.completion_ids)
+    torch.testing.assert_close(fast.logprobs, plain.logprobs, rtol=1e-4, atol=1e-4)
