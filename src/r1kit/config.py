@@ -145,6 +145,14 @@ class RunArgs:
     """Write TensorBoard events when tensorboard is installed."""
     threads: int = 0
     """torch intra-op threads (0 = torch's default)."""
+    keep_freed_memory: bool = True
+    """On CPU under glibc (Linux), serve large tensors from the process heap and keep freed memory
+    there instead of mapping fresh pages from the OS for each one (`mallopt`: no mmap, 2 GiB trim
+    threshold). Every new tensor of tens of MB otherwise pays a page fault per 4 KiB on first
+    touch: a [64, 127, 1536] float32 product took 17 ms fresh against 5 ms reused, and a 13M-model
+    GRPO step with 128-token completions 9.4-9.5 s against 8.1-8.6 s. Memory freed during the run
+    then stays with the process, and torch's aligned blocks fragment the heap somewhat: that step's
+    peak memory was 4-7% higher. false: glibc's defaults."""
     resume: str = ""
     """`auto` to continue from the newest checkpoint of the run directory, or a checkpoint path."""
     progress: bool = True

@@ -52,7 +52,7 @@ from r1kit.train.distributed import SINGLE, Dist
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.precision import autocast, uses_bf16
 from r1kit.train.progress import progress_bar
-from r1kit.train.run import create_run, seed_everything
+from r1kit.train.run import create_run, keep_freed_memory, seed_everything
 
 
 @dataclass
@@ -202,6 +202,8 @@ def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
     dist_.rank_share(g.prompts_per_step, dist)  # B must divide by the number of processes
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
+    if config.run.keep_freed_memory:
+        keep_freed_memory(str(device))  # every rank (create_run below runs on the main one)
     seed_everything(config.run.seed)  # LoRA's initial adapter weights draw from it
     # Everything a user can get wrong is checked before the run directory is touched.
     tokenizer = load_tokenizer(config.model.path)
