@@ -31,7 +31,8 @@ def test_head_logprobs_equal_the_full_logits_with_gradients(chunk_rows, dtype, t
     index = torch.randint(0, 11, (3, 5), generator=g)
     upstream = torch.randn(3, 5, generator=g, dtype=dtype)
 
-    got, got_entropy = head_logprobs(hidden, weight, bias, index, temperature, chunk_rows)
+    got, got_entropy = head_logprobs(hidden, weight, bias, index, temperature, chunk_rows, with_entropy=True)
+    assert head_logprobs(hidden, weight, bias, index, temperature, chunk_rows)[1] is None
     grads = torch.autograd.grad((got * upstream).sum(), [hidden, weight] + ([bias] if with_bias else []))
     want, want_entropy = reference(hidden, weight, bias, index, temperature)
     want_grads = torch.autograd.grad((want * upstream).sum(), [hidden, weight] + ([bias] if with_bias else []))

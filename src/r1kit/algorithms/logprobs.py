@@ -81,16 +81,18 @@ def head_logprobs(
     index: torch.Tensor,
     temperature: float = 1.0,
     chunk_rows: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log softmax((hidden @ weight.T + bias) / temperature) at the chosen tokens, and the entropy,
-    without ever holding more than a chunk of the logits.
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log softmax((hidden @ weight.T + bias) / temperature) at the chosen tokens, and with
+    `with_entropy` the entropy, without ever holding more than a chunk of the logits.
 
     hidden  # [..., d] final hidden states (any float dtype)
     weight  # [V, d] the LM head; bias [V] or None
     index   # [...] long, the token whose log-prob is wanted at each position
     chunk_rows: positions per chunk; None picks as many as fit in `CHUNK_BYTES` of float32 logits.
-    Returns (logp, entropy), both [...] float32 (float64 for float64 inputs); logp is differentiable w.r.t. hidden, weight and
-    bias (logits recomputed chunk by chunk in backward), the entropy is not.
+    Returns (logp, entropy or None), both [...] float32 (float64 for float64 inputs); logp is
+    differentiable w.r.t. hidden, weight and bias (logits recomputed chunk by chunk in backward),
+    the entropy is not.
 
     The head runs in the autocast dtype when autocast is on (as the model's own head would), else in
     the weight's dtype; the softmax is float32, as in `selective_log_softmax`.
@@ -100,8 +102,8 @@ def head_logprobs(
     rows = chunk_rows or max(1, CHUNK_BYTES // (4 * weight.shape[0]))
     shape = index.shape
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-    logp, entropy = _HeadLogprobs.apply(flat_hidden, weight, bias, index.reshape(-1), float(temperature), rows, dtype)
-    return logp.view(shape), entropy.view(shape)
+    logp, entropy = _HeadLogprobs.apply(flat_hidden, weight, bias, index.reshape(-1), float(temperature), rows, dtype, with_entropy)
+    return logp.view(shape), entropy.view(shape) if with_entropy else None
 
 
 def lm_head(model: torch.nn.Module) -> torch.nn.Module:
@@ -187,7 +189,7 @@ def completion_logprobs(
         parts = [(_completion_logits(model, input_ids, attention_mask, k, hidden=chunked_head), input_ids[:, -k:])]
     if chunked_head:
         head = lm_head(model)
-        scored = [head_logprobs(h, head.weight, head.bias, targets, temperature, chunk_rows) for h, targets in parts]
+        scored = [head_logprobs(h, head.weight, head.bias, targets, temperature, chunk_rows, with_entropy) for h, targets in parts]
         logp = torch.cat([lp for lp, _ in scored], dim=1)
         return (logp, torch.cat([e for _, e in scored], dim=1)) if with_entropy else logp
     logp = torch.cat([selective_log_softmax(logits, targets, temperature, chunk_rows) for logits, targets in parts], dim=1)
@@ -405,20 +407,22 @@ class _HeadLogprobs(torch.autograd.Function):
     time; d logp / dz = onehot - softmax(z), then dh = dz W / T, dW = dz^T h / T, db = sum dz / T."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, index, temperature, chunk_rows, dtype):
+    def forward(ctx, hidden, weight, bias, index, temperature, chunk_rows, dtype, with_entropy):
         w = weight.to(dtype)
         b = None if bias is None else bias.to(dtype)
         M, exact = hidden.shape[0], torch.promote_types(dtype, torch.float32)
         logp = torch.empty(M, dtype=exact, device=hidden.device)
-        lse, entropy = torch.empty_like(logp), torch.empty_like(logp)
+        lse = torch.empty_like(logp)
+        entropy = torch.empty_like(logp) if with_entropy else logp.new_empty(0)
         for rows in row_chunks(M, chunk_rows):
             z = torch.nn.functional.linear(hidden[rows].to(dtype), w, b).to(exact)
             if temperature != 1.0:
                 z.div_(temperature)
             lse[rows] = torch.logsumexp(z, dim=-1)
             logp[rows] = z.gather(-1, index[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
-            p = (z - lse[rows].unsqueeze(-1)).exp_()
-            entropy[rows] = lse[rows] - torch.linalg.vecdot(p, z)
+            if with_entropy:
+                p = (z - lse[rows].unsqueeze(-1)).exp_()
+                entropy[rows] = lse[rows] - torch.linalg.vecdot(p, z)
         ctx.save_for_backward(hidden, weight, bias, index, lse)
         ctx.temperature, ctx.chunk_rows, ctx.dtype = temperature, chunk_rows, dtype
         ctx.mark_non_differentiable(entropy)
@@ -459,5 +463,5 @@ class _HeadLogprobs(torch.autograd.Function):
             grad_h,
             None if grad_w is None else grad_w.to(weight.dtype),
             None if grad_b is None else grad_b.to(bias.dtype),
-            None, None, None, None,
+            None, None, None, None, None,
         )  # fmt: skip
