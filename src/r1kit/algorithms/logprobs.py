@@ -106,9 +106,10 @@ def head_logprobs(
     return logp.view(shape), entropy.view(shape) if with_entropy else None
 
 
-def lm_head(model: torch.nn.Module) -> torch.nn.Module:
+def lm_head(model: torch.nn.Module) -> torch.nn.Module | None:
     """The LM head (output embeddings) of a causal LM, looking through PEFT and DDP wrappers."""
-    return _inner_model(model).get_output_embeddings()
+    inner = inner_model(model)
+    return inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
 
 
 def chunked_head_problem(model: torch.nn.Module) -> str | None:
@@ -119,8 +120,7 @@ def chunked_head_problem(model: torch.nn.Module) -> str | None:
     hidden state (a transform the list misses shows there, unless it is near the identity on small
     logits, as a cap of 30 is).
     """
-    inner = _inner_model(model)
-    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    inner, head = inner_model(model), lm_head(model)
     if type(head) is not torch.nn.Linear:
         return f"its output layer is {type(head).__name__}, not a plain linear LM head (LoRA on the LM head is not served)"
     for config in (getattr(inner, "config", None), getattr(getattr(inner, "config", None), "text_config", None)):
@@ -232,7 +232,7 @@ def final_hidden_states(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
     def keep(module, args, output):
         kept.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
 
-    handle = _inner_model(model).base_model.register_forward_hook(keep)
+    handle = inner_model(model).base_model.register_forward_hook(keep)
     try:
         yield kept
     finally:
@@ -259,7 +259,7 @@ def shared_prompt_logits(
     accepted = _forward_parameters(model)
     if not {"past_key_values", "use_cache", "position_ids"} <= accepted:
         return None
-    inner = _inner_model(model)
+    inner = inner_model(model)
     if inner.training and _checkpointing(inner):
         return None
     N, L = input_ids.shape
@@ -297,7 +297,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.masked_fill(attention_mask == 0, 0)
 
 
-def _inner_model(model: torch.nn.Module) -> torch.nn.Module:
+def inner_model(model: torch.nn.Module) -> torch.nn.Module:
     """The model behind PEFT and DDP wrappers."""
     inner = model
     while True:
@@ -319,7 +319,7 @@ def _checkpointing(model: torch.nn.Module) -> bool:
 
 def _forward_parameters(model: torch.nn.Module) -> set[str]:
     """Names the innermost model's forward accepts (looking through PEFT and DDP wrappers)."""
-    return set(inspect.signature(_inner_model(model).forward).parameters)
+    return set(inspect.signature(inner_model(model).forward).parameters)
 
 
 def default_chunk_rows(logits: torch.Tensor) -> int:

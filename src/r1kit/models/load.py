@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from r1kit.algorithms.logprobs import chunked_head_problem
+from r1kit.algorithms.logprobs import chunked_head_problem, inner_model
 from r1kit.config import ModelArgs
 from r1kit.errors import R1kitError
 
@@ -126,12 +126,8 @@ def check_chunked_head(model: torch.nn.Module, args: ModelArgs) -> torch.nn.Modu
     if args.chunked_lm_head:
         problem = chunked_head_problem(model)
         if problem:
-            raise R1kitError(f"model.chunked_lm_head cannot serve {type(_base(model)).__name__}: {problem}; set model.chunked_lm_head=false")
+            raise R1kitError(f"model.chunked_lm_head cannot serve {type(inner_model(model)).__name__}: {problem}; set model.chunked_lm_head=false")
     return model
-
-
-def _base(model: torch.nn.Module) -> torch.nn.Module:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def training_options(model: PreTrainedModel, args: ModelArgs) -> PreTrainedModel:

@@ -50,7 +50,7 @@ def keep_freed_memory(device: str) -> bool:
     """On a CPU device under glibc, have malloc serve large blocks from the heap (no mmap) and keep
     up to 2 GiB of freed memory there (see RunArgs.keep_freed_memory); True when applied. Elsewhere
     (a GPU, macOS, musl) it does nothing: GPU tensors have torch's caching allocator."""
-    if not str(device).startswith("cpu") or platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
+    if not str(device).startswith("cpu") or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL(None)
