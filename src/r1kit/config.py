@@ -69,6 +69,11 @@ class ModelArgs:
     150k vocabulary and long completions) for one more LM-head matmul in backward. For SFT, DPO,
     PPO's policy, GRPO and distillation's sft mode; checked at load (a model whose logits are not
     its LM head applied to the last hidden state, e.g. Gemma 2's capped logits, is refused)."""
+    lean_mlp: bool = True
+    """SwiGLU MLPs (Llama, Qwen2, Qwen3, Mistral) keep only their gate and up projections for
+    backward and recompute SiLU(gate) * up there: half the MLP activations (most of a small-vocabulary
+    model's activation memory) for one more elementwise SiLU and product per layer, and the same
+    gradients to the bit. Other architectures are left as they are."""
 
 
 @dataclass

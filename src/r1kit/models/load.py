@@ -19,6 +19,7 @@ from transformers.utils import logging as hf_logging
 from r1kit.algorithms.logprobs import chunked_head_problem, inner_model
 from r1kit.config import ModelArgs
 from r1kit.errors import R1kitError
+from r1kit.models.swiglu import lean_swiglu
 
 log = logging.getLogger(__name__)
 hf_logging.disable_progress_bar()
@@ -131,8 +132,11 @@ def check_chunked_head(model: torch.nn.Module, args: ModelArgs) -> torch.nn.Modu
 
 
 def training_options(model: PreTrainedModel, args: ModelArgs) -> PreTrainedModel:
-    """`model` with what ModelArgs asks of a model being trained: gradient checkpointing (non-reentrant,
-    so frozen embeddings under LoRA need no input-grad hook). Returns the model."""
+    """`model` with what ModelArgs asks of a model being trained: lean SwiGLU MLPs (`lean_swiglu`),
+    gradient checkpointing (non-reentrant, so frozen embeddings under LoRA need no input-grad hook).
+    Returns the model."""
+    if args.lean_mlp:
+        lean_swiglu(model)
     if not args.gradient_checkpointing:
         return model
     # transformers 5 calls it activation checkpointing; earlier versions gradient checkpointing.
