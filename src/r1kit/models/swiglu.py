@@ -21,10 +21,12 @@ import types
 
 import torch
 import torch.nn.functional as F
-from transformers.activations import SiLUActivation
+from transformers import activations
 
 # The MLP classes whose forward is exactly `down_proj(act_fn(gate_proj(x)) * up_proj(x))`.
 MLP_CLASSES = ("LlamaMLP", "Qwen2MLP", "Qwen3MLP", "MistralMLP")
+# What `ACT2FN["silu"]` builds, across transformers versions.
+SILU_CLASSES = tuple(c for c in (torch.nn.SiLU, getattr(activations, "SiLUActivation", None)) if c is not None)
 
 
 class _SiLUMul(torch.autograd.Function):
@@ -94,7 +96,7 @@ def servable(module: torch.nn.Module) -> bool:
     and a forward nobody replaced."""
     return (
         type(module).__name__ in MLP_CLASSES
-        and type(getattr(module, "act_fn", None)) in (torch.nn.SiLU, SiLUActivation)
+        and type(getattr(module, "act_fn", None)) in SILU_CLASSES
         and "forward" not in vars(module)
         and all(hasattr(module, name) for name in ("gate_proj", "up_proj", "down_proj"))
     )
