@@ -70,21 +70,25 @@ def test_lean_mlp_keeps_two_intermediate_tensors_per_layer_fewer():
     assert saved_bytes(model, ids) - saved_bytes(lean, ids) == 2 * one * SHAPE["num_hidden_layers"]
 
 
-def test_lean_mlp_under_lora_keeps_the_adapters_gradients():
+@pytest.mark.parametrize("targets", [["gate_proj", "up_proj", "down_proj"], ["q_proj", "v_proj"]])
+def test_lean_mlp_under_lora_keeps_the_adapters_gradients(targets):
+    # LoRA on the MLP: its down projection is no plain linear layer; LoRA on attention only: the MLP's
+    # projections are frozen plain linear layers, whose weight gradient the lean MLP must not produce.
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    base = MODELS["qwen2"]()
+    base = MODELS["llama-mlp-bias"]()
     lean_base = copy.deepcopy(base)
     lean_swiglu(lean_base)  # as load_policy does: training options on the base, then the adapters
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["gate_proj", "up_proj", "down_proj"], init_lora_weights=False)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
     model, lean = get_peft_model(base, config), get_peft_model(lean_base, copy.deepcopy(config))
     lean.load_state_dict(model.state_dict())
     ids = torch.randint(0, 53, (2, 7))
     want_logits, want = forward_backward(model, ids)
     got_logits, got = forward_backward(lean, ids)
     assert torch.equal(got_logits, want_logits)
-    assert any("lora_" in name and "down_proj" in name for name in got) and got.keys() == want.keys()
+    assert got.keys() == want.keys() and got and all("lora_" in name for name in got)
+    assert all(any(target in name for name in got) for target in targets)
     for name in want:
         assert torch.equal(got[name], want[name]), name
 

@@ -60,13 +60,18 @@ class _SiLUMulDown(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         gate, up, weight = ctx.saved_tensors
         silu = F.silu(gate)
-        product = silu * up
         rows = grad.reshape(-1, grad.shape[-1])
-        grad_weight = (rows.t() @ product.reshape(-1, product.shape[-1])).to(weight.dtype)
-        grad_bias = rows.sum(0).to(weight.dtype) if ctx.has_bias else None
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[3] and ctx.has_bias:
+            grad_bias = rows.sum(0).to(weight.dtype)
         grad_product = grad @ weight.to(grad.dtype)
-        # Three [tokens, intermediate] buffers in all: the gradients reuse silu's and the product's.
-        grad_up = torch.mul(grad_product, silu, out=product)
+        if ctx.needs_input_grad[2]:  # a frozen projection (LoRA elsewhere) skips the product and this matmul
+            product = silu * up
+            grad_weight = (rows.t() @ product.reshape(-1, product.shape[-1])).to(weight.dtype)
+            # Three [tokens, intermediate] buffers in all: the gradients reuse silu's and the product's.
+            grad_up = torch.mul(grad_product, silu, out=product)
+        else:
+            grad_up = grad_product * silu
         grad_gate = _silu_grad(grad_product.mul_(up), gate, out=silu)
         return grad_gate, grad_up, grad_weight, grad_bias
 
