@@ -26,6 +26,10 @@ Fair by construction:
   optimizer step per 64 completions from 8 prompts), gradient checkpointing and bf16 OFF (TRL's
   GRPOConfig turns both on by default; r1kit does neither), optim="adamw_torch" (torch.optim.AdamW,
   as r1kit), no logging, no eval, no saving.
+- Same OpenMP waits: every process gets `--omp-wait-policy` (default PASSIVE) and `--spin-count`
+  (GOMP_SPINCOUNT; by default r1kit's 1000 with PASSIVE waits, unset otherwise): by default both
+  tools run with the waits r1kit's command line sets (r1kit/openmp.py). `--omp-wait-policy ''`
+  leaves both variables unset: OpenMP's spinning threads, what a TRL user gets.
 
 Each measurement runs in a fresh subprocess (so its peak RSS, from getrusage, is its own), and the
 tools alternate r1kit, TRL, r1kit, TRL ... at each setting. Step time: r1kit's `perf/step_s` from
@@ -49,6 +53,7 @@ after the runs).
 
     python benchmarks/grpo_vs_trl.py [--sizes 0.3M 13M] [--lengths 64 128] [--warmup 2] [--steps 5] [--precision fp32|bf16]
                                      [--rounds 2] [--warmup-13m 1] [--steps-13m 4] [--rounds-13m 2] [--profile]
+                                     [--omp-wait-policy PASSIVE] [--spin-count 1000]
 
 The defaults take about 7-8 minutes on 2 quiet cores: the 13M model gets 1 warm-up and 4 measured
 steps in two alternating r1kit/TRL pairs per length (8 steps per tool), the 0.3M model 2 + 5 steps
@@ -69,6 +74,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from r1kit.openmp import SPIN_COUNT  # torch-free: the waits are set before torch loads OpenMP
 
 TEMPLATE = "Q: {prompt}\nA: "  # r1kit's `tiny` template, rendered for TRL
 PROMPTS, GROUP = 8, 8
@@ -304,8 +311,11 @@ def worker(tool: str, spec_json: str, out: str) -> None:
 def measure(tool: str, spec: dict, tmp: Path) -> dict:
     out = tmp / f"{tool}-{time.monotonic_ns()}.json"
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
-    if spec["omp_wait_policy"]:
-        env["OMP_WAIT_POLICY"] = spec["omp_wait_policy"]
+    for name, value in (("OMP_WAIT_POLICY", spec["omp_wait_policy"]), ("GOMP_SPINCOUNT", spec["spin_count"])):
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
     proc = subprocess.run([sys.executable, __file__, "--worker", tool, json.dumps(spec), str(out)], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
@@ -329,6 +339,8 @@ def main() -> None:
     parser.add_argument("--rounds-13m", type=int, default=2, help="alternating r1kit/TRL runs per setting for the 13M model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY for every process ('' leaves it unset); see the module docstring")
+    parser.add_argument("--spin-count", default=None,
+                        help=f"GOMP_SPINCOUNT for every process ('' leaves it unset); default: r1kit's {SPIN_COUNT} with PASSIVE waits, else unset")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: both tools autocast to bf16 over fp32 weights; the peak is measured in bf16")
     parser.add_argument("--profile", action="store_true", help="profile r1kit at 0.3M / 64 tokens instead")
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "SPEC", "OUT"), help=argparse.SUPPRESS)
@@ -337,8 +349,13 @@ def main() -> None:
         worker(*args.worker)
         return
 
-    if args.omp_wait_policy:
-        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # before torch starts its OpenMP pool
+    if args.spin_count is None:
+        args.spin_count = str(SPIN_COUNT) if args.omp_wait_policy.upper() == "PASSIVE" else ""
+    for name, value in (("OMP_WAIT_POLICY", args.omp_wait_policy), ("GOMP_SPINCOUNT", args.spin_count)):
+        if value:
+            os.environ[name] = value  # before torch starts its OpenMP pool
+        else:
+            os.environ.pop(name, None)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -359,13 +376,14 @@ def main() -> None:
         prompt_len = statistics.mean(len(x) for x in ids)
         peak_before = matmul_peak(args.threads, dtype=args.precision)
         print(f"GRPO step, r1kit vs TRL: B={PROMPTS} prompts x G={GROUP}, beta={BETA}, mu=1, lr={LR}, {args.precision}, {args.threads} threads, "
-              f"OMP_WAIT_POLICY={args.omp_wait_policy or 'unset'}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+              f"OMP_WAIT_POLICY={args.omp_wait_policy or 'unset'}, GOMP_SPINCOUNT={args.spin_count or 'unset'}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
         results: dict[tuple[str, int, str], list[dict]] = {}
         for size in args.sizes:
             info = models[size]
             warmup, steps, rounds = (args.warmup_13m, args.steps_13m, args.rounds_13m) if size == "13M" else (args.warmup, args.steps, args.rounds)
             for length in args.lengths:
                 spec = {"path": info["path"], "length": length, "steps": warmup + steps, "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
+                        "spin_count": args.spin_count,
                         "precision": args.precision}
                 for r in range(rounds):
                     for tool in ("r1kit", "trl"):

@@ -8,9 +8,9 @@ into it; copy it first when a test needs to change it.
 
 from __future__ import annotations
 
-import os
+from r1kit.openmp import default_waits
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see r1kit.cli
+default_waits()  # before torch: as r1kit's command line does
 
 from pathlib import Path
 

@@ -8,13 +8,14 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-# OpenMP threads that spin while waiting make torch on a busy CPU 100x slower (measured on a
-# loaded 2-core machine: one rollout 16 s with the default, 0.10 s with PASSIVE). Set before torch
-# is imported; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from r1kit.openmp import default_waits
+
+# OpenMP threads that spin while waiting make torch on a busy CPU 100x slower; threads that sleep at
+# once pay a wake-up per parallel region. PASSIVE waits after a short spin (r1kit/openmp.py). Set
+# before torch is imported; a user's own setting wins.
+default_waits()
 
 from r1kit.errors import R1kitError
 
