@@ -14,8 +14,8 @@ completions fast. So this engine
   (`fast_decode.py`: 2.4 -> 1.5 ms per step for a 0.25M-parameter Qwen2 at 64 rows);
 - samples with batched torch ops (`sampling.py`) from a `torch.Generator` seeded by params.seed;
 - feeds pad to finished rows with attention mask 0 and stops as soon as every row is done;
-- on CPU with OpenMP's PASSIVE wait policy (which r1kit's command line sets unless the user set
-  one), decodes a small model on one thread: each decode step is then a few hundred tiny ops, and
+- on CPU with OpenMP's PASSIVE wait policy (which r1kit's command line sets, after a short spin,
+  unless the user set one; `r1kit/openmp.py`), decodes a small model on one thread: each decode step is then a few hundred tiny ops, and
   waking a sleeping OpenMP thread for each costs more than the op. Measured on 2 cores, 64 rows:
   a 1M-parameter model's rollout took 0.19 s on 2 threads and 0.09 s on one; at 13M parameters two
   threads win (1.76 s against 1.95 s), hence the work threshold `ONE_THREAD_DECODE_FLOPS`.
