@@ -5,15 +5,16 @@ other work that is ruinous: a spinning thread holds a core the thread it waits f
 on a loaded 2-core machine: one rollout 16 s with the default, 0.10 s with PASSIVE waits). Pure
 PASSIVE waits have the opposite cost: every parallel region wakes a sleeping thread, ~60-100 us on
 a virtual machine, and a decode step of a 13M-parameter model runs about seventy regions (rollout
-at 64 rows x 128 tokens: 3.0-3.3 s PASSIVE, 2.3-2.5 s spinning).
+of 64 rows x 128 tokens: 3.0-3.3 s PASSIVE, 2.5-2.7 s spinning).
 
 So r1kit's command line asks for PASSIVE waits with a short spin first: GNU OpenMP (libgomp, what
 PyTorch's Linux wheels use) spins `SPIN_COUNT` times before it sleeps (GOMP_SPINCOUNT takes
 precedence over the wait policy there), which covers the gap between a decode step's back-to-back
 regions; other OpenMP runtimes ignore GOMP_SPINCOUNT and wait passively. Measured on 2 cores
-(`benchmarks/NOTES.md`, seventh round): the 13M rollout 2.3-2.5 s quiet; with a busy-loop on the
-other core 2.35-2.40 s against 2.07-2.14 s fully passive, where a spin count of 3000 took 3.05-3.10
-s and the default spinning 31 s.
+(`benchmarks/NOTES.md`, seventh round), the 13M rollout of 64 rows: at 128 tokens on a quiet
+machine 2.46-2.50 s (3.05 s in one disturbed round); at 64 tokens with a busy loop on the other core 2.35-2.40 s against
+2.07-2.14 s fully passive and 3.05-3.10 s with 3000 spins (the default spinning took 31 s there in
+an earlier round).
 
 A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins: OMP_WAIT_POLICY=PASSIVE alone is fully
 passive, OMP_WAIT_POLICY=ACTIVE spins.
