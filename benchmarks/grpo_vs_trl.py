@@ -308,14 +308,19 @@ def worker(tool: str, spec_json: str, out: str) -> None:
     Path(out).write_text(json.dumps(result))
 
 
-def measure(tool: str, spec: dict, tmp: Path) -> dict:
-    out = tmp / f"{tool}-{time.monotonic_ns()}.json"
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
-    for name, value in (("OMP_WAIT_POLICY", spec["omp_wait_policy"]), ("GOMP_SPINCOUNT", spec["spin_count"])):
+def set_waits(env, policy: str, spin_count: str) -> None:
+    """OMP_WAIT_POLICY and GOMP_SPINCOUNT in the environment mapping `env`; '' removes the variable."""
+    for name, value in (("OMP_WAIT_POLICY", policy), ("GOMP_SPINCOUNT", spin_count)):
         if value:
             env[name] = value
         else:
             env.pop(name, None)
+
+
+def measure(tool: str, spec: dict, tmp: Path) -> dict:
+    out = tmp / f"{tool}-{time.monotonic_ns()}.json"
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
+    set_waits(env, spec["omp_wait_policy"], spec["spin_count"])
     proc = subprocess.run([sys.executable, __file__, "--worker", tool, json.dumps(spec), str(out)], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
@@ -351,11 +356,7 @@ def main() -> None:
 
     if args.spin_count is None:
         args.spin_count = str(SPIN_COUNT) if args.omp_wait_policy.upper() == "PASSIVE" else ""
-    for name, value in (("OMP_WAIT_POLICY", args.omp_wait_policy), ("GOMP_SPINCOUNT", args.spin_count)):
-        if value:
-            os.environ[name] = value  # before torch starts its OpenMP pool
-        else:
-            os.environ.pop(name, None)
+    set_waits(os.environ, args.omp_wait_policy, args.spin_count)  # before torch starts its OpenMP pool
     import torch
 
     torch.set_num_threads(args.threads)
