@@ -12,6 +12,7 @@ from r1kit.rollout import HFEngine, SamplingParams
 from r1kit.rollout.attention import cpu_decode_attention
 from r1kit.rollout.fast_decode import FastDecoder
 from r1kit.rollout.hf import left_pad
+from r1kit.models.cache_argument import model_cache_argument
 from r1kit.rollout.kv_cache import make_cache
 
 SHAPE = dict(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
@@ -51,17 +52,18 @@ def test_one_step_gives_the_models_logits(make_model):
     tokens = torch.tensor([21, 22, 23])
     step_mask = torch.cat([mask.bool(), torch.ones(3, 1, dtype=torch.bool)], dim=1)  # [3, P + 1]
     position = mask.sum(1, keepdim=True)
+    cache_name = model_cache_argument(model)
     got, want = [], []
     with torch.inference_mode(), cpu_decode_attention(model):
         for out, fast in ((got, True), (want, False)):
             cache = make_cache(model, capacity=P + 4)
-            model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_name: cache})
             if fast:
                 decoder = FastDecoder.build(model, cache, P + 4)
                 assert decoder is not None
                 out.append(decoder(tokens, step_mask, position))
             else:
-                logits = model(input_ids=tokens[:, None], attention_mask=step_mask[:, None, None, :], position_ids=position, past_key_values=cache, use_cache=True).logits
+                logits = model(input_ids=tokens[:, None], attention_mask=step_mask[:, None, None, :], position_ids=position, use_cache=True, **{cache_name: cache}).logits
                 out.append(logits[:, -1].float())
             out.append(cache.layers[0].length)
     assert got[1] == want[1] == P + 1  # the step wrote its key and value into the cache

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 
 import torch
 
+from r1kit.models.cache_argument import cache_argument, returned_cache
+
 CHUNK_BYTES = 256 * 2**20
 """Default size of one float32 chunk of logits (256 MiB) when `chunk_rows` is not given."""
 
@@ -257,7 +259,8 @@ def shared_prompt_logits(
     gradient checkpointing on (its forward then refuses a cache while training).
     """
     accepted = _forward_parameters(model)
-    if not {"past_key_values", "use_cache", "position_ids"} <= accepted:
+    cache_name = cache_argument(accepted)
+    if cache_name is None or not {"use_cache", "position_ids"} <= accepted:
         return None
     inner = inner_model(model)
     if inner.training and _checkpointing(inner):
@@ -273,7 +276,7 @@ def shared_prompt_logits(
     head, last = _last_positions(
         model, 1, hidden, input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P], position_ids=positions[first, :P], use_cache=True
     )
-    cache = head.past_key_values
+    cache = returned_cache(head)
     if k > 1 and not hasattr(cache, "batch_select_indices"):
         return None  # a legacy tuple cache (old transformers): the plain forward instead
     parts = [(last[row_prompt], input_ids[:, P : P + 1])]
@@ -281,7 +284,7 @@ def shared_prompt_logits(
         cache.batch_select_indices(row_prompt)  # [U, ...] -> [N, ...]: each row gets its prompt's keys and values
         _, rest = _last_positions(
             model, k - 1, hidden,
-            input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, P:-1], past_key_values=cache, use_cache=True,
+            input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, P:-1], use_cache=True, **{cache_name: cache},
         )  # fmt: skip
         parts.append((rest, input_ids[:, P + 1 :]))
     return parts

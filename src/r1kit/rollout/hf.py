@@ -6,7 +6,7 @@ completions fast. So this engine
 
 - left-pads the prompts (position ids from the attention mask) and prefills each unique prompt
   once, then repeats the KV cache n times: a group of n samples costs one prefill, not n;
-- decodes one token per step through `past_key_values`, writing into preallocated [N, C] buffers
+- decodes one token per step through the model's KV cache argument, writing into preallocated [N, C] buffers
   (no growing Python lists, no per-row loops);
 - on CPU, runs one-token attention as two small matmuls instead of SDPA's flash kernel
   (`attention.py`), restoring the model's attention afterwards, and decodes a plain Llama-family
@@ -34,7 +34,9 @@ from contextlib import contextmanager
 
 import torch
 
+from r1kit.algorithms.logprobs import inner_model
 from r1kit.errors import R1kitError
+from r1kit.models.cache_argument import model_cache_argument, returned_cache
 from r1kit.rollout.attention import cpu_decode_attention
 from r1kit.rollout.engine import RolloutBatch, SamplingParams
 from r1kit.rollout.fast_decode import FastDecoder
@@ -73,6 +75,8 @@ class HFEngine:
         self.pad_token_id = _resolve_pad(model, tokenizer, pad_token_id, self.eos_token_ids)
         # Computing logits for the last prompt position only saves a [B, P, V] tensor at prefill.
         self._prefill_kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        # `cache` from transformers 5.25 on, `past_key_values` before (models/cache_argument.py).
+        self._cache_name = model_cache_argument(inner_model(model)) or "past_key_values"
         self._stop_cache: dict[tuple[tuple[str, ...], torch.device], StopStrings] = {}
 
     @property
@@ -122,11 +126,11 @@ class HFEngine:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_name: cache},
             **self._prefill_kwargs,
         )
-        return out.logits[:, -1, :].float(), out.past_key_values
+        return out.logits[:, -1, :].float(), returned_cache(out)
 
     def _decode(self, logits: torch.Tensor, prompt_mask: torch.Tensor, cache, params: SamplingParams, ready_masks: bool):
         """The decode loop: one token for every row per step until all rows end.
@@ -173,7 +177,7 @@ class HFEngine:
             else:
                 mask = attn_4d[..., : P + t + 1] if ready_masks else attn[:, : P + t + 1]
                 out = self.model(
-                    input_ids=tokens[:, None], attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True
+                    input_ids=tokens[:, None], attention_mask=mask, position_ids=position, use_cache=True, **{self._cache_name: cache}
                 )
                 logits = out.logits[:, -1, :].float()
             position += 1
