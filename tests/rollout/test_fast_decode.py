@@ -10,10 +10,13 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 
 from r1kit.rollout import HFEngine, SamplingParams
 from r1kit.rollout.attention import cpu_decode_attention
+from r1kit.models.cache_argument import model_cache_argument
+from r1kit.rollout import fast_decode
 from r1kit.rollout.fast_decode import FastDecoder
 from r1kit.rollout.hf import left_pad
-from r1kit.models.cache_argument import model_cache_argument
 from r1kit.rollout.kv_cache import make_cache
+
+ONEDNN = fast_decode._onednn_linear_available()
 
 SHAPE = dict(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
 
@@ -43,8 +46,19 @@ MODELS = {"qwen2": tiny_qwen2, "qwen2-tied": qwen2_tied, "llama": llama_biases_a
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
 
 
+@pytest.fixture(params=["mkl", "onednn"])
+def projections(request, monkeypatch):
+    """Each test runs twice: projections through F.linear, then through oneDNN on packed weights
+    (the threshold lowered so that these tiny models pack)."""
+    if request.param == "onednn":
+        if not ONEDNN:
+            pytest.skip("this torch build has no oneDNN linear")
+        monkeypatch.setattr(fast_decode, "PACKED_DECODE_FLOPS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("make_model", MODELS.values(), ids=MODELS.keys())
-def test_one_step_gives_the_models_logits(make_model):
+def test_one_step_gives_the_models_logits(make_model, projections):
     model = make_model()
     ids, mask = left_pad(PROMPTS, PAD, torch.device("cpu"))
     P = ids.shape[1]
@@ -60,7 +74,7 @@ def test_one_step_gives_the_models_logits(make_model):
             model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_name: cache})
             if fast:
                 decoder = FastDecoder.build(model, cache, P + 4)
-                assert decoder is not None
+                assert decoder is not None and decoder.packed == (projections == "onednn")
                 out.append(decoder(tokens, step_mask, position))
             else:
                 logits = model(input_ids=tokens[:, None], attention_mask=step_mask[:, None, None, :], position_ids=position, use_cache=True, **{cache_name: cache}).logits
@@ -83,7 +97,7 @@ def rollout(model, fast: bool, calls: list | None = None):
 
 
 @pytest.mark.parametrize("make_model", MODELS.values(), ids=MODELS.keys())
-def test_rollouts_equal_those_of_the_models_forward(make_model):
+def test_rollouts_equal_those_of_the_models_forward(make_model, projections):
     model = make_model()
     calls: list = []
     fast = rollout(model, True, calls)
@@ -114,10 +128,30 @@ def test_anything_but_a_plain_llama_family_decoder_takes_the_forward():
     assert len(calls) > 1  # LoRA layers are not plain linears: the decode ran the forward
 
 
-def test_rollouts_under_bf16_autocast_equal_those_of_the_models_forward():
-    # precision=bf16 runs the rollout under autocast: the flat step's matmuls must round as the forward's do.
+def test_rollouts_under_bf16_autocast_equal_those_of_the_models_forward(projections):
+    # precision=bf16 runs the rollout under autocast: the flat step's matmuls must round as the
+    # forward's do, so under autocast nothing is packed for oneDNN (which would compute in float32).
     model = tiny_qwen2()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fast, plain = rollout(model, True), rollout(model, False)
     assert torch.equal(fast.completion_ids, plain.completion_ids)
     torch.testing.assert_close(fast.logprobs, plain.logprobs, rtol=1e-4, atol=1e-4)
+
+
+def test_packing_follows_the_work_per_step_and_the_dtype(monkeypatch):
+    if not ONEDNN:
+        pytest.skip("this torch build has no oneDNN linear")
+    model = tiny_qwen2()  # ~20k parameters
+    params = sum(p.numel() for p in model.parameters())
+    ids, mask = left_pad(PROMPTS, PAD, torch.device("cpu"))
+    cache = make_cache(model, capacity=ids.shape[1] + 4)
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask, use_cache=True, **{model_cache_argument(model): cache})
+    rows = ids.shape[0]
+    monkeypatch.setattr(fast_decode, "PACKED_DECODE_FLOPS", 2 * params * rows + 1)
+    assert not FastDecoder.build(model, cache, ids.shape[1] + 4).packed
+    monkeypatch.setattr(fast_decode, "PACKED_DECODE_FLOPS", 2 * params * rows)
+    assert FastDecoder.build(model, cache, ids.shape[1] + 4).packed
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not FastDecoder.build(model, cache, ids.shape[1] + 4).packed
+    assert not FastDecoder.build(model.to(torch.float64), cache, ids.shape[1] + 4).packed
