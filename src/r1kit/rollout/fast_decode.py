@@ -7,7 +7,6 @@ a decode step of a small model on CPU that overhead is most of the step (a 0.25M
 module runs the same step as a flat function over the model's own weights:
 
     x = embed(token); per layer: x += o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x)))); x += down(silu(gate(n2(x))) * up(n2(x)))
-    (the MLP computed on columns, W @ x^T, which is faster for so few rows)
     logits = lm_head(norm(x))
 
 with the model's own rotary module (so every RoPE variant transformers implements is served), its
@@ -22,17 +21,22 @@ ships inside PyTorch runs the same products faster on some CPUs, given weights r
 blocked layout. On our 2-core AMD EPYC (AVX-512) a decode step's projections at 13M parameters and
 64 rows ran at ~190 GFLOP/s through oneDNN against ~135 through MKL (benchmarks/NOTES.md, eighth
 round). So from `PACKED_DECODE_FLOPS` of work per step, a float32 decoder outside autocast packs its
-weights once per rollout (the policy changes between rollouts; packing 52 MB takes ~20 ms), with
-q/k/v fused into one product and gate/up into another (free here: the packing copies the weights
-anyway), and runs every projection as one oneDNN call. Below that size oneDNN's per-call cost
-outweighs its faster kernels. Still float32 arithmetic: logits agree with the forward's to float
-rounding, as before.
+weights once per rollout (the policy changes between rollouts; packing the 13M model's 52 MB took
+12-22 ms with `run.keep_freed_memory`, 24-78 ms without, against a 1-2 s rollout), with q/k/v fused
+into one product and gate/up into another (free here: the packing copies the weights anyway), and
+runs every projection as one oneDNN call; the copy lives as long as the rollout. Below that size
+oneDNN's per-call cost outweighs its faster kernels, and the projections go through `F.linear`, the
+MLP on columns (W @ x^T, which MKL runs faster for a few dozen rows). Still float32 arithmetic:
+logits agree with the forward's to float rounding.
 
 Same numbers as the model's forward up to float rounding (the tests compare logits and sampled
-tokens with the forward path).
+tokens with the forward path, both ways).
 """
 
 from __future__ import annotations
+
+import functools
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -138,8 +142,11 @@ def _rows(cache) -> int:
     return 0 if buffer is None else buffer.shape[0]
 
 
+@functools.cache
 def _onednn_linear_available() -> bool:
-    if not torch.backends.mkldnn.is_available():
+    """Whether this torch has oneDNN's packed linear and runs on x86-64, the only CPUs it was
+    measured on (elsewhere oneDNN may sit on another backend, Arm's Compute Library say)."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
         return False
     try:
         weight = torch.ones(2, 3)
