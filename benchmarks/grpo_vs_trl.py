@@ -10,11 +10,10 @@ precision=bf16), 2 torch threads.
 Fair by construction:
 
 - Both tools load the same saved tiny Qwen2 directory (two sizes: ~0.25M and ~13M parameters) and
-  the same character tokenizer object type. r1kit's `load_tokenizer` goes through AutoTokenizer,
-  which for a qwen2 directory substitutes transformers' BPE Qwen2Tokenizer and mangles a
-  character vocabulary (spaces and newlines vanish), so in the r1kit worker the recipe's
-  `load_tokenizer` is pointed at the saved `PreTrainedTokenizerFast` -- the one TRL is given as
-  `processing_class`. Nothing else in r1kit is touched.
+  the same character tokenizer: the r1kit worker hands the recipe the `PreTrainedTokenizerFast` that
+  TRL is given as `processing_class` (r1kit's own `load_tokenizer` loads that class from this
+  directory too; earlier releases went through AutoTokenizer, which for a qwen2 directory swapped in
+  a BPE tokenizer that drops spaces and newlines). Nothing else in r1kit is touched.
 - Every completion runs to max length in both tools: the eos id of the tokenizer and of the
   model's config is set to a token the output layer does not cover (id = vocab size), so no
   sampled token can end a row early. Mean completion lengths are printed to show it.
@@ -192,7 +191,7 @@ def run_r1kit(spec: dict, workdir: Path) -> dict:
     from r1kit.report.logger import read_metrics
 
     tok = char_tokenizer(spec["path"])
-    grpo.load_tokenizer = lambda path: tok  # see the module docstring: AutoTokenizer mangles it
+    grpo.load_tokenizer = lambda path: tok  # the very object type TRL gets (module docstring)
     config = grpo.GRPOConfig(
         model=ModelArgs(path=spec["path"], dtype="float32", device="cpu"),
         data=DataArgs(task="arithmetic", train_size=TRAIN_ROWS, test_size=1, seed=SEED, template="tiny"),
