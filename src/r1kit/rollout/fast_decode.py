@@ -70,12 +70,11 @@ class FastDecoder:
         head = model.get_output_embeddings()
         self.head_weight, self.head_bias = head.weight, head.bias
         self.packed = packed
-        rows = _rows(cache)
-        project = _packed_projections if packed else _plain_projections
+        project = functools.partial(_packed_projections, rows=_rows(cache)) if packed else _plain_projections
         self.layers = []
         for layer, cache_layer in zip(decoder.layers, cache.layers):
             attn = layer.self_attn
-            qkv, o_proj, mlp = project(attn, layer.mlp, rows)
+            qkv, o_proj, mlp = project(attn, layer.mlp)
             self.layers.append((_norm(layer.input_layernorm), qkv, o_proj, _norm(layer.post_attention_layernorm), mlp, attn.head_dim, attn.scaling, cache_layer))
 
     @classmethod
@@ -157,7 +156,7 @@ def _onednn_linear_available() -> bool:
     return bool(torch.equal(out, torch.full((1, 2), 3.0)))
 
 
-def _plain_projections(attn, mlp, rows: int):
+def _plain_projections(attn, mlp):
     """(qkv, o, mlp) functions of a layer through `F.linear` on the model's own weights: qkv(h) gives
     q, k, v [N, .]; the MLP in column layout, W @ h^T, which MKL runs 8-12% faster than h @ W^T for a
     few dozen rows against [1536, 384] weights (NOTES.md), same products."""
