@@ -193,7 +193,7 @@ def run_r1kit(spec: dict, workdir: Path) -> dict:
     tok = char_tokenizer(spec["path"])
     grpo.load_tokenizer = lambda path: tok  # the very object type TRL gets (module docstring)
     config = grpo.GRPOConfig(
-        model=ModelArgs(path=spec["path"], dtype="float32", device="cpu"),
+        model=ModelArgs(path=spec["path"], dtype="float32", device="cpu", compile=spec.get("compile", False)),
         data=DataArgs(task="arithmetic", train_size=TRAIN_ROWS, test_size=1, seed=SEED, template="tiny"),
         rewards=["arithmetic"],
         grpo=grpo.GRPOArgs(steps=spec["steps"], prompts_per_step=PROMPTS, group_size=GROUP, num_iterations=1, beta=BETA),
@@ -262,6 +262,7 @@ def run_trl(spec: dict, workdir: Path) -> dict:
         bf16=spec.get("precision") == "bf16",  # autocast over fp32 weights, as r1kit's precision=bf16
         fp16=False,
         gradient_checkpointing=False,
+        torch_compile=spec.get("compile", False),
         model_init_kwargs={"dtype": "float32"},
         use_cpu=True,
         seed=SEED,
@@ -361,6 +362,7 @@ def main() -> None:
     parser.add_argument("--spin-count", default=None,
                         help=f"GOMP_SPINCOUNT for every process ('' leaves it unset); default: r1kit's {SPIN_COUNT} with PASSIVE waits, else unset")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: both tools autocast to bf16 over fp32 weights; the peak is measured in bf16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile in both tools: r1kit's model.compile, TRL's torch_compile (raise the warm-up steps: the first pays the compile)")
     parser.add_argument("--profile", action="store_true", help="profile r1kit at 0.3M / 64 tokens instead")
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -399,7 +401,7 @@ def main() -> None:
             for length in args.lengths:
                 spec = {"path": info["path"], "length": length, "steps": warmup + steps, "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
                         "spin_count": args.spin_count,
-                        "precision": args.precision}
+                        "precision": args.precision, "compile": args.compile}
                 for r in range(rounds):
                     for tool in ("r1kit", "trl"):
                         t = time.perf_counter()

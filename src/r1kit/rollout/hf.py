@@ -37,6 +37,7 @@ import torch
 from r1kit.algorithms.logprobs import inner_model
 from r1kit.errors import R1kitError
 from r1kit.models.cache_argument import model_cache_argument, returned_cache
+from r1kit.models.compile import eager_rollout
 from r1kit.rollout.attention import cpu_decode_attention
 from r1kit.rollout.engine import RolloutBatch, SamplingParams
 from r1kit.rollout.fast_decode import FastDecoder
@@ -89,7 +90,7 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode(), cpu_decode_attention(self.model) as decode_attention:
+            with torch.inference_mode(), eager_rollout(), cpu_decode_attention(self.model) as decode_attention:
                 batch = self._generate(prompt_ids, params, decode_attention)
         finally:
             self.model.train(was_training)
