@@ -19,7 +19,10 @@ On a GPU every timing is bracketed by `torch.cuda.synchronize()`; peak memory is
 
     python benchmarks/gpu_bench.py [--shape qwen2.5-0.5b|tiny] [--device cuda] [--dtype bf16|fp32]
                                    [--prompts 8] [--group 8] [--prompt-len 64] [--completion 256]
-                                   [--warmup 1] [--steps 3]
+                                   [--warmup 1] [--steps 3] [--compile]
+
+--compile compiles the decoder layers as r1kit's `model.compile` does (the reference, a deep copy,
+too); the warm-up steps then include the compile.
 
 `--shape tiny --device cpu` is a smoke run (the test suite runs it); its numbers mean nothing.
 """
@@ -36,6 +39,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from r1kit.algorithms import completion_logprobs, group_advantages, policy_loss
+from r1kit.models.compile import compile_layers
 from r1kit.rollout import HFEngine, SamplingParams
 
 from grpo_vs_trl import grpo_flops  # this script's directory is on sys.path when it runs
@@ -109,11 +113,14 @@ def main() -> None:
     ap.add_argument("--completion", type=int, default=256)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="compile the decoder layers (r1kit's model.compile)")
     ap.add_argument("--json", default="", help="also write the results to this file")
     args = ap.parse_args()
     device = torch.device(args.device)
 
     model = build_model(args.shape, device)
+    if args.compile:
+        compile_layers(model)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
     cfg = model.config
@@ -148,7 +155,7 @@ def main() -> None:
     roll, train = statistics.median(rollout_s), statistics.median(train_s)
     out = {
         "shape": args.shape, "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
-        "dtype": args.dtype, "params": n_params, "rows": rows, "prompt_len": args.prompt_len, "completion": C,
+        "dtype": args.dtype, "compile": args.compile, "params": n_params, "rows": rows, "prompt_len": args.prompt_len, "completion": C,
         "rollout_s": roll, "rollout_tokens_per_s": rows * C / roll, "rollout_flops_per_s": flops["rollout"] / roll,
         "train_step_s": train, "train_flops": flops["train"], "train_flops_per_s": flops["train"] / train,
         "matmul_peak_flops_per_s": peak, "rollout_mfu": flops["rollout"] / roll / peak, "train_mfu": flops["train"] / train / peak,
