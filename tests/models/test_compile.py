@@ -120,3 +120,24 @@ def test_grpo_with_compiled_layers_logs_what_the_eager_run_logs(cheap_backend, t
     for e, c in zip(eager, compiled):
         for key in ("loss/policy", "kl", "reward/mean", "grad_norm"):
             assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key
+
+
+def test_ppo_with_compiled_policy_and_value_layers_logs_what_the_eager_run_logs(cheap_backend, tiny_model_dir, tmp_path):
+    from r1kit.config import load
+    from r1kit.recipes import ppo
+
+    def run(name, compile_):
+        config = load(None, [
+            f"model.path={tiny_model_dir}", "model.device=cpu", f"model.compile={str(compile_).lower()}", f"run.output_dir={tmp_path}",
+            f"run.name={name}", "run.progress=false", "run.tensorboard=false", "rewards=[arithmetic]", "ppo.steps=2",
+            "ppo.prompts_per_step=2", "ppo.ppo_epochs=2", "ppo.mini_batches=1", "sampling.max_new_tokens=6", "data.train_size=4",
+            "data.test_size=2", "eval.k=0", "eval.max_new_tokens=2", "optim.lr=1e-3",
+        ], ppo.PPOConfig)  # fmt: skip
+        return [m for m in read_metrics(ppo.train(config)) if "loss/policy" in m]
+
+    eager, compiled = run("eager", False), run("compiled", True)
+    assert counters["stats"]["unique_graphs"] >= 1  # layers ran compiled (the policy's and the value model's go through the same options)
+    assert len(eager) == len(compiled) == 2
+    for e, c in zip(eager, compiled):
+        for key in ("loss/policy", "loss/value", "objective/kl"):
+            assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key
