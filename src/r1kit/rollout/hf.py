@@ -6,8 +6,10 @@ completions fast. So this engine
 
 - left-pads the prompts (position ids from the attention mask) and prefills each unique prompt
   once, then repeats the KV cache n times: a group of n samples costs one prefill, not n;
-- decodes one token per step through the model's KV cache argument, writing into preallocated [N, C] buffers
-  (no growing Python lists, no per-row loops);
+- decodes one token per step through the model's KV cache argument, writing into preallocated
+  [N, C] buffers (no growing Python lists, no per-row loops);
+- runs layers compiled by `model.compile` eagerly (`models/compile.py`): the cache grows every
+  step, and each new length would be a recompile;
 - on CPU, runs one-token attention as two small matmuls instead of SDPA's flash kernel
   (`attention.py`), restoring the model's attention afterwards, and decodes a plain Llama-family
   model (Llama, Qwen2, Mistral) through a flat function over its weights rather than its forward
