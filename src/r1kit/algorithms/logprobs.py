@@ -28,6 +28,7 @@ from contextlib import contextmanager
 import torch
 
 from r1kit.models.cache_argument import cache_argument, returned_cache
+from r1kit.models.compile import runs_compiled
 
 CHUNK_BYTES = 256 * 2**20
 """Default size of one float32 chunk of logits (256 MiB) when `chunk_rows` is not given."""
@@ -255,15 +256,16 @@ def shared_prompt_logits(
     Returns [(logits [N, 1, V], targets [N, 1]), (logits [N, k-1, V], targets [N, k-1])] (the second
     part absent when k = 1), the logits predicting the first completion token and the rest (with
     `hidden`, the final hidden states [N, ., d] in their place); None
-    when no prompt repeats, the model's forward takes no KV cache or position ids, or it has
-    gradient checkpointing on (its forward then refuses a cache while training).
+    when no prompt repeats, the model's forward takes no KV cache or position ids, it has
+    gradient checkpointing on (its forward then refuses a cache while training), or its layers are
+    compiled (`model.compile`: a cache through compiled layers recompiles them layer by layer).
     """
     accepted = _forward_parameters(model)
     cache_name = cache_argument(accepted)
     if cache_name is None or not {"use_cache", "position_ids"} <= accepted:
         return None
     inner = inner_model(model)
-    if inner.training and _checkpointing(inner):
+    if (inner.training and _checkpointing(inner)) or runs_compiled(inner):
         return None
     N, L = input_ids.shape
     P = L - k

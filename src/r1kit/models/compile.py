@@ -7,6 +7,11 @@ gives one graph that every layer reuses: the compile takes as long for 24 layers
 work that matters (projections, attention, the MLP and their backward) is inside it. Shapes are
 marked dynamic, since sequence lengths change from step to step.
 
+A KV cache passed through compiled layers makes every layer a graph of its own (dynamo guards on
+the cache entry of the layer's index; a 24-layer model hits the recompile limit and runs most layers
+eagerly), so with compiled layers the learner scores each row with one plain forward instead of
+sharing its prompt's cache (`logprobs.shared_prompt_logits`).
+
 Only the learner runs compiled code. The rollout engine decodes one token per step with a cache
 whose length grows every step, a recompile each time, so it runs the layers eagerly
 (`eager_rollout`); on CPU its decode step does not call the layers at all (`fast_decode.py`).
@@ -30,13 +35,18 @@ def compile_layers(model: torch.nn.Module) -> int:
     """Compile every decoder layer of `model` in place (`nn.Module.compile`, dynamic shapes); a
     model without a `layers` list of decoder layers is compiled whole. Returns how many modules were
     compiled. Deep copies (GRPO's reference) carry their own compiled layers over their own weights."""
-    layers = _decoder_layers(model)
+    layers = decoder_layers(model)
     for module in layers or [model]:
         module.compile(backend=BACKEND, dynamic=True)
     return len(layers) or 1
 
 
-def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+def runs_compiled(model: torch.nn.Module) -> bool:
+    """Whether `model` (unwrapped) or any of its decoder layers was compiled by `compile_layers`."""
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in [model, *decoder_layers(model)])
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     get_decoder = getattr(model, "get_decoder", None)
     decoder = get_decoder() if callable(get_decoder) else getattr(model, "model", None)
     layers = getattr(decoder, "layers", None)
