@@ -41,7 +41,7 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
     kv_heads = key.shape[1]
     # Grouped-query attention without repeating K/V: the query heads of a group become rows.
     q = query.reshape(batch, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(q, key.transpose(-1, -2)) * (dim**-0.5 if scaling is None else scaling)  # [B, KV, g, T]
+    scores = decode_scores(q, key, dim**-0.5 if scaling is None else scaling)  # [B, KV, g, T] float32
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill_(~attention_mask, float("-inf"))
@@ -49,6 +49,19 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
             scores = scores + attention_mask
     out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype), value)  # [B, KV, g, D]
     return out.reshape(batch, 1, heads, dim), None
+
+
+def decode_scores(q: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention scores q @ keys^T * scale in float32: q [B, KV, g, D], keys [B, KV, T, D] -> [B, KV, g, T].
+
+    Under bf16 autocast a plain matmul would round the scores to bf16 (8 bits of mantissa) before
+    the softmax; SDPA's kernels keep them in float32. So do we: the product runs in float32 outside
+    autocast (under autocast the keys in the cache are float32 already, as the forward stores them
+    after RoPE). The softmax's output is then cast to the values' dtype, as those kernels do."""
+    if q.dtype == keys.dtype == torch.float32 and not torch.is_autocast_enabled(q.device.type):
+        return torch.matmul(q, keys.transpose(-1, -2)) * scale
+    with torch.autocast(q.device.type, enabled=False):
+        return torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale
 
 
 def _register() -> bool:

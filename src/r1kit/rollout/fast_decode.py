@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from r1kit.rollout import kv_cache
+from r1kit.rollout.attention import decode_scores
 
 PACKED_DECODE_FLOPS = 2e8
 """From this many model FLOPs per decode step (2 x parameters x rows) a float32 FastDecoder runs its
@@ -60,7 +61,12 @@ _LAYERS = {
 class FastDecoder:
     """Decode steps of `model` over `cache` (a cache from `kv_cache.make_cache`, already holding the
     prompts). Call with tokens [N], a boolean attention mask [N, T] over the cache's positions
-    including the new one, and position ids [N, 1]; returns float32 logits [N, V]."""
+    including the new one, and position ids [N, 1]; returns float32 logits [N, V].
+
+    With `slot` (a long tensor [1]) the step has the same shapes whatever the length (for CUDA
+    graphs, `graph_decode.py`): the new key and value go to that column of the cache's buffers,
+    attention runs over the whole buffer and `mask` is [N, capacity]; the cache's length is not
+    advanced."""
 
     def __init__(self, model, cache, packed: bool = False):
         decoder = model.get_decoder()
@@ -103,7 +109,7 @@ class FastDecoder:
             return None
         return cls(model, cache, packed=_packs(model, cache))
 
-    def __call__(self, tokens: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, mask: torch.Tensor, position: torch.Tensor, slot: torch.Tensor | None = None) -> torch.Tensor:
         x = F.embedding(tokens, self.embed)  # [N, d]
         cos, sin = self.rotary(x, position)  # [N, 1, D]
         keep = mask[:, None, None, :]  # [N, 1, 1, T]
@@ -112,9 +118,10 @@ class FastDecoder:
             q, k, v = qkv(norm1(x))  # [N, H*D], [N, KV*D], [N, KV*D]
             q = _rope(q.unflatten(-1, (-1, D)), cos, sin)  # [N, H, D]
             k = _rope(k.unflatten(-1, (-1, D)), cos, sin)  # [N, KV, D]
-            keys, values = _append(cache, k, v.unflatten(-1, (-1, D)))  # [N, KV, T, D]
+            v = v.unflatten(-1, (-1, D))
+            keys, values = _append(cache, k, v) if slot is None else _write(cache, k, v, slot)  # [N, KV, T, D]
             kv_heads = keys.shape[1]
-            scores = torch.matmul(q.view(N, kv_heads, -1, D), keys.transpose(-1, -2)) * scaling  # [N, KV, g, T]
+            scores = decode_scores(q.view(N, kv_heads, -1, D), keys, scaling)  # [N, KV, g, T] float32
             scores = scores.masked_fill_(~keep, float("-inf"))
             out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(values.dtype), values)  # [N, KV, g, D]
             x = x + o_proj(out.reshape(N, -1))
@@ -243,6 +250,14 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     """Rotary embedding of x [N, heads, D] at cos / sin [N, 1, D], as transformers applies it."""
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+def _write(layer, key: torch.Tensor, value: torch.Tensor, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write one position's key / value [N, KV, D] at column `slot` ([1] long) of a preallocated cache
+    layer's buffers; the whole buffers [N, KV, capacity, D]."""
+    layer.key_buffer.index_copy_(2, slot, key.unsqueeze(2).to(layer.key_buffer.dtype))
+    layer.value_buffer.index_copy_(2, slot, value.unsqueeze(2).to(layer.value_buffer.dtype))
+    return layer.key_buffer, layer.value_buffer
 
 
 def _append(layer, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
