@@ -1,4 +1,4 @@
-"""GRPO step time: r1kit against TRL's GRPOTrainer, same model, same data, same settings, on CPU.
+"""GRPO step time: r1kit against TRL's GRPOTrainer, same model, same data, same settings, on CPU (or a GPU).
 
 One GRPO step = 8 prompts x G=8 completions = 64 sequences sampled at temperature 1 (no top-k /
 top-p), their arithmetic-task reward, group-normalised advantages, one policy forward+backward
@@ -62,6 +62,15 @@ steps in two alternating r1kit/TRL pairs per length (8 steps per tool), the 0.3M
 in two alternating pairs. Fewer 13M steps were measured to swing by +-10% between runs.
 
 --profile instead runs r1kit alone at 0.3M / 64 tokens under cProfile and prints the top functions.
+
+On a GPU (`--device cuda`, for both tools: r1kit's model.device, TRL without use_cpu) the same
+comparison runs; a third size, "0.5B", has Qwen2.5-0.5B's decoder layers (24 layers, width 896, 14
+query / 2 KV heads, MLP 4864) with the character vocabulary (358M parameters; `gpu_bench.py` has the
+full 151,936-token vocabulary). The peak is then the GPU's (an 8192^3 torch.matmul in the chosen
+precision), and each process's peak GPU memory (torch.cuda.max_memory_allocated) is reported beside
+its RSS:
+
+    python benchmarks/grpo_vs_trl.py --device cuda --sizes 0.5B --precision bf16 --lengths 128
 """
 
 from __future__ import annotations
@@ -85,11 +94,14 @@ TRAIN_ROWS = 512
 LR, BETA = 1e-6, 0.04
 SEED = 0
 
-# ~0.25M and ~13M parameters with the 104-token character vocabulary.
+# ~0.25M, ~13M and ~358M parameters with the 104-token character vocabulary; the last has
+# Qwen2.5-0.5B's decoder layers and is meant for a GPU (module docstring).
 SIZES = {
     "0.3M": dict(hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=256),
     "13M": dict(hidden_size=384, num_layers=6, num_heads=6, num_kv_heads=2, intermediate_size=1536),
+    "0.5B": dict(hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=4864),
 }
+CPU_SIZES = ["0.3M", "13M"]
 UNREACHABLE_EOS = "<unreachable-eos>"
 
 
@@ -157,6 +169,23 @@ def matmul_peaks(threads: int, n: int = 2048, repeats: int = 8, dtype: str = "fp
     return peaks
 
 
+def gpu_peaks(device: str, precision: str, n: int = 8192, repeats: int = 10) -> dict[str, float]:
+    """{"torch.matmul": best FLOP/s of an n x n x n product on the GPU in `precision`}."""
+    import torch
+
+    kind = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=kind), torch.randn(n, n, device=device, dtype=kind)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return {"torch.matmul": 2 * n**3 / best}
+
+
 def step_flops(info: dict, prompt_len: float, completion_len: int) -> float:
     """Model FLOPs of one GRPO step (formula in the module docstring)."""
     parts = grpo_flops(info["params"], info["hidden"], info["layers"], PROMPTS, PROMPTS * GROUP, prompt_len, completion_len)
@@ -193,7 +222,7 @@ def run_r1kit(spec: dict, workdir: Path) -> dict:
     tok = char_tokenizer(spec["path"])
     grpo.load_tokenizer = lambda path: tok  # the very object type TRL gets (module docstring)
     config = grpo.GRPOConfig(
-        model=ModelArgs(path=spec["path"], dtype="float32", device="cpu", compile=spec.get("compile", False)),
+        model=ModelArgs(path=spec["path"], dtype="float32", device=spec.get("device", "cpu"), compile=spec.get("compile", False)),
         data=DataArgs(task="arithmetic", train_size=TRAIN_ROWS, test_size=1, seed=SEED, template="tiny"),
         rewards=["arithmetic"],
         grpo=grpo.GRPOArgs(steps=spec["steps"], prompts_per_step=PROMPTS, group_size=GROUP, num_iterations=1, beta=BETA),
@@ -264,7 +293,7 @@ def run_trl(spec: dict, workdir: Path) -> dict:
         gradient_checkpointing=False,
         torch_compile=spec.get("compile", False),
         model_init_kwargs={"dtype": "float32"},
-        use_cpu=True,
+        use_cpu=spec.get("device", "cpu") == "cpu",
         seed=SEED,
         logging_strategy="no",
         report_to=[],
@@ -320,6 +349,7 @@ def worker(tool: str, spec_json: str, out: str) -> None:
         result = (run_r1kit if tool == "r1kit" else run_trl)(spec, Path(tmp))
     result["threads"] = torch.get_num_threads()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     Path(out).write_text(json.dumps(result))
 
 
@@ -349,14 +379,15 @@ def measure(tool: str, spec: dict, tmp: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="*", default=CPU_SIZES, choices=list(SIZES))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for both tools (module docstring)")
     parser.add_argument("--lengths", nargs="*", type=int, default=[64, 128])
     parser.add_argument("--warmup", type=int, default=2, help="steps dropped at the start of every run")
     parser.add_argument("--steps", type=int, default=5, help="measured steps per run")
-    parser.add_argument("--steps-13m", type=int, default=4, help="measured steps per run for the 13M model")
-    parser.add_argument("--warmup-13m", type=int, default=1, help="warm-up steps per run for the 13M model")
+    parser.add_argument("--steps-13m", type=int, default=4, help="measured steps per run for the 13M (and 0.5B) model")
+    parser.add_argument("--warmup-13m", type=int, default=1, help="warm-up steps per run for the 13M (and 0.5B) model")
     parser.add_argument("--rounds", type=int, default=2, help="alternating r1kit/TRL runs per setting")
-    parser.add_argument("--rounds-13m", type=int, default=2, help="alternating r1kit/TRL runs per setting for the 13M model")
+    parser.add_argument("--rounds-13m", type=int, default=2, help="alternating r1kit/TRL runs per setting for the 13M (and 0.5B) model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY for every process ('' leaves it unset); see the module docstring")
     parser.add_argument("--spin-count", default=None,
@@ -391,15 +422,16 @@ def main() -> None:
         assert ids == [tok(t, add_special_tokens=False)["input_ids"] for t in rendered], "the tools would see different prompt ids"
         assert all(tok.decode(x) == t for x, t in zip(ids, rendered)), "the character tokenizer does not round-trip the prompts"
         prompt_len = statistics.mean(len(x) for x in ids)
-        peaks_before = matmul_peaks(args.threads, dtype=args.precision)
+        measure_peaks = (lambda: matmul_peaks(args.threads, dtype=args.precision)) if args.device == "cpu" else (lambda: gpu_peaks(args.device, args.precision))
+        peaks_before = measure_peaks()
         print(f"GRPO step, r1kit vs TRL: B={PROMPTS} prompts x G={GROUP}, beta={BETA}, mu=1, lr={LR}, {args.precision}, {args.threads} threads, "
               f"OMP_WAIT_POLICY={args.omp_wait_policy or 'unset'}, GOMP_SPINCOUNT={args.spin_count or 'unset'}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
         results: dict[tuple[str, int, str], list[dict]] = {}
         for size in args.sizes:
             info = models[size]
-            warmup, steps, rounds = (args.warmup_13m, args.steps_13m, args.rounds_13m) if size == "13M" else (args.warmup, args.steps, args.rounds)
+            warmup, steps, rounds = (args.warmup, args.steps, args.rounds) if size == "0.3M" else (args.warmup_13m, args.steps_13m, args.rounds_13m)
             for length in args.lengths:
-                spec = {"path": info["path"], "length": length, "steps": warmup + steps, "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
+                spec = {"path": info["path"], "device": args.device, "length": length, "steps": warmup + steps, "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
                         "spin_count": args.spin_count,
                         "precision": args.precision, "compile": args.compile}
                 for r in range(rounds):
@@ -410,9 +442,9 @@ def main() -> None:
                         results.setdefault((size, length, tool), []).append(res)
                         print(f"  {size} C={length} {tool} round {r + 1}: steps {[round(s, 2) for s in res['step_s']]} s "
                               f"(process {time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
-        peaks_after = matmul_peaks(args.threads, dtype=args.precision)
+        peaks_after = measure_peaks()
         peaks = {name: max(peaks_before[name], peaks_after[name]) for name in peaks_before}
-        print(f"{args.precision} matmul peak (2048x2048, {args.threads} threads), before / after / best: "
+        print(f"{args.precision} matmul peak ({'2048x2048, ' + str(args.threads) + ' threads' if args.device == 'cpu' else '8192x8192, ' + torch.cuda.get_device_name(args.device)}), before / after / best: "
               + "; ".join(f"{name} {peaks_before[name] / 1e9:.1f} / {peaks_after[name] / 1e9:.1f} / {peaks[name] / 1e9:.1f} GFLOP/s" for name in peaks)
               + f"; mean prompt {prompt_len:.2f} tokens; load average after {os.getloadavg()[0]:.1f}")
         print_table(results, models, prompt_len, peaks)
@@ -431,13 +463,16 @@ def summarise(runs: list[dict]) -> dict:
         "reward_mean": statistics.mean(rewards),
         "reward_last": statistics.mean(r["reward"][-1] for r in runs),
         "rss": max(r["peak_rss_mb"] for r in runs),
+        "gpu_mb": max(r.get("peak_gpu_mb", 0.0) for r in runs),
         "threads": {r["threads"] for r in runs},
     }
 
 
 def print_table(results, models, prompt_len: float, peaks: dict[str, float]) -> None:
     peak, mm_peak = max(peaks.values()), peaks["torch.matmul"]
-    head = f"{'model':<6} {'params':>8} {'C':>4} {'tool':<6} {'s/step':>7} {'best':>6} {'gen s':>6} {'n':>3} {'tok/s':>7} {'GFLOP/step':>10} {'GFLOP/s':>8} {'%peak':>6} {'%mm':>6} {'RSS MB':>7} {'len':>6} {'reward':>7} {'r@last':>7}"
+    gpu = any(r.get("peak_gpu_mb", 0.0) > 0 for runs in results.values() for r in runs)
+    head = (f"{'model':<6} {'params':>8} {'C':>4} {'tool':<6} {'s/step':>7} {'best':>6} {'gen s':>6} {'n':>3} {'tok/s':>7} {'GFLOP/step':>10} {'GFLOP/s':>8} {'%peak':>6} {'%mm':>6} {'RSS MB':>7} "
+            + (f"{'GPU MB':>7} " if gpu else "") + f"{'len':>6} {'reward':>7} {'r@last':>7}")
     print(head)
     print("-" * len(head))
     ratios = []
@@ -451,12 +486,14 @@ def print_table(results, models, prompt_len: float, peaks: dict[str, float]) -> 
                 tokens = PROMPTS * GROUP * x["length"]
                 print(f"{size:<6} {info['params'] / 1e6:>7.3f}M {length:>4} {tool:<6} {x['median_s']:>7.2f} {x['best_s']:>6.2f} {x['rollout_s']:>6.2f} {x['n']:>3} {tokens / x['median_s']:>7.0f} "
                       f"{flops / 1e9:>10.1f} {flops / x['median_s'] / 1e9:>8.2f} {100 * flops / x['median_s'] / peak:>5.1f}% {100 * flops / x['median_s'] / mm_peak:>5.1f}% {x['rss']:>7.0f} "
-                      f"{x['length']:>6.1f} {x['reward_mean']:>7.3f} {x['reward_last']:>7.3f}")
-            ratios.append((size, length, s["r1kit"]["median_s"] / s["trl"]["median_s"], s["r1kit"]["rss"] / s["trl"]["rss"]))
+                      + (f"{x['gpu_mb']:>7.0f} " if gpu else "")
+                      + f"{x['length']:>6.1f} {x['reward_mean']:>7.3f} {x['reward_last']:>7.3f}")
+            gpu_ratio = s["r1kit"]["gpu_mb"] / s["trl"]["gpu_mb"] if gpu else float("nan")
+            ratios.append((size, length, s["r1kit"]["median_s"] / s["trl"]["median_s"], s["r1kit"]["rss"] / s["trl"]["rss"], gpu_ratio))
     print()
-    print(f"{'model':<6} {'C':>4} {'time r1kit/TRL':>15} {'speed-up':>9} {'RSS r1kit/TRL':>14}")
-    for size, length, t, m in ratios:
-        print(f"{size:<6} {length:>4} {t:>15.3f} {1 / t:>8.2f}x {m:>14.2f}")
+    print(f"{'model':<6} {'C':>4} {'time r1kit/TRL':>15} {'speed-up':>9} {'RSS r1kit/TRL':>14}" + (f" {'GPU mem r1kit/TRL':>18}" if gpu else ""))
+    for size, length, t, m, g in ratios:
+        print(f"{size:<6} {length:>4} {t:>15.3f} {1 / t:>8.2f}x {m:>14.2f}" + (f" {g:>18.2f}" if gpu else ""))
     print("\ns/step: median over the measured steps (n) after warm-up, best: the fastest of them; gen s: median time in "
           "rollout (r1kit: perf/rollout_s, sampling + reward; TRL: its generate call); tok/s: completion tokens per second; "
           "%peak: achieved FLOP/s over the best matmul peak of either library, %mm: over torch.matmul's (MKL) alone; "

@@ -22,3 +22,6 @@ def test_gpu_bench_smoke_run_on_cpu_reports_consistent_numbers(tmp_path):
     assert math.isclose(r["rollout_tokens_per_s"], 8 * 10 / r["rollout_s"])
     assert math.isclose(r["train_mfu"], r["train_flops"] / r["train_step_s"] / r["matmul_peak_flops_per_s"])
     assert 0 < r["train_mfu"] < 1 and 0 < r["rollout_mfu"] < 1
+    # the model.generate baseline generated every token (the script asserts it) and is reported consistently
+    assert math.isclose(r["generate_tokens_per_s"], 8 * 10 / r["generate_s"])
+    assert math.isclose(r["rollout_speedup_vs_generate"], r["generate_s"] / r["rollout_s"])
