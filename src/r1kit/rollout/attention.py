@@ -51,14 +51,18 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
     return out.reshape(batch, 1, heads, dim), None
 
 
-def decode_scores(q: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
+def decode_scores(q: torch.Tensor, keys: torch.Tensor, scale: float, plain: bool | None = None) -> torch.Tensor:
     """Attention scores q @ keys^T * scale in float32: q [B, KV, g, D], keys [B, KV, T, D] -> [B, KV, g, T].
 
     Under bf16 autocast a plain matmul would round the scores to bf16 (8 bits of mantissa) before
     the softmax; SDPA's kernels keep them in float32. So do we: the product runs in float32 outside
     autocast (under autocast the keys in the cache are float32 already, as the forward stores them
-    after RoPE). The softmax's output is then cast to the values' dtype, as those kernels do."""
-    if q.dtype == keys.dtype == torch.float32 and not torch.is_autocast_enabled(q.device.type):
+    after RoPE). The softmax's output is then cast to the values' dtype, as those kernels do.
+    `plain`: whether q and keys are float32 outside autocast, so that a plain matmul is exact (a
+    caller with many layers decides once per step; None: decided here)."""
+    if plain is None:
+        plain = q.dtype == keys.dtype == torch.float32 and not torch.is_autocast_enabled(q.device.type)
+    if plain:
         return torch.matmul(q, keys.transpose(-1, -2)) * scale
     with torch.autocast(q.device.type, enabled=False):
         return torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale

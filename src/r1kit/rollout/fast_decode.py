@@ -114,6 +114,7 @@ class FastDecoder:
         cos, sin = self.rotary(x, position)  # [N, 1, D]
         keep = mask[:, None, None, :]  # [N, 1, 1, T]
         N = x.shape[0]
+        plain = x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)  # exact float32 scores by a plain matmul
         for norm1, qkv, o_proj, norm2, mlp, D, scaling, cache in self.layers:
             q, k, v = qkv(norm1(x))  # [N, H*D], [N, KV*D], [N, KV*D]
             q = _rope(q.unflatten(-1, (-1, D)), cos, sin)  # [N, H, D]
@@ -121,7 +122,7 @@ class FastDecoder:
             v = v.unflatten(-1, (-1, D))
             keys, values = _append(cache, k, v) if slot is None else _write(cache, k, v, slot)  # [N, KV, T, D]
             kv_heads = keys.shape[1]
-            scores = decode_scores(q.view(N, kv_heads, -1, D), keys, scaling)  # [N, KV, g, T] float32
+            scores = decode_scores(q.view(N, kv_heads, -1, D), keys, scaling, plain)  # [N, KV, g, T] float32
             scores = scores.masked_fill_(~keep, float("-inf"))
             out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(values.dtype), values)  # [N, KV, g, D]
             x = x + o_proj(out.reshape(N, -1))
