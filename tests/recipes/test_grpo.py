@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from r1kit.config import from_dict
+from r1kit.errors import R1kitError
 from r1kit.models.load import load_model
 from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig, PromptStream, _has_signal
@@ -18,6 +19,11 @@ from r1kit.recipes.grpo import GRPOConfig, PromptStream, _has_signal
 def ones_reward(completions, **kw):
     """Fraction of characters that are '1': a dense signal a random model can climb."""
     return [c.count("1") / max(1, len(c)) for c in completions]
+
+
+def distinct_reward(completions, **kw):
+    """Distinct characters: differs within every group of a random model, so every step updates."""
+    return [len(set(c)) / 10 for c in completions]
 
 
 def constant_reward(completions, **kw):
@@ -163,3 +169,41 @@ def test_bf16_with_several_passes_recomputes_the_old_log_probs(tiny_model_dir, t
                       eval_before=False, eval={"k": 0, "max_new_tokens": 4})
     grpo.train(cfg)
     assert calls == [False, False, True, True]  # reference, recomputed old log-probs, then mu = 2 policy passes
+
+
+@pytest.mark.parametrize(
+    "grpo_over",
+    [
+        {"loss_agg": "seq_mean_token_mean"},
+        {"loss_agg": "token_mean", "mini_batches": 2, "num_iterations": 2},
+        {"loss_agg": "seq_mean_token_sum_norm", "ratio_level": "sequence"},
+    ],
+    ids=["grpo", "dapo-token-mean-mini-batches", "dr-grpo-gspo"],
+)
+def test_micro_batches_accumulate_the_whole_mini_batchs_update(tiny_model_dir, tmp_path, grpo_over):
+    """grpo.micro_batch_rows splits each mini-batch's forward/backward (and the no-grad passes) into
+    pieces of at most that many rows, uneven here (8 rows -> 3 + 3 + 2, or 4 -> 3 + 1), weighted so
+    that the accumulated gradient and the logged metrics are the whole mini-batch's."""
+    def run(name, micro):
+        config = make_config(
+            tiny_model_dir, tmp_path, rewards=[f"{__name__}:distinct_reward"], run__name=name, run__threads=1, eval_before=False, samples_every=0,
+            grpo={"steps": 3, "prompts_per_step": 2, "group_size": 4, "beta": 0.04, "micro_batch_rows": micro, **grpo_over},
+        )  # fmt: skip
+        run_dir = grpo.train(config)
+        return [r for r in read_rows(run_dir) if "loss/policy" in r], load_model(str(run_dir / "model"), device="cpu")
+
+    (whole, whole_model), (micro, micro_model) = run("whole", 0), run("micro", 3)
+    assert len(whole) == len(micro) == 3
+    # a reward that differs within groups: real updates from the first step (with zero advantages
+    # Adam would turn the float rounding of the KL term into full steps, and the runs would part)
+    assert min(w["grad_norm"] for w in whole) > 0.01
+    for w, m in zip(whole, micro):
+        for key in ("loss/policy", "kl", "entropy", "grad_norm", "reward/mean", "clip/ratio_high"):
+            assert m[key] == pytest.approx(w[key], rel=1e-4, abs=1e-6), key
+    for a, b in zip(whole_model.parameters(), micro_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_negative_micro_batch_rows_is_one_clear_error(tiny_model_dir, tmp_path):
+    with pytest.raises(R1kitError, match="grpo.micro_batch_rows=-1"):
+        grpo.train(make_config(tiny_model_dir, tmp_path, grpo={"steps": 1, "prompts_per_step": 2, "group_size": 4, "micro_batch_rows": -1}))

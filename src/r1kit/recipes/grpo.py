@@ -27,6 +27,7 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,13 @@ class GRPOArgs:
     """mu: passes over each batch (mu = 1 with one mini-batch: the ratio is exactly 1 and no old log-probs are needed)."""
     mini_batches: int = 1
     """Optimizer steps per pass: the batch is split into this many mini-batches."""
+    micro_batch_rows: int = 0
+    """Rows per forward/backward pass; 0: a whole mini-batch. A mini-batch's gradient is accumulated
+    over micro-batches of this many rows before its one optimizer step (TRL's per-device batch with
+    gradient accumulation), and the no-grad passes (the reference's and the old policy's log-probs)
+    run in chunks of this size, or of one mini-batch when 0. Bounds the memory of activations and
+    logits without changing the update (the same up to float rounding). A multiple of group_size
+    keeps each group's prompt in one pass (its KV cache is shared across the group)."""
     beta: float = 0.04
     """KL coefficient to the reference model (0 loads no reference model)."""
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
@@ -185,6 +193,8 @@ def train(config: GRPOConfig) -> Path:
     g = config.grpo
     if g.group_size < 2:
         raise R1kitError("grpo.group_size must be at least 2: advantages compare completions within a group")
+    if g.micro_batch_rows < 0:
+        raise R1kitError(f"grpo.micro_batch_rows={g.micro_batch_rows} must be 0 (a whole mini-batch per pass) or a number of rows")
     if config.model.lora_r and g.beta > 0 and g.ref_reset_every:
         raise R1kitError("grpo.ref_reset_every needs a separate reference model, but with LoRA (model.lora_r > 0) the reference is the base model; set one of them to 0")
     dist, device = dist_.init_distributed(config.model.device)
@@ -562,18 +572,21 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
         mask = mask * torch.tensor([r != "length" for r in batch.finish_reason], device=device, dtype=mask.dtype).unsqueeze(1)
     temperature = config.sampling.temperature or 1.0
     chunked = config.model.chunked_lm_head
+    N = input_ids.shape[0]
+    # No-grad passes in chunks of the learner's pass size: the logits of all N rows at once would be
+    # [N, C, V] (tens of GB for 256 rows of 512 tokens and a 150k vocabulary).
+    pass_rows = g.micro_batch_rows or -(-N // g.mini_batches)
     ref_logp = None
     if ref is not None:
         with torch.no_grad(), autocast(device, config.precision):
-            ref_logp = completion_logprobs(ref, input_ids, attn, C, temperature, chunked_head=chunked)  # [N, C]
+            ref_logp = _chunked_logprobs(ref, input_ids, attn, C, temperature, chunked, pass_rows)  # [N, C]
     # Old log-probs are needed once the policy has moved: from the second mini-batch or pass on.
     old_logp = batch.logprobs if g.num_iterations > 1 or g.mini_batches > 1 else None
     if old_logp is not None and uses_bf16(device, config.precision):
         # In bf16 the cached decode and a full forward round differently (~1e-2): recompute them,
         # so the first ratio is exactly 1 as in fp32.
         with torch.no_grad(), autocast(device, config.precision):
-            old_logp = completion_logprobs(model, input_ids, attn, C, temperature, chunked_head=chunked)
-    N = input_ids.shape[0]
+            old_logp = _chunked_logprobs(model, input_ids, attn, C, temperature, chunked, pass_rows)
     sums: dict[str, float] = {}
     count = skipped = 0
     model.train()
@@ -582,27 +595,69 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
         # Under DDP every rank must run the same number of backward passes.
         chunks = order.tensor_split(g.mini_batches) if dist.enabled else order.chunk(g.mini_batches)
         for chunk in chunks:
-            with autocast(device, config.precision):
-                logp, entropy = completion_logprobs(model, input_ids[chunk], attn[chunk], C, temperature, with_entropy=True, chunked_head=chunked)
-            loss, m = policy_loss(
-                logp, None if old_logp is None else old_logp[chunk], adv[chunk], mask[chunk],
-                eps_low=g.eps_low, eps_high=g.eps_high, ratio_level=g.ratio_level, loss_agg=g.loss_agg,
-                max_len=config.sampling.max_new_tokens, ref_logp=None if ref_logp is None else ref_logp[chunk],
-                beta=g.beta, kl_kind=g.kl_kind,
-            )
-            scale = dist_.token_mean_scale(float(mask[chunk].sum()), dist) if g.loss_agg == "token_mean" else 1.0
-            finite = dist_.all_finite(loss.detach(), dist)
-            if finite:  # a NaN/inf loss is not even back-propagated
-                (loss * scale).backward()
+            m, finite = _accumulate_gradient(config, model, chunk, input_ids, attn, C, temperature, chunked, adv, mask, old_logp, ref_logp, dist)
+            if not finite:  # a NaN/inf loss in any micro-batch: no part of this mini-batch's gradient is applied
+                opt.zero_grad(set_to_none=True)
             grad_norm, lr = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
             if not finite or not math.isfinite(grad_norm):
                 grad_norm = math.nan
                 skipped += 1  # the weights stay as they were
-            m.update({"loss/policy": float(loss.detach()), "entropy": float(masked_mean(entropy.detach(), mask[chunk])), "grad_norm": grad_norm, "lr": lr})
+            m.update({"grad_norm": grad_norm, "lr": lr})
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
     return {**{k: v / count for k, v in sums.items()}, "fault/nonfinite_skipped": skipped}
+
+
+def _row_pieces(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """`rows` in consecutive pieces of at most `size` rows (one piece when size is 0 or larger)."""
+    return [rows] if size <= 0 or size >= len(rows) else list(rows.split(size))
+
+
+def _chunked_logprobs(model, input_ids, attn, C: int, temperature: float, chunked: bool, rows: int) -> torch.Tensor:
+    """completion_logprobs over the batch, `rows` rows at a time (call under no_grad)."""
+    pieces = _row_pieces(torch.arange(input_ids.shape[0], device=input_ids.device), rows)
+    return torch.cat([completion_logprobs(model, input_ids[r], attn[r], C, temperature, chunked_head=chunked) for r in pieces])
+
+
+def _accumulate_gradient(config: GRPOConfig, model, chunk, input_ids, attn, C, temperature, chunked, adv, mask, old_logp, ref_logp, dist) -> tuple[dict[str, float], bool]:
+    """Backward of one mini-batch's loss (rows `chunk`), micro-batch by micro-batch
+    (grpo.micro_batch_rows): each micro-batch's loss is weighted by its share of the mini-batch, its
+    rows for the per-sequence aggregations and its tokens for token_mean, so that the accumulated
+    gradient is the whole mini-batch's. Returns the mini-batch's metrics (weighted means over its
+    micro-batches) and whether every micro-batch's loss was finite (after a non-finite one nothing
+    more is back-propagated: the caller drops the mini-batch's gradient)."""
+    g = config.grpo
+    device = input_ids.device
+    token_mean = g.loss_agg == "token_mean"
+    tokens = float(mask[chunk].sum())
+    scale = dist_.token_mean_scale(tokens, dist) if token_mean else 1.0
+    pieces = _row_pieces(chunk, g.micro_batch_rows)
+    metrics: dict[str, float] = {}
+    finite = True
+    for i, piece in enumerate(pieces):
+        # Under DDP only the last micro-batch's backward all-reduces (no_sync covers forward and backward).
+        last = i == len(pieces) - 1 or not hasattr(model, "no_sync")
+        with nullcontext() if last else model.no_sync():
+            with autocast(device, config.precision):
+                logp, entropy = completion_logprobs(model, input_ids[piece], attn[piece], C, temperature, with_entropy=True, chunked_head=chunked)
+            loss, m = policy_loss(
+                logp, None if old_logp is None else old_logp[piece], adv[piece], mask[piece],
+                eps_low=g.eps_low, eps_high=g.eps_high, ratio_level=g.ratio_level, loss_agg=g.loss_agg,
+                max_len=config.sampling.max_new_tokens, ref_logp=None if ref_logp is None else ref_logp[piece],
+                beta=g.beta, kl_kind=g.kl_kind,
+            )  # fmt: skip
+            token_share = (float(mask[piece].sum()) / tokens if tokens > 0 else 0.0) if len(pieces) > 1 else 1.0
+            weight = token_share if token_mean or len(pieces) == 1 else len(piece) / len(chunk)
+            finite = finite and dist_.all_finite(loss.detach(), dist)
+            if finite:  # a NaN/inf loss is not even back-propagated
+                (loss * (weight * scale)).backward()
+        # The clip, ratio and KL metrics and the entropy are token means: weighted by tokens; the loss as it is summed.
+        m["entropy"] = float(masked_mean(entropy.detach(), mask[piece]))
+        for k, v in m.items():
+            metrics[k] = metrics.get(k, 0.0) + token_share * v
+        metrics["loss/policy"] = metrics.get("loss/policy", 0.0) + weight * float(loss.detach())
+    return metrics, finite
 
 
 def write_samples(run_dir: Path, step: int, rows: list[dict], batch: RolloutBatch, rewards: torch.Tensor, show: bool, per_step: int = 8) -> None:
