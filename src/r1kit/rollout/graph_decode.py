@@ -53,10 +53,10 @@ class GraphDecoder:
 
     @classmethod
     def build(cls, model, cache, capacity: int, device: torch.device) -> GraphDecoder | None:
-        """A GraphDecoder where `device` is a capture device, torch can capture there and `model` is
-        one `FastDecoder` serves with position-independent RoPE; None otherwise."""
-        if device.type not in CAPTURE_DEVICES or (device.type == "cuda" and not hasattr(torch, "get_autocast_dtype")):
-            return None  # torch < 2.4
+        """A GraphDecoder where `device` is a capture device and `model` is one `FastDecoder` serves
+        with position-independent RoPE; None otherwise."""
+        if device.type not in CAPTURE_DEVICES:
+            return None
         fast = FastDecoder.build(model, cache, capacity)
         if fast is None or fast.packed or getattr(fast.rotary, "rope_type", "default") in _LENGTH_DEPENDENT_ROPE:
             return None
