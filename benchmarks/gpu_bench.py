@@ -25,6 +25,7 @@ On a GPU every timing is bracketed by `torch.cuda.synchronize()`; peak memory is
     python benchmarks/gpu_bench.py [--shape qwen2.5-0.5b|tiny] [--device cuda] [--dtype bf16|fp32]
                                    [--prompts 8] [--group 8] [--prompt-len 64] [--completion 256]
                                    [--warmup 1] [--steps 3] [--compile] [--no-baseline] [--no-cuda-graphs]
+                                   [--micro-batch-rows 0]
 
 --compile compiles the decoder layers as r1kit's `model.compile` does (the reference, a deep copy,
 too); the warm-up steps then include the compile.
@@ -91,20 +92,26 @@ def autocast(device: torch.device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
 
-def train_step(model, ref, opt, batch, advantages: torch.Tensor, device: torch.device, dtype: str) -> float:
-    """One mu = 1 GRPO update on the rollout batch; returns the loss."""
+def train_step(model, ref, opt, batch, advantages: torch.Tensor, device: torch.device, dtype: str, micro_rows: int = 0) -> float:
+    """One mu = 1 GRPO update on the rollout batch, `micro_rows` rows per pass (0: all; the
+    gradient accumulated with each piece weighted by its share of the rows, as the recipe's
+    grpo.micro_batch_rows does); returns the loss."""
     ids, attn, C = batch.input_ids.to(device), batch.attention_mask.to(device), batch.completion_ids.shape[1]
     mask = batch.completion_mask.to(device).float()
-    with torch.no_grad(), autocast(device, dtype):
-        ref_logp = completion_logprobs(ref, ids, attn, C)
-    with autocast(device, dtype):
-        logp, _entropy = completion_logprobs(model, ids, attn, C, with_entropy=True)
-    loss, _ = policy_loss(logp, None, advantages, mask, ref_logp=ref_logp, beta=BETA, kl_kind="k3")
-    loss.backward()
+    N = ids.shape[0]
+    total = 0.0
+    for rows in torch.arange(N, device=device).split(micro_rows or N):
+        with torch.no_grad(), autocast(device, dtype):
+            ref_logp = completion_logprobs(ref, ids[rows], attn[rows], C)
+        with autocast(device, dtype):
+            logp, _entropy = completion_logprobs(model, ids[rows], attn[rows], C, with_entropy=True)
+        loss, _ = policy_loss(logp, None, advantages[rows], mask[rows], ref_logp=ref_logp, beta=BETA, kl_kind="k3")
+        (loss * (len(rows) / N)).backward()
+        total += float(loss.detach()) * len(rows) / N
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss.detach())
+    return total
 
 
 def hf_generate(model, prompts: list[list[int]], group: int, new_tokens: int, device: torch.device, dtype: str, seed: int) -> int:
@@ -135,6 +142,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="compile the decoder layers (r1kit's model.compile)")
     ap.add_argument("--no-baseline", action="store_true", help="skip timing transformers' model.generate")
     ap.add_argument("--no-cuda-graphs", action="store_true", help="the engine decodes through the model's forward, not a CUDA graph")
+    ap.add_argument("--micro-batch-rows", type=int, default=0, help="rows per forward/backward of the update (0: all), as grpo.micro_batch_rows")
     ap.add_argument("--json", default="", help="also write the results to this file")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -164,7 +172,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t = time.perf_counter()
-        train_step(model, ref, opt, batch, advantages, device, args.dtype)
+        train_step(model, ref, opt, batch, advantages, device, args.dtype, args.micro_batch_rows)
         sync(device)
         t_train = time.perf_counter() - t
         if not args.no_baseline:
@@ -185,7 +193,7 @@ def main() -> None:
     roll, train = statistics.median(rollout_s), statistics.median(train_s)
     out = {
         "shape": args.shape, "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
-        "dtype": args.dtype, "compile": args.compile, "cuda_graphs": not args.no_cuda_graphs, "params": n_params, "rows": rows, "prompt_len": args.prompt_len, "completion": C,
+        "dtype": args.dtype, "compile": args.compile, "cuda_graphs": not args.no_cuda_graphs, "micro_batch_rows": args.micro_batch_rows, "params": n_params, "rows": rows, "prompt_len": args.prompt_len, "completion": C,
         "rollout_s": roll, "rollout_tokens_per_s": rows * C / roll, "rollout_flops_per_s": flops["rollout"] / roll,
         "train_step_s": train, "train_flops": flops["train"], "train_flops_per_s": flops["train"] / train,
         "matmul_peak_flops_per_s": peak, "rollout_mfu": flops["rollout"] / roll / peak, "train_mfu": flops["train"] / train / peak,

@@ -3,11 +3,15 @@ that a run on an accelerator measures rather than crashes."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,3 +29,22 @@ def test_gpu_bench_smoke_run_on_cpu_reports_consistent_numbers(tmp_path):
     # the model.generate baseline generated every token (the script asserts it) and is reported consistently
     assert math.isclose(r["generate_tokens_per_s"], 8 * 10 / r["generate_s"])
     assert math.isclose(r["rollout_speedup_vs_generate"], r["generate_s"] / r["rollout_s"])
+
+
+def test_micro_batches_give_the_whole_batchs_update():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_bench
+
+    from r1kit.rollout import HFEngine, SamplingParams
+
+    device = torch.device("cpu")
+    models = [gpu_bench.build_model("tiny", device) for _ in range(2)]
+    refs = [copy.deepcopy(m).eval().requires_grad_(False) for m in models]
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3) for m in models]
+    batch = HFEngine(models[0], pad_token_id=0, eos_token_id=[]).generate([[5, 6, 7], [8, 9, 10]], SamplingParams(max_new_tokens=6, n=4, seed=0))
+    advantages = torch.randn(8, generator=torch.Generator().manual_seed(0))
+    losses = [gpu_bench.train_step(m, r, o, batch, advantages, device, "fp32", micro) for m, r, o, micro in zip(models, refs, opts, (0, 3))]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-7)
+    for a, b in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # Adam steps of ~1e-3 each
+    assert not torch.equal(next(models[0].parameters()), next(refs[0].parameters()))  # the update moved the weights
