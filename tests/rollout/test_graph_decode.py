@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 from rollout_tiny import PAD
-from test_fast_decode import MODELS, PROMPTS, SHAPE
+from test_fast_decode import MODELS, PROMPTS, SHAPE, rollout  # rollout(model, fast): the graph where fast, else the forward
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from r1kit.algorithms import completion_logprobs
 from r1kit.models.cache_argument import model_cache_argument
-from r1kit.rollout import HFEngine, SamplingParams, graph_decode
+from r1kit.rollout import graph_decode
 from r1kit.rollout.fast_decode import FastDecoder
 from r1kit.rollout.graph_decode import GraphDecoder
 from r1kit.rollout.hf import left_pad
@@ -62,16 +62,6 @@ def test_static_steps_give_the_growing_steps_logits(make_model, device):
             position += 1
     # the same keys and values were written, in the same columns
     torch.testing.assert_close(cache_b.layers[-1].key_buffer, cache_a.layers[-1].key_buffer, rtol=1e-6, atol=1e-6)
-
-
-def rollout(model, graphs: bool, calls: list | None = None, captures: list | None = None):
-    engine = HFEngine(model, pad_token_id=PAD, eos_token_id=[3], fast_decode=graphs, cuda_graphs=graphs)
-    handle = model.get_decoder().register_forward_hook(lambda module, args, out: calls.append(1)) if calls is not None else None
-    try:
-        return engine.generate(PROMPTS, SamplingParams(temperature=0.9, max_new_tokens=20, n=3, seed=11))
-    finally:
-        if handle is not None:
-            handle.remove()
 
 
 @pytest.mark.parametrize("make_model", MODELS.values(), ids=MODELS.keys())
