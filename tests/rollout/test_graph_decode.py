@@ -103,6 +103,26 @@ def test_rollouts_under_bf16_autocast_sample_from_the_models_distribution(device
     assert (rescored - graphed.logprobs)[real].abs().max() < BF16_LOGP_TOLERANCE
 
 
+def test_a_failed_capture_decodes_the_same_step_uncaptured(device, monkeypatch, caplog):
+    model = MODELS["qwen2"]().to(device)
+    with torch.inference_mode():
+        cache_a, mask, P = prefilled(model, device, 2)
+        cache_b, _, _ = prefilled(model, device, 2)
+        growing, static = FastDecoder.build(model, cache_a, P + 2), GraphDecoder.build(model, cache_b, P + 2, device)
+
+        def unsupported(self):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+        monkeypatch.setattr(GraphDecoder, "_capture", unsupported)
+        static.capture = True  # as on a GPU
+        attn = torch.cat([mask.bool(), torch.ones(len(PROMPTS), 1, dtype=torch.bool, device=device), torch.zeros(len(PROMPTS), 1, dtype=torch.bool, device=device)], dim=1)
+        tokens, position = torch.tensor([21, 22, 23], device=device), mask.sum(1, keepdim=True)
+        got = static(tokens, attn, position, P)
+        want = growing(tokens, attn[:, : P + 1], position)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not static.capture and "decoding without a graph" in caplog.text
+
+
 def test_rope_that_reads_the_sequence_length_takes_the_growing_step(device):
     torch.manual_seed(0)
     dynamic = LlamaForCausalLM(LlamaConfig(**SHAPE, rope_scaling={"rope_type": "dynamic", "factor": 2.0})).eval().to(device)

@@ -26,9 +26,13 @@ with RoPE that does not depend on the sequence length; everything else takes the
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from r1kit.rollout.fast_decode import FastDecoder
+
+log = logging.getLogger(__name__)
 
 CAPTURE_DEVICES = ("cuda",)
 """Device types whose engines decode through a GraphDecoder. On any other device type listed here
@@ -67,10 +71,14 @@ class GraphDecoder:
             self.inputs = (tokens.clone(), mask.clone(), position.clone(), torch.tensor([slot], device=mask.device))
         for buffer, value in zip(self.inputs, (tokens, mask, position, slot)):
             buffer.copy_(value) if isinstance(value, torch.Tensor) else buffer.fill_(value)
+        if self.capture and self.graph is None:
+            try:
+                self._capture()
+            except RuntimeError as error:  # an op this torch build cannot capture: the same step, uncaptured
+                log.warning("CUDA graph capture of the decode step failed (%s); decoding without a graph", str(error).splitlines()[0])
+                self.capture = False
         if not self.capture:
             return self._step()
-        if self.graph is None:
-            self._capture()
         self.graph.replay()
         return self.logits
 
