@@ -48,7 +48,7 @@ from r1kit.algorithms import completion_logprobs, group_advantages, policy_loss
 from r1kit.models.compile import compile_layers, eager_rollout
 from r1kit.rollout import HFEngine, SamplingParams
 
-from grpo_vs_trl import grpo_flops  # this script's directory is on sys.path when it runs
+from grpo_vs_trl import grpo_flops, matmul_peak  # this script's directory is on sys.path when it runs
 
 SHAPES = {
     # Qwen/Qwen2.5-0.5B's config.json (architecture fields only)
@@ -68,19 +68,6 @@ def build_model(shape: str, device: torch.device, seed: int = 0) -> Qwen2ForCaus
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())  # tied embeddings are one tensor: counted once
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def sync(device: torch.device) -> None:

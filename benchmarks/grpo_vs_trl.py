@@ -169,21 +169,23 @@ def matmul_peaks(threads: int, n: int = 2048, repeats: int = 8, dtype: str = "fp
     return peaks
 
 
-def gpu_peaks(device: str, precision: str, n: int = 8192, repeats: int = 10) -> dict[str, float]:
-    """{"torch.matmul": best FLOP/s of an n x n x n product on the GPU in `precision`}."""
+def matmul_peak(device, dtype, n: int, repeats: int = 10) -> float:
+    """Best FLOP/s of an n x n x n torch.matmul in `dtype` (a torch dtype) on `device`, every timing
+    bracketed by a synchronize on a GPU (gpu_bench.py uses it too)."""
     import torch
 
-    kind = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = torch.randn(n, n, device=device, dtype=kind), torch.randn(n, n, device=device, dtype=kind)
+    device = torch.device(device)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda device: None
     torch.matmul(a, b)
     best = float("inf")
     for _ in range(repeats):
-        torch.cuda.synchronize(device)
+        sync(device)
         t = time.perf_counter()
         torch.matmul(a, b)
-        torch.cuda.synchronize(device)
+        sync(device)
         best = min(best, time.perf_counter() - t)
-    return {"torch.matmul": 2 * n**3 / best}
+    return 2 * n**3 / best
 
 
 def step_flops(info: dict, prompt_len: float, completion_len: int) -> float:
@@ -422,7 +424,7 @@ def main() -> None:
         assert ids == [tok(t, add_special_tokens=False)["input_ids"] for t in rendered], "the tools would see different prompt ids"
         assert all(tok.decode(x) == t for x, t in zip(ids, rendered)), "the character tokenizer does not round-trip the prompts"
         prompt_len = statistics.mean(len(x) for x in ids)
-        measure_peaks = (lambda: matmul_peaks(args.threads, dtype=args.precision)) if args.device == "cpu" else (lambda: gpu_peaks(args.device, args.precision))
+        measure_peaks = (lambda: matmul_peaks(args.threads, dtype=args.precision)) if args.device == "cpu" else (lambda: {"torch.matmul": matmul_peak(args.device, torch.bfloat16 if args.precision == "bf16" else torch.float32, 8192)})
         peaks_before = measure_peaks()
         print(f"GRPO step, r1kit vs TRL: B={PROMPTS} prompts x G={GROUP}, beta={BETA}, mu=1, lr={LR}, {args.precision}, {args.threads} threads, "
               f"OMP_WAIT_POLICY={args.omp_wait_policy or 'unset'}, GOMP_SPINCOUNT={args.spin_count or 'unset'}, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)

@@ -69,8 +69,10 @@ class GraphDecoder:
     def __call__(self, tokens: torch.Tensor, mask: torch.Tensor, position: torch.Tensor, slot: int) -> torch.Tensor:
         if self.inputs is None:
             self.inputs = (tokens.clone(), mask.clone(), position.clone(), torch.tensor([slot], device=mask.device))
-        for buffer, value in zip(self.inputs, (tokens, mask, position, slot)):
-            buffer.copy_(value) if isinstance(value, torch.Tensor) else buffer.fill_(value)
+        else:
+            for buffer, value in zip(self.inputs, (tokens, mask, position)):
+                buffer.copy_(value)
+            self.inputs[3].fill_(slot)
         if self.capture and self.graph is None:
             try:
                 self._capture()
