@@ -178,6 +178,38 @@ def test_kl_penalty_adds_beta_times_the_estimate_and_is_reported():
     assert loss_0.item() == 0.0 and metrics_0["kl"] == pytest.approx(0.193147, abs=1e-6)
 
 
+@pytest.mark.parametrize("ratio_level", ["token", "sequence"])
+def test_kl_ratio_gives_the_exact_reverse_kl_gradient(ratio_level):
+    # Tokens sampled from pi (mu = 1, ratio 1), A = 0: only the KL term has a gradient.
+    # Plain k3 differentiates to (1 - ref / pi) grad log pi; weighted by the ratio it becomes
+    # (log pi - log ref) grad log pi, the gradient of KL(pi || ref) (DeepSeek-V3.2).
+    torch.manual_seed(0)
+    theta = torch.randn(2, 3, 5, requires_grad=True)  # logits of 2 rows x 3 positions
+    tokens = torch.tensor([[1, 4, 2], [0, 3, 3]])
+    ref_logp = torch.log_softmax(torch.randn(2, 3, 5), -1).gather(-1, tokens[..., None]).squeeze(-1)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+
+    def grads(kl_ratio):
+        logp = torch.log_softmax(theta, -1).gather(-1, tokens[..., None]).squeeze(-1)
+        loss, _ = policy_loss(logp, None, torch.zeros(2), mask, ref_logp=ref_logp, beta=0.5, ratio_level=ratio_level, kl_ratio=kl_ratio)
+        (grad,) = torch.autograd.grad(loss, theta)
+        return loss, grad
+
+    def expected(weight):  # 0.5 * seq-mean of token-mean of weight(d) * grad log pi
+        logp = torch.log_softmax(theta, -1).gather(-1, tokens[..., None]).squeeze(-1)
+        w = weight(logp.detach() - ref_logp) * mask
+        surrogate = 0.5 * ((w * logp).sum(-1) / mask.sum(-1)).mean()
+        return torch.autograd.grad(surrogate, theta)[0]
+
+    loss_plain, plain = grads(False)
+    loss_ratio, weighted = grads(True)
+    assert loss_ratio.item() == pytest.approx(loss_plain.item(), abs=1e-7)  # the ratio's value is 1
+    assert torch.allclose(plain, expected(lambda d: 1 - torch.exp(-d)), atol=1e-6)
+    # At either ratio level: GSPO's per-token ratio carries each token's own gradient (policy.py).
+    assert torch.allclose(weighted, expected(lambda d: d), atol=1e-6)
+    assert not torch.allclose(plain, weighted, atol=1e-3)
+
+
 def test_bad_mode_names_raise_with_the_choices():
     logp, mask = torch.zeros(1, 2), torch.ones(1, 2)
     with pytest.raises(R1kitError, match="seq_mean_token_mean, token_mean, seq_mean_token_sum_norm"):

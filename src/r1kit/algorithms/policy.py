@@ -42,6 +42,7 @@ def policy_loss(
     ref_logp: torch.Tensor | None = None,
     beta: float = 0.0,
     kl_kind: str = "k3",
+    kl_ratio: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate loss (plus optional KL penalty) and its clipping metrics.
 
@@ -53,6 +54,10 @@ def policy_loss(
     ratio_level: "token" (PPO/GRPO) or "sequence" (GSPO; pair it with seq_mean_token_mean, the
         aggregation its gradient is defined with).
     ref_logp, beta, kl_kind: adds beta * KL(pi || ref) per token (estimator `kl_kind`, see kl.py).
+    kl_ratio: multiply that KL term by the (unclipped) importance ratio at `ratio_level`. Its value
+        is 1 on fresh samples (mu = 1) but its gradient adds k * grad log pi, which makes k3's
+        gradient the exact gradient of KL(pi || ref), (log pi - log ref) grad log pi, where plain k3
+        gives (1 - ref / pi) grad log pi (DeepSeek-V3.2's unbiased KL; TRL's `use_bias_correction_kl`).
     Returns (loss scalar, metrics) with metrics as floats:
       clip/ratio_low   fraction of tokens with A < 0 and r < 1 - eps_low (lower clip active)
       clip/ratio_high  fraction of tokens with A > 0 and r > 1 + eps_high (upper clip active)
@@ -77,7 +82,7 @@ def policy_loss(
         kl = kl_estimate(logp, ref_logp, kl_kind)
         metrics["kl"] = masked_mean(kl.detach(), mask).item()
         if beta != 0.0:
-            per_token = per_token + beta * kl
+            per_token = per_token + beta * (kl * ratio if kl_ratio else kl)
     return aggregate(per_token, mask, loss_agg, max_len), metrics
 
 

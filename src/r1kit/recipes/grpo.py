@@ -1,7 +1,8 @@
 """GRPO with verifiable rewards (DeepSeekMath, Shao et al. 2024; DeepSeek-R1-Zero), and its variants
 by config: Dr. GRPO (advantage.scale=none, loss_agg=seq_mean_token_sum_norm), DAPO (eps_high
 clip-higher, dynamic_sampling, loss_agg=token_mean, overlong shaping), GSPO (ratio_level=sequence)
-and RLOO (advantage.kind=rloo).
+and RLOO (advantage.kind=rloo); kl_ratio weights the KL term by the importance ratio, DeepSeek-V3.2's
+exact KL gradient (TRL's default `use_bias_correction_kl`).
 
     build -> loop: prompts -> G samples each (rollout engine) -> rewards -> group advantages
           -> mu passes over mini-batches (clipped surrogate + beta * KL to a frozen reference)
@@ -97,6 +98,11 @@ class GRPOArgs:
     """KL coefficient to the reference model (0 loads no reference model)."""
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator (DeepSeekMath uses k3)."""
+    kl_ratio: bool = False
+    """Weight the KL term by the importance ratio (value 1 when mu = 1, gradient not): k3's gradient
+    becomes the exact gradient of KL(pi || ref) (DeepSeek-V3.2). TRL 1.x does this by default
+    (`use_bias_correction_kl=True`); false is DeepSeekMath's GRPO, whose k3 gradient pulls to the
+    reference by (1 - ref / pi) grad log pi."""
     eps_low: float = 0.2
     """Lower clip of the importance ratio."""
     eps_high: float = 0.2
@@ -645,7 +651,7 @@ def _accumulate_gradient(config: GRPOConfig, model, chunk, input_ids, attn, C, t
                 logp, None if old_logp is None else old_logp[piece], adv[piece], mask[piece],
                 eps_low=g.eps_low, eps_high=g.eps_high, ratio_level=g.ratio_level, loss_agg=g.loss_agg,
                 max_len=config.sampling.max_new_tokens, ref_logp=None if ref_logp is None else ref_logp[piece],
-                beta=g.beta, kl_kind=g.kl_kind,
+                beta=g.beta, kl_kind=g.kl_kind, kl_ratio=g.kl_ratio,
             )  # fmt: skip
             token_share = (float(mask[piece].sum()) / tokens if tokens > 0 else 0.0) if len(pieces) > 1 else 1.0
             weight = token_share if token_mean or len(pieces) == 1 else len(piece) / len(chunk)
