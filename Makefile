@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.r1kit-installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bench-learning clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/grpo_vs_trl.py
+
+bench-learning: $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python benchmarks/learning_vs_trl.py
 
 clean:
 	rm -rf $(VENV) runs .cache
