@@ -21,6 +21,7 @@ Fair by construction:
   rows, `prompt` already rendered with r1kit's `tiny` template (`Q: {prompt}\\nA: `), and `answer`.
   Both reward with `r1kit.data.tasks.arithmetic.TASK.reward` (r1kit: rewards=["arithmetic"]).
 - TRL: loss_type="grpo" (per-sequence token mean, r1kit's default loss_agg), scale_rewards="group",
+  use_bias_correction_kl=False (r1kit's default KL term; TRL's default weights it by the ratio),
   per_device_train_batch_size=64 with steps_per_generation=1 and gradient_accumulation_steps=1 (one
   optimizer step per 64 completions from 8 prompts), gradient checkpointing and bf16 OFF (TRL's
   GRPOConfig turns both on by default; r1kit does neither), optim="adamw_torch" (torch.optim.AdamW,
@@ -280,6 +281,7 @@ def run_trl(spec: dict, workdir: Path) -> dict:
         top_p=1.0,
         top_k=0,
         beta=BETA,
+        use_bias_correction_kl=False,  # TRL 1.16's default weights the KL by the ratio; r1kit's grpo.kl_ratio is off
         num_iterations=1,
         loss_type="grpo",
         scale_rewards="group",

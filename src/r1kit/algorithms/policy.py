@@ -58,6 +58,8 @@ def policy_loss(
         is 1 on fresh samples (mu = 1) but its gradient adds k * grad log pi, which makes k3's
         gradient the exact gradient of KL(pi || ref), (log pi - log ref) grad log pi, where plain k3
         gives (1 - ref / pi) grad log pi (DeepSeek-V3.2's unbiased KL; TRL's `use_bias_correction_kl`).
+        At ratio_level="sequence" the ratio's per-token form carries each token's own gradient
+        (`_log_ratio`), so the gradient is that same exact one; TRL's sequence weight differs there.
     Returns (loss scalar, metrics) with metrics as floats:
       clip/ratio_low   fraction of tokens with A < 0 and r < 1 - eps_low (lower clip active)
       clip/ratio_high  fraction of tokens with A > 0 and r > 1 + eps_high (upper clip active)
