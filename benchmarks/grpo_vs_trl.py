@@ -104,6 +104,8 @@ SIZES = {
 }
 CPU_SIZES = ["0.3M", "13M"]
 UNREACHABLE_EOS = "<unreachable-eos>"
+# TRL's GRPOConfig settings that keep a benchmark run quiet: no logging, evaluation, saving or bars.
+TRL_QUIET = dict(logging_strategy="no", report_to=[], eval_strategy="no", save_strategy="no", dataloader_num_workers=0, disable_tqdm=True, log_completions=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,13 +301,7 @@ def run_trl(spec: dict, workdir: Path) -> dict:
         model_init_kwargs={"dtype": "float32"},
         use_cpu=spec.get("device", "cpu") == "cpu",
         seed=SEED,
-        logging_strategy="no",
-        report_to=[],
-        eval_strategy="no",
-        save_strategy="no",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        log_completions=False,
+        **TRL_QUIET,
     )
     seen: dict[str, list[float]] = {"step_s": [], "rollout_s": [], "length": [], "reward": []}
     generating = [0.0]

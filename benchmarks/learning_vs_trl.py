@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from grpo_vs_trl import set_waits  # this script's directory is on sys.path when it runs
+from grpo_vs_trl import TRL_QUIET, set_waits  # this script's directory is on sys.path when it runs
 
 from r1kit.openmp import SPIN_COUNT  # torch-free: the waits are set before torch loads OpenMP
 
@@ -120,13 +120,7 @@ def run_trl(spec: dict, out: Path) -> dict:
         gradient_checkpointing=False,
         use_cpu=True,
         seed=spec["seed"],
-        logging_strategy="no",
-        report_to=[],
-        eval_strategy="no",
-        save_strategy="no",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        log_completions=False,
+        **TRL_QUIET,
     )
     seen: dict[str, list[float]] = {"step_s": [], "reward": [], "accuracy": [], "format": [], "length": [], "lr": [], "grad_norm": []}
 
