@@ -207,3 +207,19 @@ def test_micro_batches_accumulate_the_whole_mini_batchs_update(tiny_model_dir, t
 def test_negative_micro_batch_rows_is_one_clear_error(tiny_model_dir, tmp_path):
     with pytest.raises(R1kitError, match="grpo.micro_batch_rows=-1"):
         grpo.train(make_config(tiny_model_dir, tmp_path, grpo={"steps": 1, "prompts_per_step": 2, "group_size": 4, "micro_batch_rows": -1}))
+
+
+def test_kl_ratio_changes_only_the_kl_terms_gradient(tiny_model_dir, tmp_path):
+    """grpo.kl_ratio reaches the loss: the first step (policy = reference, KL and its gradient 0
+    either way) is the same, the second's rollouts are the same and its gradient is not."""
+    def run(kl_ratio):
+        config = make_config(
+            tiny_model_dir, tmp_path, rewards=[f"{__name__}:distinct_reward"], run__name=f"kl-ratio-{kl_ratio}", run__threads=1, eval_before=False,
+            samples_every=0, grpo={"steps": 2, "prompts_per_step": 2, "group_size": 4, "beta": 1.0, "kl_ratio": kl_ratio},
+        )  # fmt: skip
+        return [r for r in read_rows(grpo.train(config)) if "grad_norm" in r]
+
+    plain, weighted = run(False), run(True)
+    assert plain[0]["grad_norm"] == pytest.approx(weighted[0]["grad_norm"], rel=1e-6)
+    assert plain[1]["reward/mean"] == weighted[1]["reward/mean"] and plain[1]["kl"] == pytest.approx(weighted[1]["kl"], rel=1e-6)
+    assert plain[1]["kl"] > 0 and abs(plain[1]["grad_norm"] - weighted[1]["grad_norm"]) > 1e-4 * plain[1]["grad_norm"]

@@ -99,7 +99,7 @@ class GRPOArgs:
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator (DeepSeekMath uses k3)."""
     kl_ratio: bool = False
-    """Weight the KL term by the importance ratio (value 1 when mu = 1, gradient not): k3's gradient
+    """Weight the KL term by the importance ratio (1 when mu = 1, but not its gradient): k3's gradient
     becomes the exact gradient of KL(pi || ref) (DeepSeek-V3.2). TRL 1.x does this by default
     (`use_bias_correction_kl=True`); false is DeepSeekMath's GRPO, whose k3 gradient pulls to the
     reference by (1 - ref / pi) grad log pi."""
