@@ -190,19 +190,18 @@ def train(tool: str, spec: dict) -> dict:
     return json.loads(result.read_text())
 
 
-def heldout(path: str, k: int) -> dict:
-    """Greedy accuracy and pass@1 over k samples on the held-out split, scored by the task."""
+def heldout(path: str, k: int, rows: list[dict]) -> dict:
+    """Greedy accuracy and pass@1 over k samples on the held-out `rows`, scored by the task."""
     from dataclasses import replace
 
     from r1kit.eval.evaluate import evaluate
     from r1kit.eval.scoring import scorer_for
-    from r1kit.data.source import load_split
     from r1kit.models.load import load_model, load_tokenizer
 
     cfg = grpo_config(path, Path("."), 0, 1)
     score, extract = scorer_for(cfg.data)
     model, tok = load_model(path), load_tokenizer(path)
-    return evaluate(model, tok, load_split(cfg.data, "test"), score, extract, replace(cfg.eval, k=k, temperature=1.0), cfg.data.template)
+    return evaluate(model, tok, rows, score, extract, replace(cfg.eval, k=k, temperature=1.0), cfg.data.template)
 
 
 def spread(values: list[float]) -> str:
@@ -237,8 +236,11 @@ def main() -> None:
     stages = json.loads((run_pipeline(demo) / "stages.json").read_text())
     start = str(Path(stages["sft"]) / "model")
 
+    from r1kit.data.source import load_split
+
+    test_rows = load_split(grpo_config(start, out, 0, 1).data, "test")
     t0 = time.perf_counter()
-    before = heldout(start, args.k)
+    before = heldout(start, args.k, test_rows)
     runs: dict[str, list[dict]] = {"r1kit": [], "trl": []}
     for seed in args.seeds:
         for tool in runs:
@@ -246,7 +248,7 @@ def main() -> None:
             Path(spec["out"]).mkdir(parents=True, exist_ok=True)
             res = train(tool, spec)
             res["seed"] = seed
-            res["after"] = heldout(res["model"], args.k)
+            res["after"] = heldout(res["model"], args.k, test_rows)
             runs[tool].append(res)
             print(f"  {tool} seed {seed}: {res['wall_s']:.0f} s, reward {res['reward'][0]:.3f} -> {res['reward'][-1]:.3f}, "
                   f"held-out pass@1 {before['pass@1']:.3f} -> {res['after']['pass@1']:.3f}", file=sys.stderr, flush=True)
@@ -255,7 +257,7 @@ def main() -> None:
         return statistics.mean(xs[:n]), statistics.mean(xs[-n:])
 
     print(f"GRPO from the demo's SFT model ({args.steps} steps, 8 prompts x 8 samples, lr 1e-4, beta 0.04{', KL x ratio' if args.kl_ratio else ''}, fp32, {THREADS} threads, "
-          f"torch {torch.__version__}); held-out: {len(load_test_rows())} prompts, pass@1 over k={args.k} samples at T=1")
+          f"torch {torch.__version__}); held-out: {len(test_rows)} prompts, pass@1 over k={args.k} samples at T=1")
     print(f"start: greedy {before['greedy_acc']:.3f}, pass@1 {before['pass@1']:.3f}")
     head = f"{'tool':<6} {'seed':>4} {'s/step':>7} {'reward first5':>13} {'last5':>6} {'acc first5':>10} {'last5':>6} {'format last5':>12} {'len last5':>9} {'greedy':>7} {'pass@1':>7}"
     print(head)
@@ -279,12 +281,6 @@ def main() -> None:
     gap = statistics.mean(summary["r1kit"]["pass@1"]) - statistics.mean(summary["trl"]["pass@1"])
     print(f"held-out pass@1, r1kit minus TRL: {gap:+.3f}; {time.perf_counter() - t0:.0f} s")
     (out / "learning_vs_trl.json").write_text(json.dumps({"before": before, "runs": runs, "summary": summary}, indent=2))
-
-
-def load_test_rows() -> list[dict]:
-    from r1kit.data.source import load_split
-
-    return load_split(grpo_config(".", Path("."), 0, 1).data, "test")
 
 
 if __name__ == "__main__":
