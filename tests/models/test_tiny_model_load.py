@@ -172,3 +172,36 @@ def test_a_model_without_gradient_checkpointing_is_a_one_line_error():
 
     with pytest.raises(R1kitError, match=r"NoCheckpointing cannot use gradient checkpointing .*set model.gradient_checkpointing=false"):
         training_options(NoCheckpointing(), ModelArgs(gradient_checkpointing=True))
+
+
+class _Loaded:
+    """What a patched from_pretrained returns: records whether the model was moved afterwards."""
+
+    def __init__(self):
+        self.moved_to = None
+
+    def to(self, device):
+        self.moved_to = device
+        return self
+
+
+@pytest.mark.parametrize("accelerate", [True, False])
+def test_an_accelerator_model_loads_straight_onto_its_device_when_accelerate_is_there(tiny_model_dir, monkeypatch, accelerate):
+    from r1kit.models import load
+
+    calls = []
+
+    def from_pretrained(path, **kwargs):
+        calls.append(kwargs)
+        return _Loaded()
+
+    monkeypatch.setattr(load.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(load, "is_accelerate_available", lambda: accelerate)
+    model = load.load_model(str(tiny_model_dir), "bfloat16", "cuda:1")
+    if accelerate:  # weights go to the device as they load, never all in host memory
+        assert calls[0]["device_map"] == "cuda:1" and model.moved_to is None
+    else:  # loaded on the host, then moved
+        assert "device_map" not in calls[0] and model.moved_to == torch.device("cuda:1")
+    assert calls[0]["dtype"] == torch.bfloat16
+    load.load_model(str(tiny_model_dir), "float32", "cpu")  # on the CPU: no device map, whatever is installed
+    assert "device_map" not in calls[1]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers.utils import is_accelerate_available
 from transformers.utils import logging as hf_logging
 
 from r1kit.algorithms.logprobs import chunked_head_problem, inner_model
@@ -83,7 +84,9 @@ def load_tokenizer(path_or_id: str) -> PreTrainedTokenizerBase:
 
 
 def load_model(path_or_id: str, dtype: str = "float32", device: str = "auto", attn_implementation: str = "") -> PreTrainedModel:
-    """A causal LM on `device` in `dtype` (`auto` keeps the checkpoint's dtype)."""
+    """A causal LM on `device` in `dtype` (`auto` keeps the checkpoint's dtype). Off the CPU, the
+    weights load straight onto the device (transformers' `device_map`, which needs the accelerate
+    package; without it the model is loaded on the host and moved)."""
     _check_exists(path_or_id)
     if dtype != "auto" and dtype not in DTYPES:
         raise R1kitError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES) + ['auto']}")
@@ -92,14 +95,19 @@ def load_model(path_or_id: str, dtype: str = "float32", device: str = "auto", at
 
         base = load_model(adapter_base(path_or_id), dtype, device, attn_implementation)
         return load_adapter(base, path_or_id, trainable=False).merge_and_unload()
+    target = resolve_device(device)
     kwargs = {"dtype": "auto" if dtype == "auto" else DTYPES[dtype]}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if target.type != "cpu" and is_accelerate_available():
+        # Straight onto the accelerator, as TRL loads it: loaded on the host first, the whole model
+        # would pass through host memory (and stay in the process's peak RSS).
+        kwargs["device_map"] = str(target)
     try:
         model = AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
     except OSError as e:
         raise R1kitError(f"could not load a model from {path_or_id!r} ({str(e).splitlines()[0]}); check the path or hub id") from None
-    return model.to(resolve_device(device))
+    return model if "device_map" in kwargs else model.to(target)
 
 
 def load_policy(args: ModelArgs, device: str | None = None, weights: str | Path | None = None) -> torch.nn.Module:
