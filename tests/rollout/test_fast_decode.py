@@ -155,3 +155,26 @@ def test_packing_follows_the_work_per_step_and_the_dtype(monkeypatch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not FastDecoder.build(model, cache, ids.shape[1] + 4).packed
     assert not FastDecoder.build(model.to(torch.float64), cache, ids.shape[1] + 4).packed
+
+
+@pytest.mark.parametrize("make_model", MODELS.values(), ids=MODELS.keys())
+def test_under_autocast_the_weights_are_cast_once_and_the_logits_stay_the_same_to_the_bit(make_model):
+    # A CUDA graph is captured with autocast's cast cache off, so the step holds its weights already
+    # cast; each product must then round exactly as autocast's own cast would have it round.
+    model = make_model()
+    ids, mask = left_pad(PROMPTS, PAD, torch.device("cpu"))
+    P = ids.shape[1]
+    tokens = torch.tensor([21, 22, 23])
+    step_mask = torch.cat([mask.bool(), torch.ones(3, 1, dtype=torch.bool)], dim=1)
+    position = mask.sum(1, keepdim=True)
+    logits = {}
+    with torch.inference_mode(), cpu_decode_attention(model), torch.autocast("cpu", dtype=torch.bfloat16):
+        for precast in (True, False):
+            cache = make_cache(model, capacity=P + 4)
+            model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), use_cache=True, **{model_cache_argument(model): cache})
+            decoder = FastDecoder(model, cache, precast=precast)
+            assert decoder.head_weight.dtype == (torch.bfloat16 if precast else torch.float32)
+            logits[precast] = decoder(tokens, step_mask, position)
+    assert torch.equal(logits[True], logits[False])
+    with torch.inference_mode():  # outside autocast nothing is cast
+        assert FastDecoder(model, make_cache(model, capacity=P + 4)).head_weight.dtype == torch.float32

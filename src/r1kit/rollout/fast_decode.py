@@ -68,15 +68,21 @@ class FastDecoder:
     attention runs over the whole buffer and `mask` is [N, capacity]; the cache's length is not
     advanced."""
 
-    def __init__(self, model, cache, packed: bool = False):
+    def __init__(self, model, cache, packed: bool = False, precast: bool = True):
         decoder = model.get_decoder()
         self.embed = decoder.embed_tokens.weight
         self.rotary = decoder.rotary_emb
         self.norm = _norm(decoder.norm)
         head = model.get_output_embeddings()
-        self.head_weight, self.head_bias = head.weight, head.bias
+        device = head.weight.device.type
+        # Under autocast every product casts its weights to the autocast dtype. Inside one autocast
+        # region the casts are cached, but a CUDA graph is captured with that cache off (graph_decode),
+        # so each replay would cast every weight again: cast once here instead, for the rollout. The
+        # products then find their weights in the autocast dtype and compute exactly as before.
+        cast = torch.get_autocast_dtype(device) if precast and not packed and torch.is_autocast_enabled(device) else None
+        self.head_weight, self.head_bias = _linear(head, cast)
         self.packed = packed
-        project = functools.partial(_packed_projections, rows=_rows(cache)) if packed else _plain_projections
+        project = functools.partial(_packed_projections, rows=_rows(cache)) if packed else functools.partial(_plain_projections, cast=cast)
         self.layers = []
         for layer, cache_layer in zip(decoder.layers, cache.layers):
             attn = layer.self_attn
@@ -164,12 +170,13 @@ def _onednn_linear_available() -> bool:
     return bool(torch.equal(out, torch.full((1, 2), 3.0)))
 
 
-def _plain_projections(attn, mlp):
-    """(qkv, o, mlp) functions of a layer through `F.linear` on the model's own weights: qkv(h) gives
-    q, k, v [N, .]; the MLP in column layout, W @ h^T, which MKL runs 8-12% faster than h @ W^T for a
-    few dozen rows against [1536, 384] weights (NOTES.md), same products."""
-    q, k, v, o = (_linear(m) for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj))
-    gate, up, down = (_linear(m) for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+def _plain_projections(attn, mlp, cast: torch.dtype | None = None):
+    """(qkv, o, mlp) functions of a layer through `F.linear` on the model's own weights (or on copies
+    cast to `cast`, the autocast dtype): qkv(h) gives q, k, v [N, .]; the MLP in column layout,
+    W @ h^T, which MKL runs 8-12% faster than h @ W^T for a few dozen rows against [1536, 384]
+    weights (NOTES.md), same products."""
+    q, k, v, o = (_linear(m, cast) for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj))
+    gate, up, down = (_linear(m, cast) for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
 
     def qkv(h):
         return F.linear(h, *q), F.linear(h, *k), F.linear(h, *v)
@@ -231,8 +238,12 @@ def _columns(linear: tuple[torch.Tensor, torch.Tensor | None], xt: torch.Tensor)
     return weight @ xt if bias is None else torch.addmm(bias.unsqueeze(1), weight, xt)
 
 
-def _linear(module: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return module.weight, module.bias
+def _linear(module: torch.nn.Linear, cast: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A linear layer's (weight, bias), cast to `cast` as autocast would cast them (None: as they are)."""
+    weight, bias = module.weight, module.bias
+    if cast is None or weight.dtype == torch.float64:  # autocast leaves float64 alone
+        return weight, bias
+    return weight.to(cast), None if bias is None else bias.to(cast)
 
 
 def _norm(module):

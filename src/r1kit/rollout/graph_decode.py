@@ -16,7 +16,9 @@ reads lives in buffers this class owns (tokens, mask, positions, slot), refilled
 The graph is captured at a rollout's first decode step (the cache's buffers are new each rollout;
 the weights are the model's own tensors, updated in place by the optimizer, so a capture sees the
 current policy) under the caller's autocast, with autocast's weight-cast cache off (a cached cast
-would be freed at the end of the autocast region while the graph still reads it). Sampling stays
+would be freed at the end of the autocast region while the graph still reads it); the flat step
+holds its projection weights already cast to the autocast dtype (cast once when it is built, for
+the rollout), so a replay does not cast them again. Sampling stays
 outside the graph (its random generator advances per step). Same arithmetic as the flat step, so
 the same logits up to float rounding (masked columns add exact zeros to the softmax).
 
