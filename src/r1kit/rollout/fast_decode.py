@@ -72,6 +72,7 @@ class FastDecoder:
         decoder = model.get_decoder()
         self.embed = decoder.embed_tokens.weight
         self.rotary = decoder.rotary_emb
+        self.rope_tables = _rope_tables(self.rotary, self.embed, cache.layers[0].capacity)
         self.norm = _norm(decoder.norm)
         head = model.get_output_embeddings()
         device = head.weight.device.type
@@ -117,8 +118,12 @@ class FastDecoder:
 
     def __call__(self, tokens: torch.Tensor, mask: torch.Tensor, position: torch.Tensor, slot: torch.Tensor | None = None) -> torch.Tensor:
         x = F.embedding(tokens, self.embed)  # [N, d]
-        cos, sin = self.rotary(x, position)  # [N, 1, D]
-        keep = mask[:, None, None, :]  # [N, 1, 1, T]
+        if self.rope_tables is not None:
+            cos, sin = (table[position] for table in self.rope_tables)  # [N, 1, D]
+        else:
+            cos, sin = self.rotary(x, position)
+            sin = _signed(sin)
+        drop = ~mask[:, None, None, :]  # [N, 1, 1, T]
         N = x.shape[0]
         plain = x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)  # exact float32 scores by a plain matmul
         for norm1, qkv, o_proj, norm2, mlp, D, scaling, cache in self.layers:
@@ -129,7 +134,7 @@ class FastDecoder:
             keys, values = _append(cache, k, v) if slot is None else _write(cache, k, v, slot)  # [N, KV, T, D]
             kv_heads = keys.shape[1]
             scores = decode_scores(q.view(N, kv_heads, -1, D), keys, scaling, plain)  # [N, KV, g, T] float32
-            scores = scores.masked_fill_(~keep, float("-inf"))
+            scores = scores.masked_fill_(drop, float("-inf"))
             out = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(values.dtype), values)  # [N, KV, g, D]
             x = x + o_proj(out.reshape(N, -1))
             x = x + mlp(norm2(x))
@@ -247,8 +252,13 @@ def _linear(module: torch.nn.Linear, cast: torch.dtype | None = None) -> tuple[t
 
 
 def _norm(module):
-    """The RMSNorm `module` as a function, with transformers' arithmetic (float32 statistics)."""
+    """The RMSNorm `module` as a function, with transformers' arithmetic (float32 statistics). For
+    float32 weights that is `F.rms_norm`'s arithmetic too (x * rsqrt(mean(x^2) + eps) * weight, the
+    same ops in the same order, one call instead of six; the step's inputs are then float32)."""
     weight, eps = module.weight, module.variance_epsilon
+    if weight.dtype == torch.float32:
+        shape = tuple(weight.shape)
+        return lambda x: F.rms_norm(x, shape, weight, eps)
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         h = x.to(torch.float32)
@@ -258,10 +268,36 @@ def _norm(module):
     return norm
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of x [N, heads, D] at cos / sin [N, 1, D], as transformers applies it."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x [N, heads, D] at cos [N, 1, D] and the sine with its first half negated
+    (`_ROTATE_SIGN`), as transformers applies it: x cos + rotate_half(x) sin, where rotate_half(x) =
+    (-x2, x1) is the halves swapped (one roll) times that sign. The same products to the bit."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
+
+
+_ROTATE_SIGN = torch.tensor([-1.0, 1.0])
+"""Per half of the head dimension: rotate_half's sign (expanded to D by `_signed`)."""
+
+_LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
+"""RoPE types whose frequencies depend on the sequence length (their rotary module reads the
+positions on the host): no position tables, and no CUDA graph (graph_decode)."""
+
+
+def _signed(sin: torch.Tensor) -> torch.Tensor:
+    """sin [..., D] with its first half negated (rotate_half's sign, exact)."""
+    return sin * _ROTATE_SIGN.to(sin).repeat_interleave(sin.shape[-1] // 2)
+
+
+def _rope_tables(rotary, embed: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """cos and signed sin [capacity + 1, D] of every position a rollout can reach, from the model's
+    own rotary module in one call (each entry is computed as the per-step call computes it: the same
+    numbers), for a table lookup per step instead of the module's dozen ops; None for RoPE types whose
+    frequencies depend on the sequence length (the step then calls the module)."""
+    if getattr(rotary, "rope_type", "default") in _LENGTH_DEPENDENT_ROPE:
+        return None
+    positions = torch.arange(capacity + 1, device=embed.device)[None]  # [1, capacity + 1]
+    cos, sin = rotary(embed[:1], positions)  # [1, capacity + 1, D]
+    return cos[0], _signed(sin)[0]  # [capacity + 1, D]: indexed by positions [N, 1], [N, 1, D]
 
 
 def _write(layer, key: torch.Tensor, value: torch.Tensor, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,7 +32,7 @@ import logging
 
 import torch
 
-from r1kit.rollout.fast_decode import FastDecoder
+from r1kit.rollout.fast_decode import _LENGTH_DEPENDENT_ROPE, FastDecoder
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ CAPTURE_DEVICES = ("cuda",)
 """Device types whose engines decode through a GraphDecoder. On any other device type listed here
 (the tests add "cpu") the same static-shape step runs eagerly, uncaptured."""
 
-_LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")  # their rotary module reads the positions on the host
 
 
 class GraphDecoder:

@@ -23,7 +23,7 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         logp = torch.log_softmax(logits, dim=-1)
         tokens = logp.argmax(dim=-1)
     else:
-        logp = torch.log_softmax(logits / params.temperature, dim=-1)
+        logp = torch.log_softmax(logits / params.temperature if params.temperature != 1.0 else logits, dim=-1)
         tokens = _draw(_truncate(logp, params.top_k, params.top_p), generator)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
