@@ -42,7 +42,14 @@ def mistral():
     return MistralForCausalLM(MistralConfig(**SHAPE, sliding_window=None)).eval()
 
 
-MODELS = {"qwen2": tiny_qwen2, "qwen2-tied": qwen2_tied, "llama": llama_biases_and_scaled_rope, "mistral": mistral}
+def llama_dynamic_rope():
+    # RoPE whose frequencies follow the sequence length: no position tables, the rotary module per step.
+    torch.manual_seed(4)
+    config = LlamaConfig(**{**SHAPE, "max_position_embeddings": 8}, rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    return LlamaForCausalLM(config).eval()
+
+
+MODELS = {"qwen2": tiny_qwen2, "qwen2-tied": qwen2_tied, "llama": llama_biases_and_scaled_rope, "mistral": mistral, "llama-dynamic-rope": llama_dynamic_rope}
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
 
 

@@ -41,7 +41,6 @@ CAPTURE_DEVICES = ("cuda",)
 (the tests add "cpu") the same static-shape step runs eagerly, uncaptured."""
 
 
-
 class GraphDecoder:
     """Static-shape decode steps of `model` over a preallocated `cache`, captured as a CUDA graph on a
     CUDA device (run eagerly elsewhere). Call with tokens [N], the full attention mask [N, capacity]
