@@ -5,7 +5,8 @@ top-p), their arithmetic-task reward, group-normalised advantages, one policy fo
 (mu = 1, so no old log-probs), a frozen-reference forward for the k3 KL (beta = 0.04), and one AdamW
 step (lr 1e-6, no weight decay, grad-norm clip 1.0, constant schedule), fp32 (or, with
 --precision bf16, bf16 autocast over fp32 weights in both tools: TRL's bf16=True, r1kit's
-precision=bf16), 2 torch threads.
+precision=bf16), 2 torch threads (on CPU r1kit's default splits each rollout's prompts between two
+processes of one thread each, `r1kit/rollout/workers.py`: the same two cores).
 
 Fair by construction:
 
@@ -31,8 +32,10 @@ Fair by construction:
   tools run with the waits r1kit's command line sets (r1kit/openmp.py). `--omp-wait-policy ''`
   leaves both variables unset: OpenMP's spinning threads, what a TRL user gets.
 
-Each measurement runs in a fresh subprocess (so its peak RSS, from getrusage, is its own), and the
-tools alternate r1kit, TRL, r1kit, TRL ... at each setting. Step time: r1kit's `perf/step_s` from
+Each measurement runs in a fresh subprocess (so its peak RSS, from getrusage, is its own; r1kit's
+adds the private memory of the rollout worker processes it forks on CPU, `r1kit/rollout/workers.py`,
+which getrusage does not see: each worker's own pages at their peak, beside the shared weights and
+code it maps from the process), and the tools alternate r1kit, TRL, r1kit, TRL ... at each setting. Step time: r1kit's `perf/step_s` from
 metrics.jsonl (rollout + reward + update, timed inside the loop: the final eval and save after the
 loop are excluded); TRL's is on_step_begin -> on_step_end of a TrainerCallback (generation happens
 inside the step; logging after it). The first `--warmup` steps of each run are dropped and the
@@ -349,6 +352,11 @@ def worker(tool: str, spec_json: str, out: str) -> None:
         result = (run_r1kit if tool == "r1kit" else run_trl)(spec, Path(tmp))
     result["threads"] = torch.get_num_threads()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    if tool == "r1kit":  # r1kit's rollout worker processes: what they held beyond the pages they share
+        from r1kit.rollout import workers
+
+        result["worker_private_mb"] = workers.peak_private_bytes() / 2**20
+        result["peak_rss_mb"] += result["worker_private_mb"]
     result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     Path(out).write_text(json.dumps(result))
 

@@ -110,7 +110,7 @@ ROWS = [{"prompt": "3+4=?", "answer": "7"}, {"prompt": "1+2=?", "answer": "3"}]
 class ScriptedEngine:
     """Stands in for HFEngine: answers each prompt from SCRIPT; a completion's length is its chars."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, processes=0):
         self.tokenizer = tokenizer
         self.calls: list = []
 

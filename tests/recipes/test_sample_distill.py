@@ -120,7 +120,7 @@ def sample_config(model_dir, out_dir, *extra):
 @pytest.fixture
 def scripted(monkeypatch):
     calls: list = []
-    monkeypatch.setattr(rs, "HFEngine", lambda model, tokenizer: ScriptedEngine(tokenizer, calls))
+    monkeypatch.setattr(rs, "HFEngine", lambda model, tokenizer, processes=0: ScriptedEngine(tokenizer, calls))
     return calls
 
 

@@ -28,14 +28,16 @@ def evaluate(
     system_prompt: str = "",
     seed: int = 1234,
     samples_out: list[dict[str, Any]] | None = None,
+    processes: int = 0,
 ) -> dict[str, float]:
     """Metrics over `rows` (each with `prompt` and the columns `score` needs).
 
     `score(completions, **columns)` is a reward function; full marks (>= 1) count as correct.
     `extract(text)` gives the final answer used for majority voting. When `samples_out` is a list,
-    the greedy completions are appended to it as {prompt, completion, correct}.
+    the greedy completions are appended to it as {prompt, completion, correct}. `processes`: the
+    rollout engine's (`HFEngine`).
     """
-    engine = HFEngine(model, tokenizer)
+    engine = HFEngine(model, tokenizer, processes=processes)
     texts = [render_prompt(r["prompt"], template, tokenizer, system_prompt) for r in rows]
     out: dict[str, float] = {}
     greedy = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens, n=1)

@@ -137,7 +137,7 @@ def train(config: DistillConfig) -> Path:
     score, extract = scorer_for(config.data)
 
     def run_eval(target=None) -> dict[str, float]:
-        return evaluate(model if target is None else target, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt)
+        return evaluate(model if target is None else target, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
 
     results: dict[str, Any] = {}
     if config.eval_before:
@@ -158,7 +158,7 @@ def train(config: DistillConfig) -> Path:
     else:
         losses = train_kd(config, model, teacher, tokenizer, prompt_ids, examples, logger, run_eval)
     samples: list[dict] = []
-    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples)
+    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples, processes=config.run.rollout_processes)
     logger.log({f"eval/{k}": v for k, v in results["after"].items()}, config.steps)
     logger.close()
     results["loss_first"], results["loss_last"] = losses[0], losses[-1]
@@ -319,7 +319,7 @@ def train_kd(
 
     prompt_ids[i] is the prompt of examples[i] (examples is None when every batch is sampled).
     """
-    engine = HFEngine(model, tokenizer) if config.mode == "on_policy" and config.lmbda > 0 else None
+    engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes) if config.mode == "on_policy" and config.lmbda > 0 else None
     lmbda = config.lmbda if engine is not None else 0.0
     opt = build_optimizer(model.parameters(), config.optim)
     sched = build_scheduler(opt, config.optim, config.steps)

@@ -230,6 +230,6 @@ def _task_evaluator(config: DPOConfig, model, tokenizer):
     rows = task.generate("test", config.task_eval_size, seed=config.data.seed)
 
     def run() -> dict[str, float]:
-        return evaluate(model, tokenizer, rows, task.reward, task.extract_answer, config.eval, config.data.template, config.data.system_prompt)
+        return evaluate(model, tokenizer, rows, task.reward, task.extract_answer, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
 
     return run

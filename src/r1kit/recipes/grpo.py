@@ -234,7 +234,7 @@ def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
     ref = _reference(config, model, resume_from)
     rows, truncate_to, skipped_long = fit_prompts(config, rows, tokenizer, model)
     run_dir = Path(dist_.broadcast_object(str(create_run(config, "grpo", str(device))) if dist.is_main else None, dist))
-    engine = HFEngine(model, tokenizer)  # generation runs on the plain module, the update through DDP
+    engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes)  # generation runs on the plain module, the update through DDP
     learner = dist_.wrap_ddp(model, dist)
     stream = PromptStream(rows, config.run.seed)
     opt = build_optimizer(model.parameters(), config.optim)
@@ -251,7 +251,7 @@ def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
     main = dist.is_main
 
     def run_eval() -> dict[str, float]:
-        return evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt)
+        return evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
 
     def snapshot() -> dict[str, Any]:
         """Everything besides weights and optimizer that step `done` ends with (all ranks' RNGs)."""
@@ -310,7 +310,7 @@ def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
         raise
     if main:
         samples: list[dict] = []
-        results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples)
+        results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples, processes=config.run.rollout_processes)
         logger.log({f"eval/{k}": v for k, v in results["after"].items()}, g.steps)
         _write_results(run_dir, model, tokenizer, results, samples)
     logger.close()

@@ -138,7 +138,7 @@ def train(config: PPOConfig) -> Path:
     model = load_trainable(config.model)
     ref = _frozen_copy(model)
     value_model = training_options(load_scalar_model(p.value_model or config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device), config.model)
-    engine = HFEngine(model, tokenizer)
+    engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes)
     composer = RewardComposer(list(config.rewards) or [config.data.task or "math"])
     rows = load_split(config.data, "train", required=("prompt",))
     test_rows = load_split(config.data, "test")
@@ -151,7 +151,7 @@ def train(config: PPOConfig) -> Path:
     logger = MetricLogger(run_dir, config.run.tensorboard)
 
     def run_eval() -> dict[str, float]:
-        return evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt)
+        return evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
 
     results: dict[str, Any] = {}
     if config.eval_before:
@@ -175,7 +175,7 @@ def train(config: PPOConfig) -> Path:
             if not config.run.progress and step % max(1, config.run.log_every) == 0:
                 console.print(format_line(step, metrics, ("reward/mean", "objective/kl", "vf/explained_var", "eval/pass@1")))
     samples: list[dict] = []
-    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples)
+    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples, processes=config.run.rollout_processes)
     logger.log({f"eval/{k}": v for k, v in results["after"].items()}, p.steps)
     logger.close()
     save_model(model, tokenizer, run_dir / "model")

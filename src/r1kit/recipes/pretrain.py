@@ -101,7 +101,7 @@ def train(config: PretrainConfig) -> Path:
     )
     save_model(model, tokenizer, run_dir / "model")  # before evaluation: nothing trained is lost
     test_rows = task.generate("test", config.test_size, seed=0)
-    result = evaluate(model, tokenizer, test_rows, task.reward, task.extract_answer, config.eval, "tiny")
+    result = evaluate(model, tokenizer, test_rows, task.reward, task.extract_answer, config.eval, "tiny", processes=config.run.rollout_processes)
     logger.log({f"eval/{k}": v for k, v in result.items()}, config.steps)
     logger.close()
     (run_dir / "eval.json").write_text(json.dumps({"after": result, "loss_first": losses[0], "loss_last": losses[-1]}, indent=2))

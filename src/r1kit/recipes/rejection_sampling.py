@@ -115,7 +115,7 @@ def train(config: SampleConfig) -> Path:
     composer = RewardComposer([_named(score, verifier_name(config.data)), "format", {"name": "language", "kwargs": {"target": config.language}}])
     tokenizer = load_tokenizer(config.model.path)
     model = load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation)
-    engine = HFEngine(model, tokenizer)
+    engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes)
     provenance = {"model": config.model.path, "step": source_step(config.model.path)}
     logger = MetricLogger(run_dir, config.run.tensorboard)
 
@@ -155,7 +155,7 @@ def train(config: SampleConfig) -> Path:
     final = {**tally.totals(), **{f"sample/{key}": v for key, v in sampling.items()}, "sample/mixed": len(mixed), "sample/rows": len(out)}
     if config.evaluate:
         test_rows = load_split(config.data, "test")
-        after = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt)
+        after = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
         results = {"after": after, "sampling": sampling}
         final.update({f"eval/{key}": v for key, v in after.items()})
     n = tally.completions

@@ -76,7 +76,7 @@ def train(config: SFTConfig) -> Path:
     score, extract = scorer_for(config.data)
 
     def run_eval(step: int) -> dict[str, float]:
-        return evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt)
+        return evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
 
     results = {}
     if config.eval_before:
@@ -90,7 +90,7 @@ def train(config: SFTConfig) -> Path:
         on_eval=run_eval, progress=config.run.progress, description="sft", chunked_head=config.model.chunked_lm_head,
     )
     samples: list[dict] = []
-    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples)
+    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples, processes=config.run.rollout_processes)
     logger.log({f"eval/{k}": v for k, v in results["after"].items()}, config.steps)
     logger.close()
     results["loss_first"], results["loss_last"] = losses[0], losses[-1]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 
 from r1kit.errors import R1kitError
 
@@ -53,8 +54,9 @@ class SamplingParams:
 
     seed: int | None = None
     """Seed of the sampling generator. The same seed, prompts and parameters give the same
-    completions on the same device, dtype and number of threads (a row's draw depends on its
-    place in the batch). None draws a fresh seed on every call."""
+    completions on the same device, dtype, number of threads and of rollout processes (a row's draw
+    depends on its place in the batch; each process's share of a split rollout has a seed of its
+    own, `workers.worker_seed`). None draws a fresh seed on every call."""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -135,6 +137,38 @@ class RolloutBatch:
     def attention_mask(self) -> torch.Tensor:
         """[N, P + C] long: prompt_mask then completion_mask."""
         return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+
+    @classmethod
+    def concat(cls, parts: list[RolloutBatch]) -> RolloutBatch:
+        """One batch of the rows of `parts` in order (each a rollout of consecutive prompts with the
+        same n and pad id): prompts left-padded and completions right-padded to the widest part."""
+        width = max(p.prompt_ids.shape[1] for p in parts)
+        length = max(p.completion_ids.shape[1] for p in parts)
+        pad = parts[0].pad_token_id
+
+        def left(name: str, value: float) -> torch.Tensor:
+            return torch.cat([F.pad(getattr(p, name), (width - p.prompt_ids.shape[1], 0), value=value) for p in parts])
+
+        def right(name: str, value: float) -> torch.Tensor:
+            return torch.cat([F.pad(getattr(p, name), (0, length - p.completion_ids.shape[1]), value=value) for p in parts])
+
+        first_prompt = 0
+        prompt_index = []
+        for p in parts:
+            prompt_index += [first_prompt + i for i in p.prompt_index]
+            first_prompt += len(p) // p.group_size
+        return cls(
+            prompt_ids=left("prompt_ids", pad),
+            prompt_mask=left("prompt_mask", 0),
+            completion_ids=right("completion_ids", pad),
+            completion_mask=right("completion_mask", 0),
+            logprobs=right("logprobs", 0.0),
+            finish_reason=[r for p in parts for r in p.finish_reason],
+            prompt_index=prompt_index,
+            group_size=parts[0].group_size,
+            pad_token_id=pad,
+            texts=None if any(p.texts is None for p in parts) else [t for p in parts for t in p.texts],
+        )
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         """A copy with every tensor on `device`."""

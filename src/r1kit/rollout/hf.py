@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -49,6 +50,8 @@ from r1kit.rollout.graph_decode import GraphDecoder
 from r1kit.rollout.kv_cache import make_cache
 from r1kit.rollout.sampling import sample_next
 from r1kit.rollout.stops import StopStrings
+from r1kit.rollout.workers import MAX_PARAMS, RolloutWorkers, worker_seed
+from r1kit.rollout.workers import available as workers_available
 
 
 ONE_THREAD_DECODE_FLOPS = 5e8
@@ -71,6 +74,9 @@ class HFEngine:
     `fast_decode.FastDecoder` instead of its forward; False always uses the forward.
     cuda_graphs: on a GPU, decode such a model through `graph_decode.GraphDecoder` (the flat step
     captured as a CUDA graph); needs fast_decode. False: the model's forward, step by step.
+    processes: on CPU, how many processes may share a rollout's prompts (`workers.py`): 0 (the
+    default) decides by `_processes`'s rule, 1 keeps every rollout in this process, k > 1 allows
+    up to k (never more than torch's thread count or the number of prompts).
     """
 
     def __init__(
@@ -81,8 +87,13 @@ class HFEngine:
         eos_token_id: int | Sequence[int] | None = None,
         fast_decode: bool = True,
         cuda_graphs: bool = True,
+        processes: int = 0,
     ):
+        if processes < 0:
+            raise R1kitError(f"rollout processes must be >= 0 (0 = automatic, 1 = one process), got {processes}.")
         self.model = model
+        self.processes = processes
+        self._workers: RolloutWorkers | None = None
         self.fast_decode = fast_decode
         self.cuda_graphs = cuda_graphs
         self.tokenizer = tokenizer
@@ -101,6 +112,21 @@ class HFEngine:
     def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutBatch:
         """Sample params.n completions per prompt; see RolloutBatch for the layout."""
         _check_prompts(prompt_ids)
+        shares = self._shares(len(prompt_ids))
+        batch = self._generate_here(prompt_ids, params) if len(shares) == 1 else self._generate_split(prompt_ids, params, shares)
+        if self.tokenizer is not None:
+            rows = [row[:length] for row, length in zip(batch.completion_ids.tolist(), batch.completion_lengths.tolist())]
+            batch.texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        return batch
+
+    def close(self) -> None:
+        """Stop this engine's rollout worker processes, if any (they also stop with the engine)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
+    def _generate_here(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutBatch:
+        """The rollout of `prompt_ids` in this process (texts not decoded)."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -109,6 +135,48 @@ class HFEngine:
         finally:
             self.model.train(was_training)
         return _ordinary_tensors(batch)
+
+    def _shares(self, num_prompts: int) -> list[int]:
+        """How many prompts each process decodes, this process first: one share unless the rollout
+        is split among worker processes (`workers.py`): on CPU, on Linux, with at least 2 torch
+        threads and 2 prompts and a model of at most `workers.MAX_PARAMS` parameters, one process
+        per thread up to the number of prompts (or up to `processes`)."""
+        threads = torch.get_num_threads()
+        count = min(threads, num_prompts, self.processes or threads)
+        if count < 2 or self.device.type != "cpu" or not workers_available():
+            return [num_prompts]
+        if sum(p.numel() for p in self.model.parameters()) > MAX_PARAMS:
+            return [num_prompts]
+        base, extra = divmod(num_prompts, count)
+        return [base + (i < extra) for i in range(count)]
+
+    def _generate_split(self, prompt_ids: list[list[int]], params: SamplingParams, shares: list[int]) -> RolloutBatch:
+        """The rollout with shares[0] prompts decoded here and the others by worker processes, all at
+        once, each on its part of torch's threads; rows in prompt order as in one process."""
+        threads = torch.get_num_threads()
+        each = threads // len(shares)
+        workers = self._ready_workers(len(shares) - 1, each)
+        starts = [sum(shares[:i]) for i in range(len(shares) + 1)]
+        parts = [prompt_ids[a:b] for a, b in zip(starts, starts[1:])]
+        autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        for i, part in enumerate(parts[1:]):
+            workers.submit(i, part, dataclasses.replace(params, seed=worker_seed(params.seed, i + 1)), autocast)
+        try:
+            with _threads(threads - each * (len(shares) - 1)):
+                here = self._generate_here(parts[0], params)
+        except BaseException:
+            self.close()  # the workers' answers to this rollout are not wanted
+            raise
+        return RolloutBatch.concat([here] + [workers.result(i) for i in range(len(parts) - 1)])
+
+    def _ready_workers(self, count: int, threads: int) -> RolloutWorkers:
+        """Worker processes for a split rollout: the running ones if they still fit, else new ones."""
+        if self._workers is not None and not self._workers.serves(self.model, count, threads):
+            self.close()
+        if self._workers is None:
+            self._workers = RolloutWorkers(self, count, threads)
+            weakref.finalize(self, self._workers.close)
+        return self._workers
 
     def _generate(self, prompt_ids: list[list[int]], params: SamplingParams, decode_attention: bool) -> RolloutBatch:
         n, device = params.n, self.device
@@ -217,12 +285,9 @@ class HFEngine:
     ) -> RolloutBatch:
         """Package the buffers; finish reasons come from each row's last token."""
         lengths = completion_mask.sum(dim=1).tolist()
-        rows = [row[:length] for row, length in zip(completion_ids.tolist(), lengths)]
+        last = [row[length - 1] for row, length in zip(completion_ids.tolist(), lengths)]
         eos, stop_ids = set(self.eos_token_ids), set(stop_token_ids)
-        reasons = [_finish_reason(row[-1], i in stopped, eos, stop_ids) for i, row in enumerate(rows)]
-        texts = None
-        if self.tokenizer is not None:
-            texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        reasons = [_finish_reason(token, i in stopped, eos, stop_ids) for i, token in enumerate(last)]
         return RolloutBatch(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
@@ -230,10 +295,9 @@ class HFEngine:
             completion_mask=completion_mask,
             logprobs=logprobs,
             finish_reason=reasons,
-            prompt_index=[i // n for i in range(len(rows))],
+            prompt_index=[i // n for i in range(len(last))],
             group_size=n,
             pad_token_id=self.pad_token_id,
-            texts=texts,
         )
 
 

@@ -1,0 +1,257 @@
+"""Rollout workers: a CPU rollout's prompts shared out among forked processes, one per core.
+
+A small model's decode step is a few hundred tiny ops. Two OpenMP threads cannot share such ops
+well (each parallel region pays a wake-up, `r1kit/openmp.py`), so the engine decodes a small model
+on one thread and the machine's other cores idle through the rollout. Rows are independent while
+decoding, so the prompts can be split instead: each process decodes its share of the groups on its
+own threads, with no synchronisation between steps. Measured on 2 cores, 8 prompts x 8 samples
+(`benchmarks/NOTES.md`, twelfth round): a 0.25M-parameter Qwen2's rollout of 128 tokens 0.245 ->
+0.167 s, of 64 tokens 0.108 -> 0.080 s; a 13M one's of 128 tokens 2.07 -> 1.88 s.
+
+How:
+- The workers are forked from the training process the first time a rollout is split, so they
+  start with its modules, tokenizer and engine settings and import nothing. Before the fork the
+  model's parameters move into one anonymous shared mapping (their values copied, the Parameter
+  objects kept, so optimizers and the learner see no change): the workers read the very weights the
+  optimizer updates in place, and a rollout always samples from the current policy with no copy.
+  If a parameter is later replaced (a module swapped, `.to()` a new dtype), the workers are
+  forked afresh on the next rollout.
+- Each rollout, a worker gets its prompts, the sampling parameters (its own seed, derived from
+  the caller's) and the caller's autocast state through a pipe, runs the engine's own
+  `generate` path on its threads, and pipes the batch back; the calling process decodes the first
+  share itself meanwhile. A worker ignores Ctrl-C (the caller handles it) and exits when the caller
+  closes its pipe or dies.
+- Memory: a worker shares every page it does not write. `peak_private_bytes()` says how much it
+  added (its KV cache, logits, heap), so a benchmark can count it beside the caller's own RSS.
+
+Only on Linux (fork; macOS frameworks are not fork-safe) and only where the engine's rule says so
+(`hf.py`: CPU, at least 2 threads and 2 prompts, at most `MAX_PARAMS` parameters). `processes=1`
+on the engine, or `run.rollout_processes: 1` in a config, keeps every rollout in one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+import warnings
+from contextlib import nullcontext
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+
+import torch
+
+from r1kit.errors import R1kitError
+
+MAX_PARAMS = 2e7
+"""Largest model (parameters) whose CPU rollouts are split among processes. Each process streams
+every weight once per decode step, so for a model whose weights do not fit in the caches the split
+multiplies memory traffic; measured gains at 0.25M and 13M parameters, larger models unmeasured."""
+
+_ALIGN = 64  # bytes: each parameter starts on a cache line in the shared mapping
+
+_peak_private = 0
+
+
+def available() -> bool:
+    """Whether this platform can fork rollout workers."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+def peak_private_bytes() -> int:
+    """The most memory one rollout worker of this process held beyond the pages it shares with it
+    (bytes; 0 when no rollout was split)."""
+    return _peak_private
+
+
+def worker_seed(seed: int | None, index: int) -> int | None:
+    """Sampling seed of the process that decodes share `index` of a rollout seeded with `seed`.
+
+    Share 0 keeps the caller's seed (its rows are those of an unsplit rollout of the same prompts);
+    the others get seeds hashed from (seed, index), so no two shares or steps draw the same stream."""
+    if seed is None or index == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class RolloutWorkers:
+    """`count` forked processes that each run `engine`'s rollouts on `threads` torch threads."""
+
+    def __init__(self, engine, count: int, threads: int):
+        self.count, self.threads = count, threads
+        self.model = engine.model
+        share_parameters(self.model)
+        self.signature = _signature(self.model)
+        self._pids: list[int] = []
+        self._pipes: list[Connection] = []
+        try:
+            for _ in range(count):
+                pid, pipe = _fork(engine, threads, self._pipes)
+                self._pids.append(pid)
+                self._pipes.append(pipe)
+        except BaseException:
+            self.close()
+            raise
+
+    def serves(self, model, count: int, threads: int) -> bool:
+        """Whether these workers can run the next rollout as is: same shape, same weights, alive."""
+        return (count, threads) == (self.count, self.threads) and model is self.model and self._pipes != [] and _signature(model) == self.signature
+
+    def submit(self, index: int, prompt_ids: list[list[int]], params, autocast: torch.dtype | None) -> None:
+        """Start worker `index` on a rollout of `prompt_ids`; `autocast`: the caller's CPU autocast dtype."""
+        self._pipes[index].send_bytes(pickle.dumps((prompt_ids, params, autocast)))
+
+    def result(self, index: int):
+        """The RolloutBatch of worker `index`'s current rollout (waits for it)."""
+        global _peak_private
+        try:
+            status, payload, private = pickle.loads(self._pipes[index].recv_bytes())
+        except (EOFError, OSError) as error:
+            pid = self._pids[index]
+            self.close()
+            raise R1kitError(
+                f"rollout worker process {pid} ended without answering ({error or 'pipe closed'}): it may have been killed for memory. "
+                "Set run.rollout_processes: 1 (HFEngine(processes=1)) to decode every rollout in one process."
+            ) from None
+        _peak_private = max(_peak_private, private)
+        if status != "ok":
+            raise R1kitError(f"a rollout worker process failed:\n{payload}")
+        return payload
+
+    def close(self) -> None:
+        """Close the pipes (each worker exits when it sees its pipe closed) and reap the processes."""
+        for pipe in self._pipes:
+            pipe.close()
+        for pid in self._pids:
+            _reap(pid)
+        self._pipes, self._pids = [], []
+
+
+def share_parameters(model) -> None:
+    """Move `model`'s CPU parameters into one anonymous shared mapping, in place.
+
+    Each Parameter object stays (optimizers hold them); its `.data` becomes a view of the mapping
+    holding the same values. A forked process then sees every later in-place update. Anonymous
+    shared memory is not bounded by the size of /dev/shm (64 MB in a default container)."""
+    params = [p for p in model.parameters() if p.device.type == "cpu"]
+    if not params or all(getattr(p, "_r1kit_shared", False) for p in params):
+        return
+    offsets, size = [], 0
+    for p in params:
+        offsets.append(size)
+        size += -(-p.numel() * p.element_size() // _ALIGN) * _ALIGN
+    buffer = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS
+    with torch.no_grad():
+        for p, offset in zip(params, offsets):
+            shared = torch.frombuffer(buffer, dtype=p.dtype, count=p.numel(), offset=offset).view(p.shape)
+            shared.copy_(p.data)
+            p.data = shared
+            p._r1kit_shared = True
+
+
+def _signature(model) -> tuple:
+    """What must not change for forked workers to hold the same weights: each parameter's identity,
+    storage address, dtype and shape."""
+    return tuple((id(p), p.data_ptr(), p.dtype, tuple(p.shape)) for p in model.parameters())
+
+
+def _fork(engine, threads: int, siblings: list[Connection]) -> tuple[int, Connection]:
+    """Fork a worker serving `engine`; its pid and the caller's end of its pipe."""
+    ours, theirs = Pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The tokenizers library warns in a forked child when its thread pool was used before the fork,
+    # and then runs serially there; saying so up front (for the child alone) spares the warning.
+    tokenizers_unset = "TOKENIZERS_PARALLELISM" not in os.environ
+    if tokenizers_unset:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        with warnings.catch_warnings():  # Python 3.12+: "this process is multi-threaded" (torch's idle OpenMP threads)
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            pid = os.fork()
+    except BaseException:
+        pid = -1
+        raise
+    finally:
+        if tokenizers_unset and pid != 0:  # the caller's environment as it was; the worker keeps "false"
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+    if pid == 0:  # the worker: never returns into the caller's stack
+        code = 0
+        try:
+            ours.close()
+            for pipe in siblings:
+                pipe.close()
+            _serve(engine, theirs, threads)
+        except BaseException:  # noqa: BLE001 - a worker reports through its pipe or not at all
+            code = 1
+        finally:
+            os._exit(code)
+    theirs.close()
+    return pid, ours
+
+
+def _serve(engine, pipe: Connection, threads: int) -> None:
+    """A worker's loop: rollout requests in, batches out, until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    start_rss = _status_kib("VmRSS")
+    while True:
+        try:
+            request = pipe.recv_bytes()
+        except (EOFError, OSError):
+            return
+        prompt_ids, params, autocast = pickle.loads(request)
+        try:
+            with torch.autocast("cpu", dtype=autocast) if autocast is not None else nullcontext():
+                reply = ("ok", engine._generate_here(prompt_ids, params))
+        except Exception as error:  # noqa: BLE001 - sent back and raised in the caller
+            reply = ("error", "".join(traceback.format_exception(error)))
+        pipe.send_bytes(pickle.dumps((*reply, _private_peak(start_rss))))
+
+
+def _private_peak(start_rss_kib: int) -> int:
+    """Bytes this worker holds beyond the pages it shares with its parent, at its peak: private
+    pages now, plus how far its RSS once rose above the present."""
+    private = 0
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    private += int(line.split()[1])
+    except OSError:
+        private = max(0, _status_kib("VmRSS") - start_rss_kib)
+    return 1024 * (private + max(0, _status_kib("VmHWM") - _status_kib("VmRSS")))
+
+
+def _status_kib(field: str) -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _reap(pid: int) -> None:
+    """Wait for worker `pid` to exit; kill it if it has not within a few seconds."""
+    for _ in range(300):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass

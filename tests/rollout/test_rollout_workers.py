@@ -1,0 +1,190 @@
+"""Rollouts split among forked worker processes (`rollout/workers.py`) against rollouts in one process."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+
+import pytest
+import rollout_tiny
+import torch
+from rollout_tiny import EOS, PAD
+
+from r1kit.errors import R1kitError
+from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
+from r1kit.rollout import workers
+
+pytestmark = pytest.mark.skipif(not workers.available(), reason="rollout workers fork: Linux only")
+
+PARAMS = SamplingParams(temperature=1.0, max_new_tokens=12, n=3, seed=11)
+# Five prompts of different lengths: shares of 3 and 2 prompts with different padding widths.
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16], [17], [18, 19, 20, 21]]
+
+
+@pytest.fixture
+def two_threads():
+    """Two torch threads, so the engine's rule splits a rollout in two (the rollout tests' default is one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def engine(model, processes: int, tokenizer=None) -> HFEngine:
+    return HFEngine(model, tokenizer=tokenizer, pad_token_id=PAD, eos_token_id=[EOS], processes=processes)
+
+
+def assert_same_rows(batch: RolloutBatch, rows: slice, alone: RolloutBatch) -> None:
+    """Rows `rows` of `batch` hold exactly the completions of `alone` (padding aside)."""
+    width = alone.completion_ids.shape[1]
+    assert torch.equal(batch.completion_ids[rows, :width], alone.completion_ids)
+    assert torch.equal(batch.completion_mask[rows, :width], alone.completion_mask)
+    assert torch.equal(batch.logprobs[rows, :width], alone.logprobs)
+    assert not batch.completion_mask[rows, width:].any()
+    assert batch.finish_reason[rows] == alone.finish_reason
+    if alone.texts is not None:
+        assert batch.texts[rows] == alone.texts
+
+
+def test_split_rollout_equals_each_share_decoded_alone(two_threads):
+    model, tokenizer = rollout_tiny.tiny_qwen2(seed=3), rollout_tiny.char_tokenizer()
+    split = engine(model, processes=0, tokenizer=tokenizer)
+    batch = split.generate(PROMPTS, PARAMS)
+    assert split._workers is not None and split._workers.count == 1  # the rule chose two processes
+    single = engine(model, processes=1, tokenizer=tokenizer)
+    first = single.generate(PROMPTS[:3], PARAMS)  # share 0 keeps the caller's seed
+    second = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    assert_same_rows(batch, slice(0, 9), first)
+    assert_same_rows(batch, slice(9, 15), second)
+    assert batch.prompt_index == [i // 3 for i in range(15)]
+    assert "eos" in batch.finish_reason and "length" in batch.finish_reason  # rows of both kinds were merged
+    # Prompts are left-padded to the widest prompt of all shares, as one process would pad them.
+    assert batch.prompt_ids.shape == (15, 7)
+    assert batch.prompt_ids[9].tolist() == [PAD] * 6 + [17]
+    assert batch.prompt_mask[9].tolist() == [0] * 6 + [1]
+    split.close()
+
+
+def test_workers_sample_from_weights_updated_in_place(two_threads):
+    model = rollout_tiny.tiny_qwen2(seed=4)
+    split, single = engine(model, processes=2), engine(model, processes=1)
+    split.generate(PROMPTS, PARAMS)  # forks the worker
+    worker_pid = split._workers._pids[0]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.5)  # a large step: the samples must change
+    model.train()
+    model(input_ids=torch.tensor([[5, 6, 7, 8]]), labels=torch.tensor([[5, 6, 7, 8]])).loss.backward()
+    optimizer.step()
+    batch = split.generate(PROMPTS, PARAMS)
+    assert split._workers._pids[0] == worker_pid  # the same worker: it reads the shared weights
+    after = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    assert_same_rows(batch, slice(9, 15), after)
+    split.close()
+
+
+def test_workers_are_forked_again_when_a_parameter_is_replaced(two_threads):
+    model = rollout_tiny.tiny_qwen2(seed=5)
+    split, single = engine(model, processes=2), engine(model, processes=1)
+    split.generate(PROMPTS, PARAMS)
+    worker_pid = split._workers._pids[0]
+    with torch.no_grad():
+        model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight))  # a new tensor, not shared
+    batch = split.generate(PROMPTS, PARAMS)
+    assert split._workers._pids[0] != worker_pid
+    after = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    assert_same_rows(batch, slice(9, 15), after)
+    split.close()
+
+
+def test_shared_parameters_keep_their_objects_and_values():
+    model = rollout_tiny.tiny_qwen2(seed=6)
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as many small models are
+    before = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
+    workers.share_parameters(model)
+    for name, p in model.named_parameters():
+        assert p is before[name][0]
+        assert torch.equal(p, before[name][1])
+        assert p.requires_grad
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    embed = model.model.embed_tokens.weight
+    with torch.no_grad():
+        embed.mul_(2)  # in place, as optimizers update: the tied head follows
+    assert torch.equal(model.lm_head.weight, 2 * before["model.embed_tokens.weight"][1])
+
+
+def test_a_failing_worker_raises_its_error_in_the_caller_and_the_engine_recovers(two_threads, monkeypatch):
+    model = rollout_tiny.tiny_qwen2(seed=7)
+    split = engine(model, processes=2)
+    caller = os.getpid()
+    original = HFEngine._generate_here
+
+    def fail_in_worker(self, prompt_ids, params):
+        if os.getpid() != caller:
+            raise ValueError("worker-side failure")
+        return original(self, prompt_ids, params)
+
+    monkeypatch.setattr(HFEngine, "_generate_here", fail_in_worker)  # the worker forked below inherits it
+    with pytest.raises(R1kitError, match="worker-side failure"):
+        split.generate(PROMPTS, PARAMS)
+    split.close()
+    monkeypatch.undo()
+    assert len(split.generate(PROMPTS, PARAMS)) == 15
+
+
+def test_a_killed_worker_gives_one_clear_error_and_the_next_rollout_forks_anew(two_threads):
+    model = rollout_tiny.tiny_qwen2(seed=8)
+    split = engine(model, processes=2)
+    split.generate(PROMPTS, PARAMS)
+    os.kill(split._workers._pids[0], signal.SIGKILL)
+    with pytest.raises(R1kitError, match="rollout_processes: 1"):
+        split.generate(PROMPTS, PARAMS)
+    assert len(split.generate(PROMPTS, PARAMS)) == 15
+    assert workers.peak_private_bytes() > 0  # each answer says how much the worker holds of its own
+    split.close()
+
+
+def test_one_process_when_asked_or_when_there_is_nothing_to_split(two_threads):
+    model = rollout_tiny.tiny_qwen2(seed=9)
+    assert engine(model, processes=1)._shares(5) == [5]
+    assert engine(model, processes=0)._shares(1) == [1]
+    assert engine(model, processes=0)._shares(5) == [3, 2]
+    torch.set_num_threads(1)
+    assert engine(model, processes=0)._shares(5) == [5]
+
+
+def test_negative_processes_are_refused():
+    with pytest.raises(R1kitError, match="rollout processes must be >= 0"):
+        engine(rollout_tiny.tiny_qwen2(), processes=-1)
+
+
+def test_concat_pads_prompts_left_and_completions_right():
+    def part(prompt_width: int, length: int, prompts: int) -> RolloutBatch:
+        rows = 2 * prompts
+        return RolloutBatch(
+            prompt_ids=torch.full((rows, prompt_width), 7),
+            prompt_mask=torch.ones(rows, prompt_width, dtype=torch.long),
+            completion_ids=torch.full((rows, length), 8),
+            completion_mask=torch.ones(rows, length, dtype=torch.long),
+            logprobs=torch.full((rows, length), -0.5),
+            finish_reason=["length"] * rows,
+            prompt_index=[i // 2 for i in range(rows)],
+            group_size=2,
+            pad_token_id=0,
+            texts=["x"] * rows,
+        )
+
+    batch = RolloutBatch.concat([part(2, 4, 1), part(3, 1, 2)])
+    assert batch.prompt_ids.tolist() == [[0, 7, 7]] * 2 + [[7, 7, 7]] * 4
+    assert batch.prompt_mask.tolist() == [[0, 1, 1]] * 2 + [[1, 1, 1]] * 4
+    assert batch.completion_ids.tolist() == [[8, 8, 8, 8]] * 2 + [[8, 0, 0, 0]] * 4
+    assert batch.completion_mask.sum(dim=1).tolist() == [4, 4, 1, 1, 1, 1]
+    assert batch.logprobs[2].tolist() == [-0.5, 0.0, 0.0, 0.0]
+    assert batch.prompt_index == [0, 0, 1, 1, 2, 2]
+    assert len(batch.texts) == 6
+
+
+def test_worker_seeds_differ_by_share_and_by_seed():
+    assert workers.worker_seed(5, 0) == 5
+    assert workers.worker_seed(None, 1) is None
+    seeds = {workers.worker_seed(s, i) for s in range(20) for i in range(1, 4)}
+    assert len(seeds) == 60 and all(0 <= s < 2**63 for s in seeds)
