@@ -22,10 +22,14 @@ completions fast. So this engine
   unless the user set one; `r1kit/openmp.py`), decodes a small model on one thread: each decode step is then a few hundred tiny ops, and
   waking a sleeping OpenMP thread for each costs more than the op. Measured on 2 cores, 64 rows:
   a 1M-parameter model's rollout took 0.19 s on 2 threads and 0.09 s on one; at 13M parameters two
-  threads win (1.76 s against 1.95 s), hence the work threshold `ONE_THREAD_DECODE_FLOPS`.
+  threads win (1.76 s against 1.95 s), hence the work threshold `ONE_THREAD_DECODE_FLOPS`;
+- on CPU (Linux) with several torch threads, splits a small model's rollout by prompts among forked
+  worker processes, one per thread, that read the policy's weights from shared memory
+  (`workers.py`): the cores then decode side by side with no OpenMP wake-ups between them.
 
-Same seed, same completions: on the same device, dtype and number of threads. Different thread
-counts or devices may change the float rounding and so, rarely, a sampled token.
+Same seed, same completions: on the same device, dtype and number of threads and processes.
+Different thread counts or devices may change the float rounding and so, rarely, a sampled token;
+a different number of processes gives other draws (each process's share has its own seed).
 """
 
 from __future__ import annotations
