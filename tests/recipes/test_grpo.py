@@ -55,6 +55,27 @@ def read_rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_grpo_with_rollouts_split_between_two_processes_evaluates_trains_and_saves(tiny_model_dir, tmp_path, monkeypatch):
+    """On two threads the engine splits each rollout between this process and a forked worker
+    (`rollout/workers.py`); the first split comes from the evaluation before training, under
+    inference mode, and the parameters it moves into shared memory must still train."""
+    from r1kit.rollout.hf import HFEngine
+
+    splits = []
+    split = HFEngine._generate_split
+    monkeypatch.setattr(HFEngine, "_generate_split", lambda self, *a: (splits.append(len(a[0])), split(self, *a))[1])
+    threads = torch.get_num_threads()
+    try:
+        run_dir = grpo.train(make_config(tiny_model_dir, tmp_path, run__threads=2, eval_before=True))
+    finally:
+        torch.set_num_threads(threads)
+    steps = [r for r in read_rows(run_dir) if "loss/policy" in r]
+    assert len(steps) == 2 and all(math.isfinite(r["loss/policy"]) for r in steps)
+    assert splits == [8, 8, 2, 2, 8, 8]  # evaluation (greedy, then k samples) of 8 prompts, 2 steps of 2, evaluation
+    assert json.loads((run_dir / "eval.json").read_text())["before"]["greedy_acc"] >= 0
+    assert load_model(str(run_dir / "model"), device="cpu") is not None
+
+
 def test_grpo_run_writes_metrics_samples_eval_and_model(tiny_model_dir, tmp_path):
     run_dir = grpo.train(make_config(tiny_model_dir, tmp_path))
     rows = read_rows(run_dir)

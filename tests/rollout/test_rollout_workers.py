@@ -112,6 +112,16 @@ def test_shared_parameters_keep_their_objects_and_values():
     assert torch.equal(model.lm_head.weight, 2 * before["model.embed_tokens.weight"][1])
 
 
+def test_parameters_shared_under_inference_mode_can_still_be_trained(two_threads):
+    model = rollout_tiny.tiny_qwen2(seed=10)
+    with torch.inference_mode():  # as evaluation calls the engine
+        engine(model, processes=2).generate(PROMPTS, PARAMS)
+    assert all(getattr(p, "_r1kit_shared", False) and not p.is_inference() for p in model.parameters())
+    model.train()
+    model(input_ids=torch.tensor([[5, 6, 7]]), labels=torch.tensor([[5, 6, 7]])).loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
 def test_a_failing_worker_raises_its_error_in_the_caller_and_the_engine_recovers(two_threads, monkeypatch):
     model = rollout_tiny.tiny_qwen2(seed=7)
     split = engine(model, processes=2)

@@ -147,7 +147,9 @@ def share_parameters(model) -> None:
         offsets.append(size)
         size += -(-p.numel() * p.element_size() // _ALIGN) * _ALIGN
     buffer = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS
-    with torch.no_grad():
+    # Ordinary tensors even when the first split rollout runs under inference mode (evaluation
+    # does): an inference tensor as a parameter's data could never be trained again.
+    with torch.inference_mode(False), torch.no_grad():
         for p, offset in zip(params, offsets):
             shared = torch.frombuffer(buffer, dtype=p.dtype, count=p.numel(), offset=offset).view(p.shape)
             shared.copy_(p.data)
