@@ -141,6 +141,29 @@ def test_a_failing_worker_raises_its_error_in_the_caller_and_the_engine_recovers
     assert len(split.generate(PROMPTS, PARAMS)) == 15
 
 
+def test_an_interrupted_rollout_leaves_no_stale_answer_for_the_next(two_threads, monkeypatch):
+    model = rollout_tiny.tiny_qwen2(seed=11)
+    split, single = engine(model, processes=2), engine(model, processes=1)
+    split.generate(PROMPTS, PARAMS)
+    caller = os.getpid()
+    original = HFEngine._generate_here
+
+    def interrupted_here(self, prompt_ids, params):
+        if os.getpid() == caller:
+            raise KeyboardInterrupt  # Ctrl-C while the worker is decoding its share
+        return original(self, prompt_ids, params)
+
+    monkeypatch.setattr(HFEngine, "_generate_here", interrupted_here)
+    with pytest.raises(KeyboardInterrupt):
+        split.generate(PROMPTS, dataclasses.replace(PARAMS, seed=99))
+    assert split._workers is None  # killed: its answer to the interrupted rollout is gone with it
+    monkeypatch.undo()
+    batch = split.generate(PROMPTS, PARAMS)
+    after = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    assert_same_rows(batch, slice(9, 15), after)
+    split.close()
+
+
 def test_a_killed_worker_gives_one_clear_error_and_the_next_rollout_forks_anew(two_threads):
     model = rollout_tiny.tiny_qwen2(seed=8)
     split = engine(model, processes=2)

@@ -123,10 +123,11 @@ class HFEngine:
             batch.texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
         return batch
 
-    def close(self) -> None:
-        """Stop this engine's rollout worker processes, if any (they also stop with the engine)."""
+    def close(self, kill: bool = False) -> None:
+        """Stop this engine's rollout worker processes, if any (they also stop with the engine);
+        `kill`: at once, without letting a rollout in progress finish."""
         if self._workers is not None:
-            self._workers.close()
+            self._workers.close(kill)
             self._workers = None
 
     def _generate_here(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutBatch:
@@ -163,15 +164,16 @@ class HFEngine:
         starts = [sum(shares[:i]) for i in range(len(shares) + 1)]
         parts = [prompt_ids[a:b] for a, b in zip(starts, starts[1:])]
         autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
-        for i, part in enumerate(parts[1:]):
-            workers.submit(i, part, dataclasses.replace(params, seed=worker_seed(params.seed, i + 1)), autocast)
         try:
+            for i, part in enumerate(parts[1:]):
+                workers.submit(i, part, dataclasses.replace(params, seed=worker_seed(params.seed, i + 1)), autocast)
             with _threads(threads - each * (len(shares) - 1)):
                 here = self._generate_here(parts[0], params)
-        except BaseException:
-            self.close()  # the workers' answers to this rollout are not wanted
+            there = [workers.result(i) for i in range(len(parts) - 1)]
+        except BaseException:  # Ctrl-C, an error here or in a worker: answers still on their way must never be read as the next rollout's
+            self.close(kill=True)
             raise
-        return RolloutBatch.concat([here] + [workers.result(i) for i in range(len(parts) - 1)])
+        return RolloutBatch.concat([here, *there])
 
     def _ready_workers(self, count: int, threads: int) -> RolloutWorkers:
         """Worker processes for a split rollout: the running ones if they still fit, else new ones."""

@@ -114,7 +114,6 @@ class RolloutWorkers:
             status, payload, private = pickle.loads(self._pipes[index].recv_bytes())
         except (EOFError, OSError) as error:
             pid = self._pids[index]
-            self.close()
             raise R1kitError(
                 f"rollout worker process {pid} ended without answering ({error or 'pipe closed'}): it may have been killed for memory. "
                 "Set run.rollout_processes: 1 (HFEngine(processes=1)) to decode every rollout in one process."
@@ -124,11 +123,14 @@ class RolloutWorkers:
             raise R1kitError(f"a rollout worker process failed:\n{payload}")
         return payload
 
-    def close(self) -> None:
-        """Close the pipes (each worker exits when it sees its pipe closed) and reap the processes."""
+    def close(self, kill: bool = False) -> None:
+        """Close the pipes (each worker exits when it sees its pipe closed, after the rollout it may be
+        running) and reap the processes; `kill`: SIGKILL them first."""
         for pipe in self._pipes:
             pipe.close()
         for pid in self._pids:
+            if kill:
+                _kill(pid)
             _reap(pid)
         self._pipes, self._pids = [], []
 
@@ -252,8 +254,15 @@ def _reap(pid: int) -> None:
         if done:
             return
         time.sleep(0.01)
+    _kill(pid)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
+    except ProcessLookupError:
         pass
