@@ -150,7 +150,8 @@ class HFEngine:
         count = min(threads, num_prompts, self.processes or threads)
         if count < 2 or self.device.type != "cpu" or not workers_available():
             return [num_prompts]
-        if sum(p.numel() for p in self.model.parameters()) > MAX_PARAMS:
+        params = list(self.model.parameters())
+        if sum(p.numel() for p in params) > MAX_PARAMS or any(p.device.type != "cpu" for p in params):  # offloaded weights stay put
             return [num_prompts]
         base, extra = divmod(num_prompts, count)
         return [base + (i < extra) for i in range(count)]
