@@ -96,6 +96,24 @@ def test_workers_are_forked_again_when_a_parameter_is_replaced(two_threads):
     split.close()
 
 
+def test_workers_forked_after_data_is_reassigned_see_the_next_in_place_update(two_threads):
+    """`param.data = ...` swaps the shared copy for a private one: the workers must be forked again
+    over a new shared copy, or they would keep the values of the moment they were forked."""
+    model = rollout_tiny.tiny_qwen2(seed=12)
+    split, single = engine(model, processes=2), engine(model, processes=1)
+    split.generate(PROMPTS, PARAMS)
+    head = model.lm_head.weight
+    head.data = torch.randn_like(head)  # same Parameter object, private data
+    split.generate(PROMPTS, PARAMS)  # forks anew
+    assert workers._shared(head)
+    with torch.no_grad():
+        head.mul_(3.0)  # an in-place update after the fork
+    batch = split.generate(PROMPTS, PARAMS)
+    after = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    assert_same_rows(batch, slice(9, 15), after)
+    split.close()
+
+
 def test_shared_parameters_keep_their_objects_and_values():
     model = rollout_tiny.tiny_qwen2(seed=6)
     model.lm_head.weight = model.model.embed_tokens.weight  # tied, as many small models are
@@ -116,7 +134,7 @@ def test_parameters_shared_under_inference_mode_can_still_be_trained(two_threads
     model = rollout_tiny.tiny_qwen2(seed=10)
     with torch.inference_mode():  # as evaluation calls the engine
         engine(model, processes=2).generate(PROMPTS, PARAMS)
-    assert all(getattr(p, "_r1kit_shared", False) and not p.is_inference() for p in model.parameters())
+    assert all(workers._shared(p) and not p.is_inference() for p in model.parameters())
     model.train()
     model(input_ids=torch.tensor([[5, 6, 7]]), labels=torch.tensor([[5, 6, 7]])).loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

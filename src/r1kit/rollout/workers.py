@@ -141,8 +141,8 @@ def share_parameters(model) -> None:
     Each Parameter object stays (optimizers hold them); its `.data` becomes a view of the mapping
     holding the same values. A forked process then sees every later in-place update. Anonymous
     shared memory is not bounded by the size of /dev/shm (64 MB in a default container)."""
-    params = [p for p in model.parameters() if p.device.type == "cpu"]
-    if not params or all(getattr(p, "_r1kit_shared", False) for p in params):
+    params = [p for p in model.parameters() if p.device.type == "cpu" and not _shared(p)]
+    if not params:
         return
     offsets, size = [], 0
     for p in params:
@@ -156,7 +156,12 @@ def share_parameters(model) -> None:
             shared = torch.frombuffer(buffer, dtype=p.dtype, count=p.numel(), offset=offset).view(p.shape)
             shared.copy_(p.data)
             p.data = shared
-            p._r1kit_shared = True
+            p._r1kit_shared_at = shared.data_ptr()
+
+
+def _shared(p: torch.Tensor) -> bool:
+    """Whether `p`'s data is the shared copy `share_parameters` made (not data assigned since)."""
+    return getattr(p, "_r1kit_shared_at", None) == p.data_ptr()
 
 
 def _signature(model) -> tuple:
