@@ -159,7 +159,7 @@ class RunArgs:
     rollout_processes: int = 0
     """On CPU, how many processes may share a rollout's prompts (`r1kit/rollout/workers.py`): 0 =
     automatic (on Linux, one per torch thread for a model of at most 20M parameters: a 0.25M
-    model's 128-token rollout of 64 rows 0.245 -> 0.167 s on 2 cores), 1 = every rollout in the
+    model's 128-token rollout of 64 rows 0.245 -> 0.175 s on 2 cores), 1 = every rollout in the
     training process, k = at most k."""
     keep_freed_memory: bool = True
     """On CPU under glibc (Linux), serve large tensors from the process heap and keep freed memory

@@ -79,7 +79,7 @@ class HFEngine:
     cuda_graphs: on a GPU, decode such a model through `graph_decode.GraphDecoder` (the flat step
     captured as a CUDA graph); needs fast_decode. False: the model's forward, step by step.
     processes: on CPU, how many processes may share a rollout's prompts (`workers.py`): 0 (the
-    default) decides by `_processes`'s rule, 1 keeps every rollout in this process, k > 1 allows
+    default) decides by `_shares`'s rule, 1 keeps every rollout in this process, k > 1 allows
     up to k (never more than torch's thread count or the number of prompts).
     """
 
@@ -94,7 +94,7 @@ class HFEngine:
         processes: int = 0,
     ):
         if processes < 0:
-            raise R1kitError(f"rollout processes must be >= 0 (0 = automatic, 1 = one process), got {processes}.")
+            raise R1kitError(f"rollout processes (run.rollout_processes) must be >= 0 (0 = automatic, 1 = one process), got {processes}.")
         self.model = model
         self.processes = processes
         self._workers: RolloutWorkers | None = None
