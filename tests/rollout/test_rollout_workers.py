@@ -204,7 +204,7 @@ def test_one_process_when_asked_or_when_there_is_nothing_to_split(two_threads):
 
 
 def test_negative_processes_are_refused():
-    with pytest.raises(R1kitError, match="rollout processes must be >= 0"):
+    with pytest.raises(R1kitError, match=r"run.rollout_processes\) must be >= 0"):
         engine(rollout_tiny.tiny_qwen2(), processes=-1)
 
 
