@@ -353,7 +353,11 @@ def worker(tool: str, spec_json: str, out: str) -> None:
     result["threads"] = torch.get_num_threads()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     if tool == "r1kit":  # r1kit's rollout worker processes: what they held beyond the pages they share
+        import gc
+
         from r1kit.rollout import workers
+
+        gc.collect()  # the run's engines are gone, and with them their workers, which report on closing
 
         result["worker_private_mb"] = workers.peak_private_bytes() / 2**20
         result["peak_rss_mb"] += result["worker_private_mb"]

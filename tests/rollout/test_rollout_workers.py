@@ -35,6 +35,11 @@ def engine(model, processes: int, tokenizer=None) -> HFEngine:
     return HFEngine(model, tokenizer=tokenizer, pad_token_id=PAD, eos_token_id=[EOS], processes=processes)
 
 
+def second_share_alone(model) -> RolloutBatch:
+    """The rows of the worker's share (prompts 3 and 4) decoded in one process with its seed."""
+    return engine(model, processes=1).generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+
+
 def assert_same_rows(batch: RolloutBatch, rows: slice, alone: RolloutBatch) -> None:
     """Rows `rows` of `batch` hold exactly the completions of `alone` (padding aside)."""
     width = alone.completion_ids.shape[1]
@@ -68,7 +73,7 @@ def test_split_rollout_equals_each_share_decoded_alone(two_threads):
 
 def test_workers_sample_from_weights_updated_in_place(two_threads):
     model = rollout_tiny.tiny_qwen2(seed=4)
-    split, single = engine(model, processes=2), engine(model, processes=1)
+    split = engine(model, processes=2)
     split.generate(PROMPTS, PARAMS)  # forks the worker
     worker_pid = split._workers._pids[0]
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.5)  # a large step: the samples must change
@@ -77,21 +82,21 @@ def test_workers_sample_from_weights_updated_in_place(two_threads):
     optimizer.step()
     batch = split.generate(PROMPTS, PARAMS)
     assert split._workers._pids[0] == worker_pid  # the same worker: it reads the shared weights
-    after = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    after = second_share_alone(model)
     assert_same_rows(batch, slice(9, 15), after)
     split.close()
 
 
 def test_workers_are_forked_again_when_a_parameter_is_replaced(two_threads):
     model = rollout_tiny.tiny_qwen2(seed=5)
-    split, single = engine(model, processes=2), engine(model, processes=1)
+    split = engine(model, processes=2)
     split.generate(PROMPTS, PARAMS)
     worker_pid = split._workers._pids[0]
     with torch.no_grad():
         model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight))  # a new tensor, not shared
     batch = split.generate(PROMPTS, PARAMS)
     assert split._workers._pids[0] != worker_pid
-    after = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    after = second_share_alone(model)
     assert_same_rows(batch, slice(9, 15), after)
     split.close()
 
@@ -100,7 +105,7 @@ def test_workers_forked_after_data_is_reassigned_see_the_next_in_place_update(tw
     """`param.data = ...` swaps the shared copy for a private one: the workers must be forked again
     over a new shared copy, or they would keep the values of the moment they were forked."""
     model = rollout_tiny.tiny_qwen2(seed=12)
-    split, single = engine(model, processes=2), engine(model, processes=1)
+    split = engine(model, processes=2)
     split.generate(PROMPTS, PARAMS)
     head = model.lm_head.weight
     head.data = torch.randn_like(head)  # same Parameter object, private data
@@ -109,7 +114,7 @@ def test_workers_forked_after_data_is_reassigned_see_the_next_in_place_update(tw
     with torch.no_grad():
         head.mul_(3.0)  # an in-place update after the fork
     batch = split.generate(PROMPTS, PARAMS)
-    after = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    after = second_share_alone(model)
     assert_same_rows(batch, slice(9, 15), after)
     split.close()
 
@@ -161,7 +166,7 @@ def test_a_failing_worker_raises_its_error_in_the_caller_and_the_engine_recovers
 
 def test_an_interrupted_rollout_leaves_no_stale_answer_for_the_next(two_threads, monkeypatch):
     model = rollout_tiny.tiny_qwen2(seed=11)
-    split, single = engine(model, processes=2), engine(model, processes=1)
+    split = engine(model, processes=2)
     split.generate(PROMPTS, PARAMS)
     caller = os.getpid()
     original = HFEngine._generate_here
@@ -177,7 +182,7 @@ def test_an_interrupted_rollout_leaves_no_stale_answer_for_the_next(two_threads,
     assert split._workers is None  # killed: its answer to the interrupted rollout is gone with it
     monkeypatch.undo()
     batch = split.generate(PROMPTS, PARAMS)
-    after = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    after = second_share_alone(model)
     assert_same_rows(batch, slice(9, 15), after)
     split.close()
 
@@ -190,8 +195,8 @@ def test_a_killed_worker_gives_one_clear_error_and_the_next_rollout_forks_anew(t
     with pytest.raises(R1kitError, match="rollout_processes: 1"):
         split.generate(PROMPTS, PARAMS)
     assert len(split.generate(PROMPTS, PARAMS)) == 15
-    assert workers.peak_private_bytes() > 0  # each answer says how much the worker holds of its own
     split.close()
+    assert workers.peak_private_bytes() > 0  # a worker closed in order says how much it held of its own
 
 
 def test_one_process_when_asked_or_when_there_is_nothing_to_split(two_threads):

@@ -21,8 +21,10 @@ How:
   `generate` path on its threads, and pipes the batch back; the calling process decodes the first
   share itself meanwhile. A worker ignores Ctrl-C (the caller handles it) and exits when the caller
   closes its pipe or dies.
-- Memory: a worker shares every page it does not write. `peak_private_bytes()` says how much it
-  added (its KV cache, logits, heap), so a benchmark can count it beside the caller's own RSS.
+- Memory: a worker shares every page it does not write. When the workers are closed (with their
+  engine, or `HFEngine.close()`), each reports how much it added at its peak (its KV cache, logits,
+  heap) and `peak_private_bytes()` keeps the largest, so a benchmark can count it beside the caller's
+  own RSS. (Reading that from /proc takes ~27 ms in a process of 2.5 GB, so it is not done per rollout.)
 
 Only on Linux (fork; macOS frameworks are not fork-safe) and only where the engine's rule says so
 (`hf.py`: CPU, at least 2 threads and 2 prompts, at most `MAX_PARAMS` parameters). `processes=1`
@@ -64,8 +66,8 @@ def available() -> bool:
 
 
 def peak_private_bytes() -> int:
-    """The most memory one rollout worker of this process held beyond the pages it shares with it
-    (bytes; 0 when no rollout was split)."""
+    """The most memory one closed rollout worker of this process held beyond the pages it shares
+    with it, at its peak (bytes; 0 when none has been closed)."""
     return _peak_private
 
 
@@ -109,24 +111,30 @@ class RolloutWorkers:
 
     def result(self, index: int):
         """The RolloutBatch of worker `index`'s current rollout (waits for it)."""
-        global _peak_private
         try:
-            status, payload, private = pickle.loads(self._pipes[index].recv_bytes())
+            status, payload = pickle.loads(self._pipes[index].recv_bytes())
         except (EOFError, OSError) as error:
             pid = self._pids[index]
             raise R1kitError(
                 f"rollout worker process {pid} ended without answering ({error or 'pipe closed'}): it may have been killed for memory. "
                 "Set run.rollout_processes: 1 (HFEngine(processes=1)) to decode every rollout in one process."
             ) from None
-        _peak_private = max(_peak_private, private)
         if status != "ok":
             raise R1kitError(f"a rollout worker process failed:\n{payload}")
         return payload
 
     def close(self, kill: bool = False) -> None:
-        """Close the pipes (each worker exits when it sees its pipe closed, after the rollout it may be
-        running) and reap the processes; `kill`: SIGKILL them first."""
+        """Ask each worker for its peak private memory and to exit, and reap the processes; `kill`:
+        SIGKILL them instead (a rollout may be in progress)."""
+        global _peak_private
         for pipe in self._pipes:
+            if not kill:
+                try:
+                    pipe.send_bytes(pickle.dumps(None))
+                    if pipe.poll(5):
+                        _peak_private = max(_peak_private, pickle.loads(pipe.recv_bytes()))
+                except (EOFError, OSError):
+                    pass  # already gone
             pipe.close()
         for pid in self._pids:
             if kill:
@@ -180,13 +188,11 @@ def _fork(engine, threads: int, siblings: list[Connection]) -> tuple[int, Connec
     tokenizers_unset = "TOKENIZERS_PARALLELISM" not in os.environ
     if tokenizers_unset:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    pid = -1
     try:
         with warnings.catch_warnings():  # Python 3.12+: "this process is multi-threaded" (torch's idle OpenMP threads)
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
             pid = os.fork()
-    except BaseException:
-        pid = -1
-        raise
     finally:
         if tokenizers_unset and pid != 0:  # the caller's environment as it was; the worker keeps "false"
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
@@ -206,47 +212,38 @@ def _fork(engine, threads: int, siblings: list[Connection]) -> tuple[int, Connec
 
 
 def _serve(engine, pipe: Connection, threads: int) -> None:
-    """A worker's loop: rollout requests in, batches out, until the pipe closes."""
+    """A worker's loop: rollout requests in, batches out, until the pipe closes or a None request
+    (answered with the worker's peak private memory) says to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    start_rss = _status_kib("VmRSS")
     while True:
         try:
-            request = pipe.recv_bytes()
+            request = pickle.loads(pipe.recv_bytes())
         except (EOFError, OSError):
             return
-        prompt_ids, params, autocast = pickle.loads(request)
+        if request is None:
+            pipe.send_bytes(pickle.dumps(_private_peak()))
+            return
+        prompt_ids, params, autocast = request
         try:
             with torch.autocast("cpu", dtype=autocast) if autocast is not None else nullcontext():
                 reply = ("ok", engine._generate_here(prompt_ids, params))
         except Exception as error:  # noqa: BLE001 - sent back and raised in the caller
             reply = ("error", "".join(traceback.format_exception(error)))
-        pipe.send_bytes(pickle.dumps((*reply, _private_peak(start_rss))))
+        pipe.send_bytes(pickle.dumps(reply))
 
 
-def _private_peak(start_rss_kib: int) -> int:
+def _private_peak() -> int:
     """Bytes this worker holds beyond the pages it shares with its parent, at its peak: private
-    pages now, plus how far its RSS once rose above the present."""
-    private = 0
+    pages now, plus how far its RSS once rose above the present (0 where /proc cannot say)."""
     try:
         with open("/proc/self/smaps_rollup") as f:
-            for line in f:
-                if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                    private += int(line.split()[1])
-    except OSError:
-        private = max(0, _status_kib("VmRSS") - start_rss_kib)
-    return 1024 * (private + max(0, _status_kib("VmHWM") - _status_kib("VmRSS")))
-
-
-def _status_kib(field: str) -> int:
-    try:
+            private = sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
         with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+            status = {line.split(":")[0]: int(line.split()[1]) for line in f if line.startswith(("VmHWM:", "VmRSS:"))}
+    except (OSError, IndexError, ValueError):
+        return 0
+    return 1024 * (private + max(0, status["VmHWM"] - status["VmRSS"]))
 
 
 def _reap(pid: int) -> None:
