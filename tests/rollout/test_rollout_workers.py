@@ -40,6 +40,11 @@ def second_share_alone(model) -> RolloutBatch:
     return engine(model, processes=1).generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
 
 
+def assert_worker_share_current(split: HFEngine, model) -> None:
+    """A split rollout's worker share holds what one process samples from the model as it is now."""
+    assert_same_rows(split.generate(PROMPTS, PARAMS), slice(9, 15), second_share_alone(model))
+
+
 def assert_same_rows(batch: RolloutBatch, rows: slice, alone: RolloutBatch) -> None:
     """Rows `rows` of `batch` hold exactly the completions of `alone` (padding aside)."""
     width = alone.completion_ids.shape[1]
@@ -80,10 +85,8 @@ def test_workers_sample_from_weights_updated_in_place(two_threads):
     model.train()
     model(input_ids=torch.tensor([[5, 6, 7, 8]]), labels=torch.tensor([[5, 6, 7, 8]])).loss.backward()
     optimizer.step()
-    batch = split.generate(PROMPTS, PARAMS)
+    assert_worker_share_current(split, model)
     assert split._workers._pids[0] == worker_pid  # the same worker: it reads the shared weights
-    after = second_share_alone(model)
-    assert_same_rows(batch, slice(9, 15), after)
     split.close()
 
 
@@ -94,10 +97,8 @@ def test_workers_are_forked_again_when_a_parameter_is_replaced(two_threads):
     worker_pid = split._workers._pids[0]
     with torch.no_grad():
         model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight))  # a new tensor, not shared
-    batch = split.generate(PROMPTS, PARAMS)
+    assert_worker_share_current(split, model)
     assert split._workers._pids[0] != worker_pid
-    after = second_share_alone(model)
-    assert_same_rows(batch, slice(9, 15), after)
     split.close()
 
 
@@ -113,9 +114,7 @@ def test_workers_forked_after_data_is_reassigned_see_the_next_in_place_update(tw
     assert workers._shared(head)
     with torch.no_grad():
         head.mul_(3.0)  # an in-place update after the fork
-    batch = split.generate(PROMPTS, PARAMS)
-    after = second_share_alone(model)
-    assert_same_rows(batch, slice(9, 15), after)
+    assert_worker_share_current(split, model)
     split.close()
 
 
@@ -181,9 +180,7 @@ def test_an_interrupted_rollout_leaves_no_stale_answer_for_the_next(two_threads,
         split.generate(PROMPTS, dataclasses.replace(PARAMS, seed=99))
     assert split._workers is None  # killed: its answer to the interrupted rollout is gone with it
     monkeypatch.undo()
-    batch = split.generate(PROMPTS, PARAMS)
-    after = second_share_alone(model)
-    assert_same_rows(batch, slice(9, 15), after)
+    assert_worker_share_current(split, model)
     split.close()
 
 
