@@ -74,6 +74,13 @@ class ModelArgs:
     backward and recompute SiLU(gate) * up there: half the MLP activations (most of a small-vocabulary
     model's activation memory) for one more elementwise SiLU and product per layer, and the same
     gradients to the bit. Other architectures are left as they are."""
+    onednn_linear: bool = True
+    """On x86 CPUs, float32 linear layers over at least 2048 tokens with both weight dimensions at
+    least 128 run through oneDNN (the other matmul library inside PyTorch) instead of MKL: forward
+    and input gradient 10-19% faster on our AMD EPYC, weight gradient still MKL
+    (`r1kit/models/onednn.py`). Applies to the model a recipe trains and its GRPO reference copy;
+    same maths, outputs equal to float rounding. Elsewhere (GPUs, bf16, small products) it does
+    nothing."""
     compile: bool = False
     """Compile the trained model's transformer layers with torch.compile (regional compilation:
     one graph that every layer reuses; dynamic shapes), as TRL's `torch_compile`. Only the learner's

@@ -127,8 +127,9 @@ def test_lora_with_a_reference_reset_is_refused(tiny_model_dir, tmp_path):
 
 def test_gradient_checkpointing_trains_the_same_adapter(tiny_model_dir, tmp_path):
     # One step (two updates on one rollout): the rollout is the same either way, so the adapters may
-    # differ only by float rounding (checkpointing also turns off the learner's shared prompts), which
-    # Adam at lr 5e-2 amplifies to ~5e-5 where a gradient is near 0; the updates themselves are ~0.1.
+    # differ only by float rounding (checkpointing also turns off the learner's shared prompts and its
+    # grouped-head attention on CPU), which Adam at lr 5e-2 amplifies to ~1.5e-4 where a gradient is
+    # near 0; the updates themselves are ~0.1.
     from safetensors.torch import load_file
 
     runs = {}
@@ -138,4 +139,4 @@ def test_gradient_checkpointing_trains_the_same_adapter(tiny_model_dir, tmp_path
     assert runs[True].keys() == runs[False].keys()
     assert any(t.abs().max() > 0 for n, t in runs[True].items() if "lora_B" in n)  # it trained
     for name, tensor in runs[False].items():
-        torch.testing.assert_close(runs[True][name], tensor, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(runs[True][name], tensor, rtol=1e-3, atol=3e-4)

@@ -9,14 +9,15 @@ from rollout_tiny import PAD, tiny_qwen2
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from r1kit.rollout import HFEngine, SamplingParams
-from r1kit.rollout.attention import cpu_decode_attention
+from r1kit.models.attention import cpu_decode_attention
 from r1kit.models.cache_argument import model_cache_argument
+from r1kit.models.onednn import onednn_available
 from r1kit.rollout import fast_decode
 from r1kit.rollout.fast_decode import FastDecoder
 from r1kit.rollout.hf import left_pad
 from r1kit.rollout.kv_cache import make_cache
 
-ONEDNN = fast_decode._onednn_linear_available()
+ONEDNN = onednn_available()
 
 SHAPE = dict(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
 

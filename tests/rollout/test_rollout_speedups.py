@@ -9,7 +9,7 @@ from rollout_tiny import PAD, tiny_qwen2
 
 import r1kit.rollout.hf as hf
 from r1kit.rollout import HFEngine, SamplingParams
-from r1kit.rollout.attention import NAME, cpu_decode_attention, decode_attention, decode_scores
+from r1kit.models.attention import NAME, cpu_decode_attention, decode_attention, decode_scores
 
 
 class _Module(torch.nn.Module):

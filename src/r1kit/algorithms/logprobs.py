@@ -29,6 +29,7 @@ import torch
 
 from r1kit.models.cache_argument import cache_argument, returned_cache
 from r1kit.models.compile import runs_compiled
+from r1kit.models.attention import cpu_grouped_attention
 
 CHUNK_BYTES = 256 * 2**20
 """Default size of one float32 chunk of logits (256 MiB) when `chunk_rows` is not given."""
@@ -187,9 +188,13 @@ def completion_logprobs(
     if not 0 < logits_to_keep < input_ids.shape[1]:
         raise ValueError(f"logits_to_keep={logits_to_keep} must be in [1, {input_ids.shape[1] - 1}]")
     k = logits_to_keep
-    parts = shared_prompt_logits(model, input_ids, attention_mask, k, hidden=chunked_head) if share_prompts else None
-    if parts is None:
-        parts = [(_completion_logits(model, input_ids, attention_mask, k, hidden=chunked_head), input_ids[:, -k:])]
+    inner = inner_model(model)
+    # A CPU model's attention with grouped heads (see there); not under gradient checkpointing,
+    # whose recomputation in backward runs after the switch back.
+    with cpu_grouped_attention(inner, enabled=not _checkpointing(inner)):
+        parts = shared_prompt_logits(model, input_ids, attention_mask, k, hidden=chunked_head) if share_prompts else None
+        if parts is None:
+            parts = [(_completion_logits(model, input_ids, attention_mask, k, hidden=chunked_head), input_ids[:, -k:])]
     if chunked_head:
         head = lm_head(model)
         scored = [head_logprobs(h, head.weight, head.bias, targets, temperature, chunk_rows, with_entropy) for h, targets in parts]

@@ -21,6 +21,7 @@ from r1kit.algorithms.logprobs import chunked_head_problem, inner_model
 from r1kit.config import ModelArgs
 from r1kit.errors import R1kitError
 from r1kit.models.compile import compile_layers
+from r1kit.models.onednn import onednn_linears
 from r1kit.models.swiglu import lean_swiglu
 
 log = logging.getLogger(__name__)
@@ -142,12 +143,14 @@ def check_chunked_head(model: torch.nn.Module, args: ModelArgs) -> torch.nn.Modu
 
 def training_options(model: PreTrainedModel, args: ModelArgs) -> PreTrainedModel:
     """`model` with what ModelArgs asks of a model being trained: lean SwiGLU MLPs (`lean_swiglu`),
-    compiled layers (`compile_layers`), gradient checkpointing (non-reentrant, so frozen embeddings
+    linear layers through oneDNN on CPU (`onednn_linears`; not with compiled layers), compiled layers (`compile_layers`), gradient checkpointing (non-reentrant, so frozen embeddings
     under LoRA need no input-grad hook). Returns the model."""
     if args.compile and args.gradient_checkpointing:
         raise R1kitError("model.compile and model.gradient_checkpointing cannot be combined (the compiled layers are not checkpointed); set one of them to false")
     if args.lean_mlp:
         lean_swiglu(model)
+    if args.onednn_linear and not args.compile:
+        onednn_linears(model)
     if args.compile:
         compile_layers(model)
     if not args.gradient_checkpointing:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from transformers import activations
 
+from r1kit.models import onednn as onednn_linear
+
 # The MLP classes whose forward is exactly `down_proj(act_fn(gate_proj(x)) * up_proj(x))`.
 MLP_CLASSES = ("LlamaMLP", "Qwen2MLP", "Qwen3MLP", "MistralMLP")
 # What `ACT2FN["silu"]` builds, across transformers versions.
@@ -49,12 +51,15 @@ class _SiLUMulDown(torch.autograd.Function):
     """linear(silu(gate) * up, weight, bias), saving gate and up (not silu(gate) nor the product)."""
 
     @staticmethod
-    def forward(ctx, gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, onednn: bool) -> torch.Tensor:
         ctx.save_for_backward(gate, up, weight)
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.onednn = bias is not None, onednn
+        hidden = F.silu(gate).mul_(up)
+        if onednn and onednn_linear.worth_it(hidden, weight):
+            return onednn_linear.product(hidden, weight, bias)
         # Under autocast the projections' outputs are already in the autocast dtype and F.linear
         # casts weight and bias to it; without it, everything is in the weight's dtype.
-        return F.linear(F.silu(gate).mul_(up), weight, bias)
+        return F.linear(hidden, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -64,7 +69,8 @@ class _SiLUMulDown(torch.autograd.Function):
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[3] and ctx.has_bias:
             grad_bias = rows.sum(0).to(weight.dtype)
-        grad_product = grad @ weight.to(grad.dtype)
+        weight_ = weight.to(grad.dtype)
+        grad_product = onednn_linear.input_grad(grad, weight_) if ctx.onednn else grad @ weight_
         if ctx.needs_input_grad[2]:  # a frozen projection (LoRA elsewhere) skips the product and this matmul
             product = silu * up
             grad_weight = (rows.t() @ product.reshape(-1, product.shape[-1])).to(weight.dtype)
@@ -73,7 +79,7 @@ class _SiLUMulDown(torch.autograd.Function):
         else:
             grad_up = grad_product * silu
         grad_gate = _silu_grad(grad_product.mul_(up), gate, out=silu)
-        return grad_gate, grad_up, grad_weight, grad_bias
+        return grad_gate, grad_up, grad_weight, grad_bias, None
 
 
 def _silu_grad(grad: torch.Tensor, gate: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -92,7 +98,7 @@ def _lean_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled():
         return down(F.silu(gate) * up)
     if _plain_linear(down):
-        return _SiLUMulDown.apply(gate, up, down.weight, down.bias)
+        return _SiLUMulDown.apply(gate, up, down.weight, down.bias, onednn_linear.routes(down))
     return down(_SiLUMul.apply(gate, up))
 
 

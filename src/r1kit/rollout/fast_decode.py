@@ -11,7 +11,7 @@ module runs the same step as a flat function over the model's own weights:
 
 with the model's own rotary module (so every RoPE variant transformers implements is served), its
 RMSNorm arithmetic (float32 statistics, as transformers computes them), grouped-query attention as
-two matmuls over the rollout engine's preallocated KV cache (the maths of `attention.py`), and
+two matmuls over the rollout engine's preallocated KV cache (the maths of `r1kit/models/attention.py`), and
 nothing else. It is used only where that is the whole model: a decoder of exactly these module
 types, plain linear projections (no LoRA or quantised layers: PEFT models take the usual forward),
 SiLU MLPs, no sliding window shorter than the cache. `FastDecoder.build` says None otherwise.
@@ -36,13 +36,13 @@ tokens with the forward path, both ways).
 from __future__ import annotations
 
 import functools
-import platform
 
 import torch
 import torch.nn.functional as F
 
 from r1kit.rollout import kv_cache
-from r1kit.rollout.attention import decode_scores
+from r1kit.models.attention import decode_scores
+from r1kit.models.onednn import onednn_available
 
 PACKED_DECODE_FLOPS = 2e8
 """From this many model FLOPs per decode step (2 x parameters x rows) a float32 FastDecoder runs its
@@ -150,7 +150,7 @@ def _packs(model, cache) -> bool:
         and weight.device.type == "cpu"
         and not torch.is_autocast_enabled("cpu")  # the forward would run bf16 products: so must we
         and 2 * sum(p.numel() for p in model.parameters()) * rows >= PACKED_DECODE_FLOPS
-        and _onednn_linear_available()
+        and onednn_available()
     )
 
 
@@ -158,21 +158,6 @@ def _rows(cache) -> int:
     """Rows of a preallocated cache's buffers (0 before its first write)."""
     buffer = getattr(cache.layers[0], "key_buffer", None)
     return 0 if buffer is None else buffer.shape[0]
-
-
-@functools.cache
-def _onednn_linear_available() -> bool:
-    """Whether this torch has oneDNN's packed linear and runs on x86-64, the only CPUs it was
-    measured on (elsewhere oneDNN may sit on another backend, Arm's Compute Library say)."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        weight = torch.ones(2, 3)
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
-        out = torch.ops.mkldnn._linear_pointwise(torch.ones(1, 3), packed, None, "none", [], "")
-    except (AttributeError, RuntimeError, NotImplementedError):  # a build without these ops
-        return False
-    return bool(torch.equal(out, torch.full((1, 2), 3.0)))
 
 
 def _plain_projections(attn, mlp, cast: torch.dtype | None = None):

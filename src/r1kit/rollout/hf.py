@@ -11,7 +11,7 @@ completions fast. So this engine
 - runs layers compiled by `model.compile` eagerly (`models/compile.py`): the cache grows every
   step, and each new length would be a recompile;
 - on CPU, runs one-token attention as two small matmuls instead of SDPA's flash kernel
-  (`attention.py`), restoring the model's attention afterwards, and decodes a plain Llama-family
+  (`r1kit/models/attention.py`), restoring the model's attention afterwards, and decodes a plain Llama-family
   model (Llama, Qwen2, Mistral) through a flat function over its weights rather than its forward
   (`fast_decode.py`: 2.4 -> 1.5 ms per step for a 0.25M-parameter Qwen2 at 64 rows);
 - on a GPU, runs that flat step as one CUDA graph replayed every step (`graph_decode.py`), since
@@ -47,7 +47,7 @@ from r1kit.algorithms.logprobs import inner_model
 from r1kit.errors import R1kitError
 from r1kit.models.cache_argument import model_cache_argument, returned_cache
 from r1kit.models.compile import eager_rollout
-from r1kit.rollout.attention import cpu_decode_attention
+from r1kit.models.attention import cpu_decode_attention
 from r1kit.rollout.engine import RolloutBatch, SamplingParams
 from r1kit.rollout.fast_decode import FastDecoder
 from r1kit.rollout.graph_decode import GraphDecoder
@@ -67,7 +67,7 @@ class HFEngine:
     """Rollouts from a transformers causal LM (`AutoModelForCausalLM`) that supports a KV cache.
 
     model: the policy; generation runs it in eval mode under inference_mode (on CPU also with the
-    decode attention of `attention.py`) and restores its mode and attention afterwards, so the
+    decode attention of `r1kit/models/attention.py`) and restores its mode and attention afterwards, so the
     learner can keep training the same object.
     tokenizer: optional; needed for stop strings and decoded `texts`, and a source of pad/eos ids.
     pad_token_id: pads prompts and finished rows; defaults to the tokenizer's, then the model's,
