@@ -37,7 +37,10 @@ def with_grads(fn, q, k, v):
     return out.detach(), q.grad, k.grad, v.grad
 
 
-def test_grouped_attention_equals_sdpa_in_outputs_and_gradients():
+@pytest.mark.parametrize("chunk_bytes", [None, 1, 2 * 3 * 5 * 9 * 4 * 2])  # one chunk; a batch row each; two rows
+def test_grouped_attention_equals_sdpa_in_outputs_and_gradients(monkeypatch, chunk_bytes):
+    if chunk_bytes:
+        monkeypatch.setattr(attention, "GROUPED_CHUNK_BYTES", chunk_bytes)
     q, k, v, mask = inputs()
     got = with_grads(lambda q, k, v: grouped_attention(_Module(), q, k, v, mask, scaling=0.3)[0], q, k, v)
     want = with_grads(lambda q, k, v: sdpa(q, k, v, mask, 0.3), q, k, v)

@@ -13,11 +13,12 @@ GROUPED_NAME) instead. With grouped-query heads and a mask, transformers repeats
 value head for SDPA (`enable_gqa` only without a mask) and the flash kernel then works through
 [query block x keys] tiles. Where the scores are small (`GROUPED_SCORES_BYTES`), the group's query
 heads are stacked as rows instead, so each key/value head runs two batched matmuls over all of
-its queries and a softmax, with no repeated keys: at 13M parameters (64 rows of 127 completion
-tokens after a 13-token prompt, 6 query / 2 key-value heads) 21 + 31 ms per layer forward and
-backward against SDPA's 26 + 50 ms, the same outputs to 1e-6. It keeps the softmax's output for
-backward (where the flash kernel keeps one number per query), hence the bound. Anything else
-(long sequences, no mask, bf16, dropout) goes to SDPA.
+its queries and a softmax, with no repeated keys, a few batch rows at a time so that each chunk's
+scores stay in cache; like the flash kernels it keeps its inputs and output for backward, not the
+probabilities, which backward recomputes. At 13M parameters (64 rows of 127 completion tokens after
+a 13-token prompt, 6 query / 2 key-value heads of 64) 19-21 + 39 ms per layer forward and backward
+against SDPA's 23-26 + 47 ms; at 0.25M (heads of 16) 6.8 + 12 against 7.8 + 12.6 ms; same outputs
+to 1e-6. Anything else (long sequences, no mask, bf16, dropout) goes to SDPA.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
 GROUPED_NAME = "r1kit_cpu_grouped"
 GROUPED_SCORES_BYTES = 32 * 2**20
 """Largest float32 score tensor (batch x query heads x queries x keys x 4 bytes) of one layer that
-`grouped_attention` computes whole; larger ones go through SDPA."""
+`grouped_attention` serves (the sizes it was measured faster at); larger ones go through SDPA's
+tiled kernel."""
 
 
 def grouped_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -97,11 +99,65 @@ def grouped_attention(module, query, key, value, attention_mask, scaling=None, d
     group = heads // kv_heads
     scale = dim**-0.5 if scaling is None else scaling
     rows = (query * scale).reshape(batch * kv_heads, group * length, dim)  # [B KV, g L, D]
-    scores = torch.bmm(rows, key.reshape(batch * kv_heads, keys, dim).transpose(1, 2))
     blocked = ~attention_mask.expand(batch, 1, length, keys)[:, :, None]  # [B, 1, 1, L, S]
-    scores.view(batch, kv_heads, group, length, keys).masked_fill_(blocked, torch.finfo(scores.dtype).min)
-    out = torch.bmm(scores.softmax(dim=-1), value.reshape(batch * kv_heads, keys, dim))  # [B KV, g L, D]
+    flat = (batch * kv_heads, keys, dim)
+    out = _GroupedAttention.apply(rows, key.reshape(flat), value.reshape(flat), blocked)  # [B KV, g L, D]
     return out.view(batch, heads, length, dim).transpose(1, 2).contiguous(), None
+
+
+GROUPED_CHUNK_BYTES = 4 * 2**20
+"""`grouped_attention` works through its rows a few (batch, key/value head) pairs at a time, so that
+each chunk's scores (about this many bytes) stay in cache between the two products, and no
+transient is score-sized."""
+
+
+class _GroupedAttention(torch.autograd.Function):
+    """softmax(rows keys^T, masked) values over [B KV, g L, .] rows, chunk by chunk over B KV,
+    keeping for backward its inputs and output rather than the probabilities (the flash kernels
+    keep about as much): backward recomputes each chunk's with one more product."""
+
+    @staticmethod
+    def forward(ctx, rows, keys, values, blocked):
+        out = rows.new_empty(rows.shape[0], rows.shape[1], values.shape[2])
+        for chunk, mask in _chunks(rows, keys, blocked):
+            torch.bmm(_probabilities(rows[chunk], keys[chunk], mask), values[chunk], out=out[chunk])
+        ctx.save_for_backward(rows, keys, values, blocked, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        rows, keys, values, blocked, out = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_rows, grad_keys, grad_values = torch.empty_like(rows), torch.empty_like(keys), torch.empty_like(values)
+        # d scores = probs * (d probs - sum_k probs_k d probs_k), and that sum is grad_out . out
+        delta = (grad_out * out).sum(-1, keepdim=True)
+        for chunk, mask in _chunks(rows, keys, blocked):
+            probs, g = _probabilities(rows[chunk], keys[chunk], mask), grad_out[chunk]
+            torch.bmm(probs.transpose(1, 2), g, out=grad_values[chunk])
+            grad_scores = torch.bmm(g, values[chunk].transpose(1, 2)).sub_(delta[chunk]).mul_(probs)
+            torch.bmm(grad_scores, keys[chunk], out=grad_rows[chunk])
+            torch.bmm(grad_scores.transpose(1, 2), rows[chunk], out=grad_keys[chunk])
+        return grad_rows, grad_keys, grad_values, None
+
+
+def _chunks(rows, keys, blocked):
+    """(slice of B KV rows, its mask [b, 1, 1, L, S]) pairs, chunk by chunk, each chunk whole batch
+    rows (all their key/value heads) of about GROUPED_CHUNK_BYTES of scores."""
+    batch, kv_heads = blocked.shape[0], rows.shape[0] // blocked.shape[0]
+    per_row = kv_heads * rows.shape[1] * keys.shape[1] * rows.element_size()
+    step = max(1, GROUPED_CHUNK_BYTES // per_row)
+    for start in range(0, batch, step):
+        stop = min(start + step, batch)
+        yield slice(start * kv_heads, stop * kv_heads), blocked[start:stop]
+
+
+def _probabilities(rows, keys, blocked):
+    """softmax of the scores rows keys^T with blocked pairs at the dtype's lowest value (so a row
+    with none unblocked gets uniform weights, not NaN)."""
+    scores = torch.bmm(rows, keys.transpose(1, 2))
+    batch, _, _, length, n_keys = blocked.shape
+    scores.view(batch, -1, scores.shape[1] // length, length, n_keys).masked_fill_(blocked, torch.finfo(scores.dtype).min)
+    return scores.softmax(dim=-1)
 
 
 def decode_scores(q: torch.Tensor, keys: torch.Tensor, scale: float, plain: bool | None = None) -> torch.Tensor:
