@@ -91,7 +91,8 @@ def grouped_attention(module, query, key, value, attention_mask, scaling=None, d
         and attention_mask.shape[1] == 1
         and attention_mask.shape[-2:] == (length, keys)
         and query.dtype == key.dtype == value.dtype == torch.float32
-        and not torch.is_autocast_enabled(query.device.type)
+        and query.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")
         and heads % kv_heads == 0
         and batch * heads * length * keys * 4 <= GROUPED_SCORES_BYTES
     ):
@@ -156,7 +157,9 @@ def _probabilities(rows, keys, blocked):
     with none unblocked gets uniform weights, not NaN)."""
     scores = torch.bmm(rows, keys.transpose(1, 2))
     batch, _, _, length, n_keys = blocked.shape
-    scores.view(batch, -1, scores.shape[1] // length, length, n_keys).masked_fill_(blocked, torch.finfo(scores.dtype).min)
+    # Adding a bias broadcast over the heads is ~8x faster than a broadcast masked_fill_ (NOTES.md).
+    bias = torch.zeros(blocked.shape, dtype=scores.dtype, device=scores.device).masked_fill_(blocked, torch.finfo(scores.dtype).min)
+    scores.view(batch, -1, scores.shape[1] // length, length, n_keys).add_(bias)
     return scores.softmax(dim=-1)
 
 
