@@ -109,3 +109,17 @@ def test_a_deep_copy_routes_through_its_own_weights():
         assert not torch.allclose(model(ids).logits, copied(ids).logits)
     proj = copied.model.layers[0].self_attn.q_proj
     assert proj.forward.__self__ is proj
+
+
+def test_a_frozen_weight_keeps_no_input_and_still_passes_the_input_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(ROWS, 160, requires_grad=True)
+    weight = torch.randn(192, 160) * 0.1  # frozen, as a LoRA base layer's
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = onednn.linear(x, weight)
+    assert all(t.data_ptr() != x.data_ptr() for t in saved)
+    out.square().sum().backward()
+    want = x.detach().clone().requires_grad_(True)
+    F.linear(want, weight).square().sum().backward()
+    torch.testing.assert_close(x.grad, want.grad, rtol=1e-4, atol=1e-4)

@@ -143,8 +143,9 @@ def check_chunked_head(model: torch.nn.Module, args: ModelArgs) -> torch.nn.Modu
 
 def training_options(model: PreTrainedModel, args: ModelArgs) -> PreTrainedModel:
     """`model` with what ModelArgs asks of a model being trained: lean SwiGLU MLPs (`lean_swiglu`),
-    linear layers through oneDNN on CPU (`onednn_linears`; not with compiled layers), compiled layers (`compile_layers`), gradient checkpointing (non-reentrant, so frozen embeddings
-    under LoRA need no input-grad hook). Returns the model."""
+    large CPU linear products through oneDNN (`onednn_linears`; not with compiled layers), compiled
+    layers (`compile_layers`), gradient checkpointing (non-reentrant, so frozen embeddings under
+    LoRA need no input-grad hook). Returns the model."""
     if args.compile and args.gradient_checkpointing:
         raise R1kitError("model.compile and model.gradient_checkpointing cannot be combined (the compiled layers are not checkpointed); set one of them to false")
     if args.lean_mlp:
