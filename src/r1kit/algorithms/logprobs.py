@@ -27,9 +27,9 @@ from contextlib import contextmanager
 
 import torch
 
+from r1kit.models.attention import cpu_grouped_attention
 from r1kit.models.cache_argument import cache_argument, returned_cache
 from r1kit.models.compile import runs_compiled
-from r1kit.models.attention import cpu_grouped_attention
 
 CHUNK_BYTES = 256 * 2**20
 """Default size of one float32 chunk of logits (256 MiB) when `chunk_rows` is not given."""
