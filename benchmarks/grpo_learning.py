@@ -1,4 +1,4 @@
-"""Does GRPO learn? The numbers quoted in the README's "GRPO learning" section.
+"""Does GRPO learn? The numbers in docs/BENCHMARKS.md, "GRPO learning on the demo's checkpoints".
 
 Three measurements on the tiny arithmetic task, all on CPU:
 

@@ -33,7 +33,7 @@ an accuracy moves by about 0.03 per 2-3 items.
 (beta 0.5, rpo_alpha 1.0) were chosen with `--only dpo --beta 0.1 0.5 --rpo-alpha 0 0.5 1 2`: plain
 DPO at beta 0.1 cut task accuracy (greedy 0.613 -> 0.400 from the demo's earlier SFT model) while
 doubling the chosen answers' NLL; with the NLL term, and more so at beta 0.5, task accuracy stayed
-within noise (README, "Preference learning").
+within noise (docs/BENCHMARKS.md, "Preference learning").
 
 One torch thread by default: on a machine shared with other jobs, two OpenMP threads that wait on
 each other made every step about ten times slower than one.
