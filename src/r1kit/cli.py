@@ -12,8 +12,8 @@ import sys
 
 from r1kit.openmp import default_waits
 
-# OpenMP threads that spin while waiting make torch on a busy CPU 100x slower; threads that sleep at
-# once pay a wake-up per parallel region. PASSIVE waits after a short spin (r1kit/openmp.py). Set
+# OpenMP threads that spin while waiting make torch on a shared CPU far slower; threads that sleep
+# at once pay a wake-up per parallel region. PASSIVE waits after a short spin (r1kit/openmp.py). Set
 # before torch is imported; a user's own setting wins.
 default_waits()
 

@@ -26,8 +26,8 @@ fails inside a trainer's reward thread pool. We turn it off (`parsing_timeout=No
 `timeout_seconds=None`) and run each row's parse-and-verify in a short-lived daemon thread that we
 wait on with a deadline. Why a thread and not a process pool: a thread can be started from any
 thread and any process, including daemonic worker processes (DataLoader and multiprocessing.Pool
-workers), which may not have children; it costs about a tenth of a millisecond instead of a process
-start and a SymPy import, and nothing has to be pickled. A thread cannot be killed, so on the
+workers), which may not have children; starting one is far cheaper than a process start and a
+SymPy import, and nothing has to be pickled. A thread cannot be killed, so on the
 deadline we raise an exception inside it (`PyThreadState_SetAsyncExc`); SymPy is pure Python, so
 the thread stops at its next bytecode. A row that times out scores 0 and is counted in
 `metrics["timeout"]`.
