@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the R1 recipe in miniature on CPU")
     demo.add_argument("overrides", nargs="*", help="key=value overrides of the demo config")
     demo.add_argument("--config", "-c", default=None, help="demo config (defaults to the built-in tiny arithmetic one)")
+    demo.add_argument("--seeds", type=int, default=1, help="run every stage after the pretrained bases with seeds 0..N-1 and report mean ± sd")
     ev = sub.add_parser("eval", help="evaluate a model: greedy acc, pass@1 over k, pass@k, maj@k, length")
     ev.add_argument("--model", "-m", required=True, help="model directory or hub id")
     ev.add_argument("--task", "-t", default="arithmetic", help="built-in task (or use --data)")
@@ -88,7 +89,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.verb == "demo":
         from r1kit.demo import run_demo
 
-        run_demo(args.config, list(args.overrides))
+        run_demo(args.config, list(args.overrides), seeds=args.seeds)
         return 0
     if args.verb == "eval":
         from r1kit.eval.cli import run_eval

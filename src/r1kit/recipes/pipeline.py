@@ -20,6 +20,7 @@ from typing import Any
 from r1kit.config import RECIPES, deep_merge, dump, from_dict, recipe_config_class
 from r1kit.errors import R1kitError
 from r1kit.report.logger import console
+from r1kit.report.tables import stage_metrics, stage_table
 
 
 @dataclass
@@ -56,6 +57,10 @@ class PipelineConfig:
     """The stages, in order."""
     report: bool = True
     """Write the comparison report at the end."""
+    seed: int | None = None
+    """Seed of every stage that does not set `run.seed` in its own config (None: each stage's
+    default). `r1kit demo --seeds N` runs the pipeline once per seed; stages that pin their seed
+    (the pretrained bases) are shared by all of them."""
 
 
 def stage_config(pipe: PipelineConfig, stage: StageSpec, outputs: dict[str, Path]) -> Any:
@@ -64,6 +69,8 @@ def stage_config(pipe: PipelineConfig, stage: StageSpec, outputs: dict[str, Path
     fields = set(cls.__dataclass_fields__)
     raw = {k: v for k, v in pipe.defaults.items() if k in fields}
     raw = deep_merge(raw, pipe.recipe_defaults.get(stage.recipe, {}))
+    if pipe.seed is not None:
+        raw = deep_merge(raw, {"run": {"seed": pipe.seed}})
     raw = deep_merge(raw, stage.config)
     raw = deep_merge(raw, {"run": {"output_dir": pipe.output_dir, "name": stage.name}})
     if stage.start:
@@ -115,15 +122,15 @@ def run_pipeline(pipe: PipelineConfig) -> Path:
         (out / stage.name).mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps({"run_dir": str(run_dir.resolve()), "config": fingerprint}))
         _write_stages(out, outputs)
-    rows = []
+    results = {}
     for stage in pipe.stages:
         ev = outputs[stage.name] / "eval.json"
         if stage.show and ev.is_file():
-            rows.append((stage.name, json.loads(ev.read_text()).get("after", {})))
+            results[stage.name] = json.loads(ev.read_text()).get("after", {})
+    (out / "results.json").write_text(json.dumps(results, indent=2))
     k = int(pipe.defaults.get("eval", {}).get("k", 4))
-    from r1kit.demo import print_results
-
-    print_results(rows, k, out)
+    per_seed = {name: {m: [v] for m, v in stage_metrics(r, k).items()} for name, r in results.items()}
+    console.print(stage_table(per_seed, k, f"{out}: held-out test split"))
     if timings:
         console.print("stage seconds: " + ", ".join(f"{n} {t:.0f}" for n, t in timings.items()))
     _write_stages(out, outputs)

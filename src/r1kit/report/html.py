@@ -193,23 +193,39 @@ def stage_dirs(pipe_dir: Path) -> dict[str, Path | None]:
     written relative to wherever the pipeline ran, so when one does not resolve from here the
     usual layout `pipe_dir/<stage>` is tried."""
     recorded = _recorded(pipe_dir)
-    results = _read_json(pipe_dir / "results.json")
-    names = list(recorded) + [n for n in (results if isinstance(results, dict) else {}) if n not in recorded]
+    results = _results_json(pipe_dir)
+    names = list(recorded) + [n for n in results if n not in recorded]
     return {name: _resolve(pipe_dir, name, recorded.get(name)) for name in names}
 
 
 def stage_results(pipe_dir: Path, stages: Mapping[str, Path | None]) -> dict[str, dict[str, Any]]:
     """Held-out metrics per stage: results.json when the pipeline wrote it (it leaves out stages
     marked show: false), otherwise the `after` block of each stage's eval.json."""
-    results = _read_json(pipe_dir / "results.json")
-    if isinstance(results, dict):
-        return {n: m for n, m in results.items() if isinstance(m, dict)}
+    results = _results_json(pipe_dir)
+    if results:
+        return results
     out = {}
     for name, run_dir in stages.items():
         ev = _read_json(run_dir / "eval.json") if run_dir is not None else None
         if isinstance(ev, dict) and isinstance(ev.get("after"), dict):
             out[name] = ev["after"]
     return out
+
+
+def _results_json(pipe_dir: Path) -> dict[str, dict[str, Any]]:
+    """results.json as stage -> metrics: a pipeline's own, or the demo's (per-seed lists under
+    "stages", shown here as their means)."""
+    results = _read_json(pipe_dir / "results.json")
+    if not isinstance(results, dict):
+        return {}
+    if isinstance(results.get("stages"), dict) and "seeds" in results:
+        k = results.get("k", 4)
+        names = {"greedy_acc": "greedy_acc", "pass@1": "pass@1", "maj@k": f"maj@{k}", "pass@k": f"pass@{k}", "mean_length": "length_mean"}
+        return {
+            stage: {names.get(m, m): sum(v) / len(v) for m, v in metrics.items() if isinstance(v, list) and v}
+            for stage, metrics in results["stages"].items()
+        }
+    return {n: m for n, m in results.items() if isinstance(m, dict)}
 
 
 def results_table(results: Mapping[str, Mapping[str, Any]], ids: Mapping[str, str]) -> str:
