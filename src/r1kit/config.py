@@ -74,19 +74,11 @@ class ModelArgs:
     backward and recompute SiLU(gate) * up there: half the MLP activations (most of a small-vocabulary
     model's activation memory) for one more elementwise SiLU and product per layer, and the same
     gradients to the bit. Other architectures are left as they are."""
-    onednn_linear: bool = True
-    """On x86 CPUs, float32 linear layers over at least 2048 tokens with both weight dimensions at
-    least 128 run through oneDNN (the other matmul library inside PyTorch) instead of MKL: forward
-    and input gradient 10-19% faster on our AMD EPYC, weight gradient still MKL
-    (`r1kit/models/onednn.py`). Applies to the model a recipe trains and its GRPO reference copy;
-    same maths, outputs equal to float rounding. Elsewhere (GPUs, bf16, small products) it does
-    nothing."""
     compile: bool = False
     """Compile the trained model's transformer layers with torch.compile (regional compilation:
     one graph that every layer reuses; dynamic shapes), as TRL's `torch_compile`. Only the learner's
-    passes run compiled; rollouts run eagerly. The first step pays the compile (71 s for a
-    0.25M-parameter model on 2 CPU cores); on CPU we measured no gain, so it is off; meant for GPUs.
-    Not with gradient_checkpointing."""
+    passes run compiled; rollouts run eagerly. The first step pays the compile; on CPU we measured no
+    gain (benchmarks/NOTES.md), so it is off; meant for GPUs. Not with gradient_checkpointing."""
 
 
 @dataclass
@@ -163,19 +155,20 @@ class RunArgs:
     """Write TensorBoard events when tensorboard is installed."""
     threads: int = 0
     """torch intra-op threads (0 = torch's default)."""
+    accel: Literal["auto", "off"] = "auto"
+    """Hardware-specific speed-ups (`r1kit.accel`), applied once at setup by device. `auto`: on
+    CPU, linear layers through oneDNN and plain-matmul attention for the learner's passes (x86),
+    rollouts through a flat decode step over the model's weights, split among forked worker
+    processes, with small models decoded on one thread, and glibc's malloc keeping freed memory;
+    on a GPU, decode steps replayed as a CUDA graph. `off`: plain PyTorch and transformers (the
+    model's own forward and attention, one process), the same maths up to float rounding and
+    other random draws where auto splits a rollout among processes. OpenMP's wait policy is set
+    by the command line before any config is read; set OMP_WAIT_POLICY to choose your own."""
     rollout_processes: int = 0
-    """On CPU, how many processes may share a rollout's prompts (`r1kit/rollout/workers.py`): 0 =
-    automatic (on Linux, one per torch thread for a model of at most 20M parameters: a 0.25M
-    model's 128-token rollout of 64 rows 0.245 -> 0.175 s on 2 cores), 1 = every rollout in the
-    training process, k = at most k."""
-    keep_freed_memory: bool = True
-    """On CPU under glibc (Linux), serve large tensors from the process heap and keep freed memory
-    there instead of mapping fresh pages from the OS for each one (`mallopt`: no mmap, 2 GiB trim
-    threshold). Every new tensor of tens of MB otherwise pays a page fault per 4 KiB on first
-    touch: a [64, 127, 1536] float32 product took 17 ms fresh against 5 ms reused, and a 13M-model
-    GRPO step with 128-token completions 9.4-9.5 s against 8.1-8.6 s. Memory freed during the run
-    then stays with the process, and torch's aligned blocks fragment the heap somewhat: that step's
-    peak memory was 4-7% higher. false: glibc's defaults."""
+    """With run.accel=auto on CPU (Linux), how many processes may share a rollout's prompts
+    (`r1kit/accel/workers.py`): 0 = automatic (one per torch thread for a model of at most 20M
+    parameters), 1 = every rollout in the training process, k = at most k. More than 1 needs
+    run.accel=auto."""
     resume: str = ""
     """`auto` to continue from the newest checkpoint of the run directory, or a checkpoint path."""
     progress: bool = True

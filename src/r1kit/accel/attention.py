@@ -1,34 +1,33 @@
 """Plain-matmul attention on CPU: for one-token decode steps, and for the learner's grouped heads.
 
-PyTorch's CPU scaled_dot_product_attention runs its flash kernel even for a single query token,
-where its blocking and per-thread buffers cost more than the arithmetic: on a tiny model it is a
-third of each decode step, and with 2 threads on a busy machine its thread barriers stall for
-milliseconds. For one query token the attention is two small batched matmuls and a softmax, so
-during generation on CPU the engine switches the model to `decode_attention` (registered with
-transformers' AttentionInterface under NAME) and switches it back afterwards. Prompts (more than
-one query token) still go through SDPA; masks are SDPA's boolean masks.
+`install(model)` (called by `r1kit.accel.apply` and by the accelerated engine, on CPU models whose
+attention is SDPA) makes `cpu_attention` the model's attention implementation, registered with
+transformers' AttentionInterface under NAME (its masks are SDPA's boolean masks). It routes each
+call by shape and leaves everything it does not serve to SDPA:
 
-The learner's passes (`completion_logprobs`) switch a CPU model to `grouped_attention` (under
-GROUPED_NAME) instead. With grouped-query heads and a mask, transformers repeats every key and
-value head for SDPA (`enable_gqa` only without a mask) and the flash kernel then works through
-[query block x keys] tiles. Where the scores are small (`GROUPED_SCORES_BYTES`), the group's query
-heads are stacked as rows instead, so each key/value head runs two batched matmuls over all of
-its queries and a softmax, with no repeated keys, a few batch rows at a time so that each chunk's
-scores stay in cache; like the flash kernels it keeps its inputs and output for backward, not the
-probabilities, which backward recomputes. At 13M parameters (64 rows of 127 completion tokens after
-a 13-token prompt, 6 query / 2 key-value heads of 64) 19-21 + 39 ms per layer forward and backward
-against SDPA's 23-26 + 47 ms; at 0.25M (heads of 16) 6.8 + 12 against 7.8 + 12.6 ms; same outputs
-to 1e-6. Anything else (long sequences, no mask, bf16, dropout) goes to SDPA.
+- One query token (a decode step): PyTorch's CPU scaled_dot_product_attention runs its flash
+  kernel even there, where its blocking, per-thread buffers and thread barriers cost more than the
+  arithmetic. For one query the attention is two small batched matmuls and a softmax
+  (`decode_attention`).
+- Several query tokens with grouped-query heads and a mask (the learner's passes, prompt
+  prefills): transformers repeats every key and value head for SDPA (`enable_gqa` only without a
+  mask) and the flash kernel then works through [query block x keys] tiles. Where the scores are
+  small (`GROUPED_SCORES_BYTES`), `grouped_attention` stacks the group's query heads as rows
+  instead, so each key/value head runs two batched matmuls over all of its queries and a softmax,
+  with no repeated keys, a few batch rows at a time so that each chunk's scores stay in cache; like
+  the flash kernels it keeps its inputs and output for backward, not the probabilities, which
+  backward recomputes. Same outputs as SDPA to float rounding.
+
+Anything else (long sequences, no mask, bf16, dropout, soft-capping or sinks) goes to SDPA. The
+measurements behind the choices are in benchmarks/NOTES.md.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from collections.abc import Iterator
-
 import torch
 
-NAME = "r1kit_cpu_decode"
+NAME = "r1kit_cpu"
+"""The name `cpu_attention` is registered under with transformers' attention interfaces."""
 
 try:  # the attention interface arrived in transformers 4.48
     from transformers import AttentionInterface
@@ -36,6 +35,14 @@ try:  # the attention interface arrived in transformers 4.48
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 except ImportError:  # pragma: no cover - depends on the installed transformers
     AttentionInterface = None
+
+
+def cpu_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The attention `install` gives a CPU model: `decode_attention` for one query token,
+    `grouped_attention` otherwise (each hands what it does not serve to SDPA)."""
+    route = decode_attention if query.shape[2] == 1 else grouped_attention
+    return route(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+
 
 # Keyword arguments that change the attention maths; with any of them set we leave it to SDPA.
 _SDPA_ONLY = ("softcap", "s_aux", "sinks", "position_bias")
@@ -63,7 +70,6 @@ def decode_attention(module, query, key, value, attention_mask, scaling=None, dr
     return out.reshape(batch, 1, heads, dim), None
 
 
-GROUPED_NAME = "r1kit_cpu_grouped"
 GROUPED_SCORES_BYTES = 32 * 2**20
 """Largest float32 score tensor (batch x query heads x queries x keys x 4 bytes) of one layer that
 `grouped_attention` serves (the sizes it was measured faster at); larger ones go through SDPA's
@@ -157,7 +163,8 @@ def _probabilities(rows, keys, blocked):
     with none unblocked gets uniform weights, not NaN)."""
     scores = torch.bmm(rows, keys.transpose(1, 2))
     batch, _, _, length, n_keys = blocked.shape
-    # Adding a bias broadcast over the heads is ~8x faster than a broadcast masked_fill_ (NOTES.md).
+    # A bias added with a broadcast over the heads is much cheaper than a broadcast masked_fill_
+    # (benchmarks/NOTES.md).
     bias = torch.zeros(blocked.shape, dtype=scores.dtype, device=scores.device).masked_fill_(blocked, torch.finfo(scores.dtype).min)
     scores.view(batch, -1, scores.shape[1] // length, length, n_keys).add_(bias)
     return scores.softmax(dim=-1)
@@ -180,46 +187,31 @@ def decode_scores(q: torch.Tensor, keys: torch.Tensor, scale: float, plain: bool
         return torch.matmul(q.float(), keys.float().transpose(-1, -2)) * scale
 
 
+
+
 def _register() -> bool:
     if AttentionInterface is None:
         return False
-    for name, function in ((NAME, decode_attention), (GROUPED_NAME, grouped_attention)):
-        AttentionInterface.register(name, function)
-        AttentionMaskInterface.register(name, sdpa_mask)
+    AttentionInterface.register(NAME, cpu_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
     return True
 
 
 _REGISTERED = _register()
 
 
-def cpu_decode_attention(model, enabled: bool = True):
-    """While inside, a CPU model that uses SDPA uses `decode_attention`; yields whether it does.
-
-    Anything else (a GPU, eager or flash attention, a model that cannot switch) is left alone.
-    """
-    return cpu_attention(model, NAME, enabled)
-
-
-def cpu_grouped_attention(model, enabled: bool = True):
-    """While inside, a CPU model that uses SDPA uses `grouped_attention`; yields whether it does."""
-    return cpu_attention(model, GROUPED_NAME, enabled)
-
-
-@contextmanager
-def cpu_attention(model, name: str, enabled: bool = True) -> Iterator[bool]:
-    """While inside, a CPU model that uses SDPA uses the attention registered as `name`; yields
-    whether it does. Anything else (a GPU, eager or flash attention, a model that cannot switch)
-    is left alone."""
-    original = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    if not (enabled and _REGISTERED and original == "sdpa" and next(model.parameters()).device.type == "cpu"):
-        yield False
-        return
+def install(model: torch.nn.Module) -> bool:
+    """Make `cpu_attention` the attention of `model` (a transformers model, unwrapped) when it sits
+    on the CPU and uses SDPA; returns whether it now uses it. Anything else (a GPU, eager or flash
+    attention, a model that cannot switch) is left alone. Deep copies (GRPO's reference) keep it."""
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == NAME:
+        return True
+    if not (_REGISTERED and getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa"):
+        return False
+    if next(model.parameters()).device.type != "cpu":
+        return False
     try:
-        model.set_attn_implementation(name)
+        model.set_attn_implementation(NAME)
     except (AttributeError, ValueError, ImportError):
-        yield False
-        return
-    try:
-        yield model.config._attn_implementation == name
-    finally:
-        model.set_attn_implementation(original)
+        return False
+    return model.config._attn_implementation == NAME

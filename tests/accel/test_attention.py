@@ -1,14 +1,16 @@
 """The learner's grouped-head attention on CPU: SDPA's outputs and gradients to float rounding,
-SDPA itself wherever it does not apply, and switched on only inside `completion_logprobs`."""
+SDPA itself wherever it does not apply, and the attention `accel.apply` installs, which
+`completion_logprobs` then runs through (that function swaps nothing itself)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from r1kit import accel
+from r1kit.accel import attention
+from r1kit.accel.attention import grouped_attention
 from r1kit.algorithms.logprobs import completion_logprobs
-from r1kit.models import attention
-from r1kit.models.attention import GROUPED_NAME, grouped_attention
 
 
 class _Module(torch.nn.Module):
@@ -81,8 +83,12 @@ def tiny_qwen2() -> Qwen2ForCausalLM:
 
 
 @pytest.mark.parametrize("share_prompts", [True, False])
-def test_completion_logprobs_use_it_and_give_sdpa_s_numbers(monkeypatch, share_prompts):
+def test_completion_logprobs_use_it_once_installed_and_give_sdpa_s_numbers(monkeypatch, share_prompts):
     model = tiny_qwen2()
+    assert completion_logprobs(model, torch.randint(1, 61, (2, 6)), torch.ones(2, 6, dtype=torch.long), 2) is not None
+    assert model.config._attn_implementation == "sdpa"  # the scoring function swaps nothing
+    accel.apply(model, "cpu", "auto")
+    assert model.config._attn_implementation == attention.NAME
     ids = torch.randint(1, 61, (8, 14))
     mask = torch.ones_like(ids)
     ids[4:, :2], mask[4:, :2] = 0, 0  # two left-padded prompts (repeated, so prompts can be shared)
@@ -94,7 +100,7 @@ def test_completion_logprobs_use_it_and_give_sdpa_s_numbers(monkeypatch, share_p
         used.append(query.shape[2])
         return original(module, query, *args, **kwargs)
 
-    monkeypatch.setitem(attention.AttentionInterface._global_mapping, GROUPED_NAME, spy)
+    monkeypatch.setattr(attention, "grouped_attention", spy)
 
     def logprobs():
         model.zero_grad(set_to_none=True)
@@ -103,7 +109,7 @@ def test_completion_logprobs_use_it_and_give_sdpa_s_numbers(monkeypatch, share_p
         return logp.detach(), [p.grad.clone() for p in model.parameters()]
 
     got, got_grads = logprobs()
-    assert used and model.config._attn_implementation == "sdpa"  # switched on, then back
+    assert used and min(used) > 1  # the learner's passes: several queries each
     monkeypatch.setattr(attention, "GROUPED_SCORES_BYTES", 0)  # every call to SDPA
     want, want_grads = logprobs()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
