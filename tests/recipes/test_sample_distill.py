@@ -96,6 +96,12 @@ class ScriptedEngine:
         return RolloutBatch(p_ids, p_mask, completion_ids, completion_mask, torch.zeros(completion_ids.shape), reasons,
                             [i // params.n for i in range(len(rows))], params.n, tok.pad_token_id, texts)  # fmt: skip
 
+    def sync_weights(self, model):
+        pass
+
+    def close(self):
+        pass
+
 
 def sample_config(model_dir, out_dir, *extra):
     return cfg.load(
@@ -120,7 +126,7 @@ def sample_config(model_dir, out_dir, *extra):
 @pytest.fixture
 def scripted(monkeypatch):
     calls: list = []
-    monkeypatch.setattr(rs, "HFEngine", lambda model, tokenizer, processes=0: ScriptedEngine(tokenizer, calls))
+    monkeypatch.setattr(rs.accel, "rollout_engine", lambda model, tokenizer, processes=0: ScriptedEngine(tokenizer, calls))
     return calls
 
 
@@ -275,12 +281,14 @@ def test_hard_label_weight_adds_the_cross_entropy_on_response_tokens(models, tmp
 def test_on_policy_distillation_with_lmbda_one_trains_on_the_students_own_samples(models, tmp_path, monkeypatch):
     calls = []
 
-    class CountingEngine(distill_recipe.HFEngine):
+    from r1kit.accel.engine import AcceleratedEngine
+
+    class CountingEngine(AcceleratedEngine):
         def generate(self, prompt_ids, params):
             calls.append((len(prompt_ids), params.max_new_tokens))
             return super().generate(prompt_ids, params)
 
-    monkeypatch.setattr(distill_recipe, "HFEngine", CountingEngine)
+    monkeypatch.setattr(distill_recipe.accel, "rollout_engine", lambda model, tokenizer, processes=0: CountingEngine(model, tokenizer, processes=processes))
     # No data.path: prompts from the built-in task, which has no `completion` column; none is needed.
     config = distill_config(models, tmp_path, "student", "teacher", "mode=on_policy", "lmbda=1.0", "divergence=reverse_kl", "max_new_tokens=6", "batch_size=2", "data.train_size=6")
     run_dir = distill_recipe.train(config)
