@@ -12,7 +12,7 @@ import sys
 
 from r1kit.accel.openmp import default_waits
 
-# OpenMP threads that spin while waiting make torch on a busy CPU 100x slower; threads that sleep at
+# OpenMP threads that spin while waiting make torch on a busy CPU far slower; threads that sleep at
 # once pay a wake-up per parallel region. PASSIVE waits after a short spin (r1kit/accel/openmp.py). Set
 # before torch is imported; a user's own setting wins.
 default_waits()
