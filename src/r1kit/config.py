@@ -157,10 +157,10 @@ class RunArgs:
     """torch intra-op threads (0 = torch's default)."""
     accel: Literal["auto", "off"] = "auto"
     """Hardware-specific speed-ups (`r1kit.accel`), applied once at setup by device. `auto`: on
-    CPU, linear layers through oneDNN and plain-matmul attention for the learner's passes (x86),
-    rollouts through a flat decode step over the model's weights, split among forked worker
-    processes, with small models decoded on one thread, and glibc's malloc keeping freed memory;
-    on a GPU, decode steps replayed as a CUDA graph. `off`: plain PyTorch and transformers (the
+    CPU, large linear products through oneDNN (x86), rollouts through a flat decode step over the
+    model's weights (or plain-matmul one-token attention), split among forked worker processes,
+    with small models decoded on one thread, and glibc's malloc keeping freed memory; on a GPU,
+    decode steps replayed as a CUDA graph. `off`: plain PyTorch and transformers (the
     model's own forward and attention, one process), the same maths up to float rounding and
     other random draws where auto splits a rollout among processes. OpenMP's wait policy is set
     by the command line before any config is read; set OMP_WAIT_POLICY to choose your own."""

@@ -64,12 +64,14 @@ def test_off_leaves_the_model_as_loaded_and_builds_the_plain_engine():
     assert type(engine) is HFEngine
     with pytest.raises(R1kitError, match=r"run.rollout_processes=2 .* run.accel=auto"):
         accel.rollout_engine(model, processes=2)
+    with pytest.raises(R1kitError, match=r"run.rollout_processes=2 .* run.accel=auto"):
+        accel.setup("off", "cpu", rollout_processes=2)
     accel.setup("auto", "cpu")
     assert isinstance(accel.rollout_engine(model), AcceleratedEngine)
 
 
 def tiny_qwen2() -> Qwen2ForCausalLM:
-    """Wide enough (128) for oneDNN's products, with grouped heads (4 query / 2 key-value)."""
+    """Wide enough (128) for oneDNN's products, with grouped-query heads (4 query / 2 key-value)."""
     config = Qwen2Config(vocab_size=61, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     torch.manual_seed(0)
     return Qwen2ForCausalLM(config)
@@ -77,6 +79,9 @@ def tiny_qwen2() -> Qwen2ForCausalLM:
 
 def test_the_learner_s_logprobs_with_accel_equal_plain_pytorch_s_to_float32_rounding():
     plain = tiny_qwen2()
+    ids = torch.randint(1, 61, (2, 6))
+    completion_logprobs(plain, ids, torch.ones_like(ids), 2)
+    assert plain.config._attn_implementation == "sdpa"  # the scoring function routes nothing itself
     routed = accel.apply(copy.deepcopy(plain), "cpu", "auto")
     assert routed.config._attn_implementation == attention.NAME
     wide = plain.double()  # the exact values, for the size of float32's own rounding

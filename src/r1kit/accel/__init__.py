@@ -13,7 +13,7 @@ config field `run.accel` (`auto` | `off`):
 | OpenMP threads wait passively after a short spin  | openmp.py       | CPU                      | command line |
 | glibc's malloc keeps freed memory                 | malloc.py       | CPU, Linux glibc         | setup        |
 | linear layers through oneDNN                      | onednn.py       | x86 CPU, float32         | apply        |
-| plain-matmul attention (decode and grouped heads) | attention.py    | CPU, models on SDPA      | apply, engine|
+| plain-matmul attention for one-token decode steps | attention.py    | CPU, models on SDPA      | apply        |
 | flat decode step (oneDNN-packed when large)       | fast_decode.py  | CPU, Llama-family models | engine       |
 | decode step as a CUDA graph                       | graph_decode.py | CUDA, Llama-family models| engine       |
 | rollouts split among forked worker processes      | workers.py      | CPU, Linux               | engine       |
@@ -45,12 +45,13 @@ def current() -> str:
     return _mode
 
 
-def setup(mode: str, device) -> None:
+def setup(mode: str, device, rollout_processes: int = 0) -> None:
     """Make this process's settings for `mode` on `device` (a torch.device or its name): with
     `auto` on CPU under glibc, malloc keeps freed memory (`malloc.keep_freed_memory`). Records the
-    mode for `rollout_engine`. Idempotent; `off` undoes nothing an earlier `auto` set."""
+    mode for `rollout_engine`. Idempotent; `off` undoes nothing an earlier `auto` set.
+    `rollout_processes`: the run's, checked against the mode before anything runs."""
     global _mode
-    _check(mode)
+    _check(mode, rollout_processes)
     _mode = mode
     if mode == "auto":
         from r1kit.accel.malloc import keep_freed_memory
@@ -60,8 +61,8 @@ def setup(mode: str, device) -> None:
 
 def apply(model, device, mode: str = "auto"):
     """`setup(mode, device)`, then, with `auto` on CPU, route `model`'s linear layers through oneDNN
-    (`onednn.onednn_linears`; not with compiled layers) and make its attention the plain-matmul one
-    (`attention.install`). Call it once on the model a recipe trains, after loading (and LoRA),
+    (`onednn.onednn_linears`; not with compiled layers) and give it the plain-matmul attention of
+    one-token decode steps (`attention.install`). Call it once on the model a recipe trains, after loading (and LoRA),
     before copying it (GRPO's reference): copies keep the routing. Returns `model`."""
     setup(mode, device)
     if mode == "off" or _device_type(device) != "cpu":
@@ -81,9 +82,8 @@ def rollout_engine(model, tokenizer=None, *, processes: int = 0, **kwargs):
     """A rollout engine (`r1kit.rollout.RolloutEngine`) for `model` under this process's mode:
     `engine.AcceleratedEngine` with `auto`, the plain `HFEngine` with `off`. `processes`: how many
     processes may share a rollout (`run.rollout_processes`); kwargs: the engine's pad and eos ids."""
+    _check(_mode, processes)
     if _mode == "off":
-        if processes > 1:
-            raise R1kitError(f"run.rollout_processes={processes} splits rollouts among processes, which is part of run.accel=auto; set run.rollout_processes to 0 or 1, or run.accel=auto")
         from r1kit.rollout import HFEngine
 
         return HFEngine(model, tokenizer, **kwargs)
@@ -92,9 +92,11 @@ def rollout_engine(model, tokenizer=None, *, processes: int = 0, **kwargs):
     return AcceleratedEngine(model, tokenizer, processes=processes, **kwargs)
 
 
-def _check(mode: str) -> None:
+def _check(mode: str, processes: int = 0) -> None:
     if mode not in MODES:
         raise R1kitError(f"run.accel is {mode!r}; choose one of {list(MODES)}")
+    if mode == "off" and processes > 1:
+        raise R1kitError(f"run.rollout_processes={processes} splits rollouts among processes, which is part of run.accel=auto; set run.rollout_processes to 0 or 1, or run.accel=auto")
 
 
 def _device_type(device) -> str:

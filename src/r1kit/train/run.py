@@ -52,7 +52,7 @@ def create_run(config: Any, recipe: str, device: str = "cpu") -> Path:
     run = config.run
     if run.threads:
         torch.set_num_threads(run.threads)
-    accel.setup(run.accel, device)
+    accel.setup(run.accel, device, run.rollout_processes)
     name = run.name or f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(run.output_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
