@@ -6,7 +6,7 @@ device and dtype:
 
 1. rollouts with r1kit's engine: B prompts of P random tokens, G samples each, C new tokens at
    temperature 1 with no eos (every row runs to C), timed end to end; completion tokens/s. On a GPU
-   the engine decodes through a CUDA graph (rollout/graph_decode.py; --no-cuda-graphs: the model's
+   the engine decodes through a CUDA graph (accel/graph_decode.py; --no-cuda-graphs: the model's
    forward step by step);
    and, as the baseline (TRL's GRPOTrainer samples this way when it does not use vLLM), transformers'
    `model.generate` on the same B*G rows (each prompt repeated G times) with the same sampling
@@ -46,7 +46,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from r1kit.algorithms import completion_logprobs, group_advantages, policy_loss
 from r1kit.models.compile import compile_layers, eager_rollout
-from r1kit.rollout import HFEngine, SamplingParams
+from r1kit.accel.engine import AcceleratedEngine
+from r1kit.rollout import SamplingParams
 
 from grpo_vs_trl import grpo_flops, matmul_peak  # this script's directory is on sys.path when it runs
 
@@ -143,7 +144,7 @@ def main() -> None:
     n_params, rows = count_params(model), args.prompts * args.group
     gen = torch.Generator().manual_seed(0)
     prompts = torch.randint(1, cfg.vocab_size, (args.prompts, args.prompt_len), generator=gen).tolist()
-    engine = HFEngine(model, pad_token_id=0, eos_token_id=[], cuda_graphs=not args.no_cuda_graphs)
+    engine = AcceleratedEngine(model, pad_token_id=0, eos_token_id=[], cuda_graphs=not args.no_cuda_graphs)
     advantages = torch.randn(rows, generator=gen).to(device)
     advantages = group_advantages(advantages, args.group, "group")  # zero-mean, unit-std within each group
 

@@ -39,7 +39,8 @@ from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig
 from r1kit.recipes.pipeline import PipelineConfig, run_pipeline
 from r1kit.report.logger import read_metrics
-from r1kit.rollout import HFEngine, SamplingParams
+from r1kit import accel
+from r1kit.rollout import SamplingParams
 
 
 def main() -> None:
@@ -98,7 +99,7 @@ def reasoning_styles(path: Path, rows: list[dict], cfg: GRPOConfig, k: int = 8) 
     score, _ = scorer_for(cfg.data)
     ids = [tokenizer(render_prompt(r["prompt"], cfg.data.template, tokenizer), add_special_tokens=False)["input_ids"] for r in rows]
     params = SamplingParams(temperature=1.0, max_new_tokens=cfg.sampling.max_new_tokens, n=k, seed=1, stop=list(cfg.sampling.stop))
-    out = HFEngine(model, tokenizer).generate(ids, params)
+    out = accel.rollout_engine(model, tokenizer).generate(ids, params)
     texts = [tokenizer.decode(c[m.bool()]) for c, m in zip(out.completion_ids, out.completion_mask)]
     rows_k = [r for r in rows for _ in range(k)]
     correct = score(texts, **{c: [r.get(c) for r in rows_k] for c in rows[0] if c != "prompt"})

@@ -6,7 +6,7 @@ top-p), their arithmetic-task reward, group-normalised advantages, one policy fo
 step (lr 1e-6, no weight decay, grad-norm clip 1.0, constant schedule), fp32 (or, with
 --precision bf16, bf16 autocast over fp32 weights in both tools: TRL's bf16=True, r1kit's
 precision=bf16), 2 torch threads (on CPU r1kit's default splits each rollout's prompts between two
-processes of one thread each, `r1kit/rollout/workers.py`: the same two cores).
+processes of one thread each, `r1kit/accel/workers.py`: the same two cores).
 
 Fair by construction:
 
@@ -29,11 +29,11 @@ Fair by construction:
   as r1kit), no logging, no eval, no saving.
 - Same OpenMP waits: every process gets `--omp-wait-policy` (default PASSIVE) and `--spin-count`
   (GOMP_SPINCOUNT; by default r1kit's 1000 with PASSIVE waits, unset otherwise): by default both
-  tools run with the waits r1kit's command line sets (r1kit/openmp.py). `--omp-wait-policy ''`
+  tools run with the waits r1kit's command line sets (r1kit/accel/openmp.py). `--omp-wait-policy ''`
   leaves both variables unset: OpenMP's spinning threads, what a TRL user gets.
 
 Each measurement runs in a fresh subprocess (so its peak RSS, from getrusage, is its own; r1kit's
-adds the private memory of the rollout worker processes it forks on CPU, `r1kit/rollout/workers.py`,
+adds the private memory of the rollout worker processes it forks on CPU, `r1kit/accel/workers.py`,
 which getrusage does not see: each worker's own pages at their peak, beside the shared weights and
 code it maps from the process), and the tools alternate r1kit, TRL, r1kit, TRL ... at each setting. Step time: r1kit's `perf/step_s` from
 metrics.jsonl (rollout + reward + update, timed inside the loop: the final eval and save after the
@@ -90,7 +90,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from r1kit.openmp import SPIN_COUNT  # torch-free: the waits are set before torch loads OpenMP
+from r1kit.accel.openmp import SPIN_COUNT  # torch-free: the waits are set before torch loads OpenMP
 
 TEMPLATE = "Q: {prompt}\nA: "  # r1kit's `tiny` template, rendered for TRL
 PROMPTS, GROUP = 8, 8
@@ -355,7 +355,7 @@ def worker(tool: str, spec_json: str, out: str) -> None:
     if tool == "r1kit":  # r1kit's rollout worker processes: what they held beyond the pages they share
         import gc
 
-        from r1kit.rollout import workers
+        from r1kit.accel import workers
 
         gc.collect()  # the run's engines are gone, and with them their workers, which report on closing
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from grpo_vs_trl import TRL_QUIET, set_waits  # this script's directory is on sys.path when it runs
 
-from r1kit.openmp import SPIN_COUNT  # torch-free: the waits are set before torch loads OpenMP
+from r1kit.accel.openmp import SPIN_COUNT  # torch-free: the waits are set before torch loads OpenMP
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny-arith" / "grpo.yaml"
 THREADS = 2

@@ -1,4 +1,4 @@
-"""Rollout speed: r1kit's HFEngine against transformers' `model.generate`, same model, same settings.
+"""Rollout speed: r1kit's accelerated engine against transformers' `model.generate`, same model, same settings.
 
 The setting is a GRPO step on a laptop: 8 prompts x 8 samples = 64 sequences, sampled at
 temperature 1 with no top-k / top-p and no eos (every row runs to max_new_tokens, so both sides
@@ -22,7 +22,8 @@ import time
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from r1kit.rollout import HFEngine, SamplingParams, left_pad
+from r1kit.accel.engine import AcceleratedEngine
+from r1kit.rollout import SamplingParams, left_pad
 
 PROMPTS, SAMPLES, VOCAB, PAD = 8, 8, 40, 0
 
@@ -46,7 +47,7 @@ def make_prompts() -> list[list[int]]:
 
 
 def run_engine(model, prompts: list[list[int]], new_tokens: int, seed: int) -> int:
-    engine = HFEngine(model, pad_token_id=PAD, eos_token_id=[])
+    engine = AcceleratedEngine(model, pad_token_id=PAD, eos_token_id=[])
     params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=new_tokens, n=SAMPLES, seed=seed)
     batch = engine.generate(prompts, params)
     return int(batch.completion_mask.sum())

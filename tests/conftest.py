@@ -8,7 +8,7 @@ into it; copy it first when a test needs to change it.
 
 from __future__ import annotations
 
-from r1kit.openmp import default_waits
+from r1kit.accel.openmp import default_waits
 
 default_waits()  # before torch: as r1kit's command line does
 
@@ -16,10 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from r1kit import accel
 from r1kit.models.tiny import TinyModelConfig, build_char_tokenizer, save_tiny
 
 TINY_MODEL_CONFIG = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2)
 """The shape of the session's tiny model (Llama; about 0.13M parameters with the char vocab)."""
+
+
+@pytest.fixture(autouse=True)
+def accel_mode(monkeypatch):
+    """Each test starts in run.accel=auto and leaves no other mode behind (a recipe run with
+    run.accel=off sets the process's mode)."""
+    monkeypatch.setattr(accel, "_mode", "auto")
 
 
 @pytest.fixture(scope="session")

@@ -119,8 +119,10 @@ def test_long_prompts_are_truncated_from_the_left(capsys, tmp_path, tiny_model_d
     from r1kit.recipes import grpo
 
     seen: list[list[int]] = []
-    real = grpo.HFEngine.generate
-    monkeypatch.setattr(grpo.HFEngine, "generate", lambda self, ids, params: (seen.extend(ids), real(self, ids, params))[1])
+    from r1kit.rollout import HFEngine
+
+    real = HFEngine.generate
+    monkeypatch.setattr(HFEngine, "generate", lambda self, ids, params: (seen.extend(ids), real(self, ids, params))[1])
     argv = grpo_args(tmp_path, tiny_model_dir, f"data.path={long_and_short(tmp_path)}", "data.max_prompt_tokens=20",
                      "data.long_prompts=truncate", "grpo.prompts_per_step=3")
     assert main(argv) == 0, capsys.readouterr().err

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from r1kit.openmp import default_waits
+from r1kit.accel.openmp import default_waits
 
-# OpenMP threads that spin while waiting make torch on a shared CPU far slower; threads that sleep
-# at once pay a wake-up per parallel region. PASSIVE waits after a short spin (r1kit/openmp.py). Set
+# OpenMP threads that spin while waiting make torch on a busy CPU far slower; threads that sleep at
+# once pay a wake-up per parallel region. PASSIVE waits after a short spin (r1kit/accel/openmp.py). Set
 # before torch is imported; a user's own setting wins.
 default_waits()
 
@@ -102,7 +102,7 @@ def dispatch(args: argparse.Namespace) -> int:
         print(write_report(args.run_dir))
         return 0
     if args.verb == "merge-lora":
-        from r1kit.models.lora import merge_lora
+        from r1kit.models.load import merge_lora
 
         print(merge_lora(args.adapter_dir, args.out_dir, base=args.base))
         return 0

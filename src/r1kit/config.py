@@ -74,19 +74,11 @@ class ModelArgs:
     backward and recompute SiLU(gate) * up there: half the MLP activations (most of a small-vocabulary
     model's activation memory) for one more elementwise SiLU and product per layer, and the same
     gradients to the bit. Other architectures are left as they are."""
-    onednn_linear: bool = True
-    """On x86 CPUs, float32 linear layers over at least 2048 tokens with both weight dimensions at
-    least 128 run their forward and input gradient through oneDNN (the other matmul library inside
-    PyTorch) instead of MKL, faster at those shapes; the weight gradient, faster through MKL, stays
-    there (`r1kit/models/onednn.py`; docs/BENCHMARKS.md). Applies to the model a recipe trains and
-    its GRPO reference copy; same maths, outputs equal to float rounding. Elsewhere (GPUs, bf16,
-    small products) it does nothing."""
     compile: bool = False
     """Compile the trained model's transformer layers with torch.compile (regional compilation:
     one graph that every layer reuses; dynamic shapes), as TRL's `torch_compile`. Only the learner's
-    passes run compiled; rollouts run eagerly. The first step pays the compile; on CPU it brings no
-    gain (docs/BENCHMARKS.md), so it is off; meant for GPUs.
-    Not with gradient_checkpointing."""
+    passes run compiled; rollouts run eagerly. The first step pays the compile; on CPU we measured no
+    gain (docs/BENCHMARKS.md), so it is off; meant for GPUs. Not with gradient_checkpointing."""
 
 
 @dataclass
@@ -163,18 +155,20 @@ class RunArgs:
     """Write TensorBoard events when tensorboard is installed."""
     threads: int = 0
     """torch intra-op threads (0 = torch's default)."""
+    accel: Literal["auto", "off"] = "auto"
+    """Hardware-specific speed-ups (`r1kit.accel`), applied once at setup by device. `auto`: on
+    CPU, large linear products through oneDNN (x86), rollouts through a flat decode step over the
+    model's weights (or plain-matmul one-token attention), split among forked worker processes,
+    with small models decoded on one thread, and glibc's malloc keeping freed memory; on a GPU,
+    decode steps replayed as a CUDA graph. `off`: plain PyTorch and transformers (the
+    model's own forward and attention, one process), the same maths up to float rounding and
+    other random draws where auto splits a rollout among processes. OpenMP's wait policy is set
+    by the command line before any config is read; set OMP_WAIT_POLICY to choose your own."""
     rollout_processes: int = 0
-    """On CPU, how many processes may share a rollout's prompts (`r1kit/rollout/workers.py`): 0 =
-    automatic (on Linux, one per torch thread for a model of at most 20M parameters, where one
-    process per thread decodes without waking the others' OpenMP threads), 1 = every rollout in the
-    training process, k = at most k."""
-    keep_freed_memory: bool = True
-    """On CPU under glibc (Linux), serve large tensors from the process heap and keep freed memory
-    there instead of mapping fresh pages from the OS for each one (`mallopt`: no mmap, 2 GiB trim
-    threshold). Every new tensor of tens of MB otherwise pays a page fault per 4 KiB on first
-    touch, a large share of a CPU learner's time (docs/BENCHMARKS.md). Memory freed during the run
-    then stays with the process, and torch's aligned blocks fragment the heap, so the peak memory
-    is higher. false: glibc's defaults."""
+    """With run.accel=auto on CPU (Linux), how many processes may share a rollout's prompts
+    (`r1kit/accel/workers.py`): 0 = automatic (one per torch thread for a model of at most 20M
+    parameters), 1 = every rollout in the training process, k = at most k. More than 1 needs
+    run.accel=auto."""
     resume: str = ""
     """`auto` to continue from the newest checkpoint of the run directory, or a checkpoint path."""
     progress: bool = True

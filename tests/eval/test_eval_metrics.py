@@ -108,7 +108,7 @@ ROWS = [{"prompt": "3+4=?", "answer": "7"}, {"prompt": "1+2=?", "answer": "3"}]
 
 
 class ScriptedEngine:
-    """Stands in for HFEngine: answers each prompt from SCRIPT; a completion's length is its chars."""
+    """Stands in for the rollout engine: answers each prompt from SCRIPT; a completion's length is its chars."""
 
     def __init__(self, model, tokenizer, processes=0):
         self.tokenizer = tokenizer
@@ -123,9 +123,12 @@ class ScriptedEngine:
             texts.extend([greedy] if params.temperature == 0 else sampled[: params.n])
         return SimpleNamespace(texts=texts, completion_lengths=[len(t) for t in texts])
 
+    def close(self):
+        pass
+
 
 def test_evaluate_aggregates_greedy_pass_at_1_pass_at_k_maj_at_k_and_length(monkeypatch, char_tokenizer):
-    monkeypatch.setattr(evaluate_module, "HFEngine", ScriptedEngine)
+    monkeypatch.setattr(evaluate_module.accel, "rollout_engine", ScriptedEngine)
     task = get_task("arithmetic")
     samples: list = []
     result = evaluate_module.evaluate(
@@ -145,7 +148,7 @@ def test_evaluate_aggregates_greedy_pass_at_1_pass_at_k_maj_at_k_and_length(monk
 
 
 def test_evaluate_with_k_0_is_greedy_only(monkeypatch, char_tokenizer):
-    monkeypatch.setattr(evaluate_module, "HFEngine", ScriptedEngine)
+    monkeypatch.setattr(evaluate_module.accel, "rollout_engine", ScriptedEngine)
     task = get_task("arithmetic")
     result = evaluate_module.evaluate(None, char_tokenizer, ROWS, task.reward, task.extract_answer, EvalArgs(k=0))
     assert result == {"greedy_acc": 0.5, "length_greedy": 18.0}

@@ -117,8 +117,8 @@ def test_other_mlps_are_left_alone_and_the_option_turns_it_off():
     assert all("forward" not in vars(m) for m in gpt2.modules())
 
     on, off = MODELS["qwen2"](), MODELS["qwen2"]()
-    training_options(on, ModelArgs(lean_mlp=True, onednn_linear=False))
-    training_options(off, ModelArgs(lean_mlp=False, onednn_linear=False))
+    training_options(on, ModelArgs(lean_mlp=True))
+    training_options(off, ModelArgs(lean_mlp=False))
     assert sum("forward" in vars(m) for m in on.modules()) == 2
     assert not any("forward" in vars(m) for m in off.modules())
     assert lean_swiglu(on) == 0  # already lean: nothing is wrapped twice

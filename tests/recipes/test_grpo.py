@@ -14,6 +14,7 @@ from r1kit.errors import R1kitError
 from r1kit.models.load import load_model
 from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig, PromptStream, _has_signal
+from r1kit.rollout import HFEngine
 
 
 def ones_reward(completions, **kw):
@@ -57,13 +58,13 @@ def read_rows(run_dir):
 
 def test_grpo_with_rollouts_split_between_two_processes_evaluates_trains_and_saves(tiny_model_dir, tmp_path, monkeypatch):
     """On two threads the engine splits each rollout between this process and a forked worker
-    (`rollout/workers.py`); the first split comes from the evaluation before training, under
-    inference mode, and the parameters it moves into shared memory must still train."""
-    from r1kit.rollout.hf import HFEngine
+    (`accel/workers.py`); the first split comes from the evaluation before training, under
+    inference mode, and the policy must still train."""
+    from r1kit.accel.engine import AcceleratedEngine
 
     splits = []
-    split = HFEngine._generate_split
-    monkeypatch.setattr(HFEngine, "_generate_split", lambda self, *a: (splits.append(len(a[0])), split(self, *a))[1])
+    split = AcceleratedEngine._rollout_split
+    monkeypatch.setattr(AcceleratedEngine, "_rollout_split", lambda self, *a: (splits.append(len(a[0])), split(self, *a))[1])
     threads = torch.get_num_threads()
     try:
         run_dir = grpo.train(make_config(tiny_model_dir, tmp_path, run__threads=2, eval_before=True))
@@ -160,7 +161,7 @@ def test_logged_lr_is_the_lr_each_step_used(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("precision, expected", [("bf16", True), ("fp32", False), ("auto", False)])  # auto: fp32 on CPU
 def test_precision_sets_bf16_autocast_for_rollouts_and_learner_passes(tiny_model_dir, tmp_path, monkeypatch, precision, expected):
     seen = {"generate": [], "logprobs": []}
-    real_generate, real_logprobs = grpo.HFEngine.generate, grpo.completion_logprobs
+    real_generate, real_logprobs = HFEngine.generate, grpo.completion_logprobs
 
     def generate(self, *a, **k):
         seen["generate"].append(torch.is_autocast_enabled("cpu"))
@@ -170,7 +171,7 @@ def test_precision_sets_bf16_autocast_for_rollouts_and_learner_passes(tiny_model
         seen["logprobs"].append(torch.is_autocast_enabled("cpu"))
         return real_logprobs(*a, **k)
 
-    monkeypatch.setattr(grpo.HFEngine, "generate", generate)
+    monkeypatch.setattr(HFEngine, "generate", generate)
     monkeypatch.setattr(grpo, "completion_logprobs", logprobs)
     cfg = make_config(tiny_model_dir, tmp_path, precision=precision, grpo={"steps": 1, "prompts_per_step": 2, "group_size": 2, "beta": 0.04},
                       eval_before=False, eval={"k": 0, "max_new_tokens": 4})

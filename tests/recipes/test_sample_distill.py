@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from r1kit import accel
 from r1kit import config as cfg
 from r1kit.errors import R1kitError
 from r1kit.models.tiny import TinyModelConfig, build_char_tokenizer, save_tiny
@@ -96,6 +98,12 @@ class ScriptedEngine:
         return RolloutBatch(p_ids, p_mask, completion_ids, completion_mask, torch.zeros(completion_ids.shape), reasons,
                             [i // params.n for i in range(len(rows))], params.n, tok.pad_token_id, texts)  # fmt: skip
 
+    def sync_weights(self, model):
+        pass
+
+    def close(self):
+        pass
+
 
 def sample_config(model_dir, out_dir, *extra):
     return cfg.load(
@@ -120,7 +128,8 @@ def sample_config(model_dir, out_dir, *extra):
 @pytest.fixture
 def scripted(monkeypatch):
     calls: list = []
-    monkeypatch.setattr(rs, "HFEngine", lambda model, tokenizer, processes=0: ScriptedEngine(tokenizer, calls))
+    scripted_accel = SimpleNamespace(apply=accel.apply, rollout_engine=lambda model, tokenizer, processes=0: ScriptedEngine(tokenizer, calls))
+    monkeypatch.setattr(rs, "accel", scripted_accel)  # the sampler's engine only; evaluation keeps the real one
     return calls
 
 
@@ -275,12 +284,15 @@ def test_hard_label_weight_adds_the_cross_entropy_on_response_tokens(models, tmp
 def test_on_policy_distillation_with_lmbda_one_trains_on_the_students_own_samples(models, tmp_path, monkeypatch):
     calls = []
 
-    class CountingEngine(distill_recipe.HFEngine):
+    from r1kit.accel.engine import AcceleratedEngine
+
+    class CountingEngine(AcceleratedEngine):
         def generate(self, prompt_ids, params):
             calls.append((len(prompt_ids), params.max_new_tokens))
             return super().generate(prompt_ids, params)
 
-    monkeypatch.setattr(distill_recipe, "HFEngine", CountingEngine)
+    counting_accel = SimpleNamespace(apply=accel.apply, rollout_engine=lambda model, tokenizer, processes=0: CountingEngine(model, tokenizer, processes=processes))
+    monkeypatch.setattr(distill_recipe, "accel", counting_accel)  # the student's engine only; evaluation keeps the real one
     # No data.path: prompts from the built-in task, which has no `completion` column; none is needed.
     config = distill_config(models, tmp_path, "student", "teacher", "mode=on_policy", "lmbda=1.0", "divergence=reverse_kl", "max_new_tokens=6", "batch_size=2", "data.train_size=6")
     run_dir = distill_recipe.train(config)

@@ -27,9 +27,7 @@ from contextlib import contextmanager
 
 import torch
 
-from r1kit.models.attention import cpu_grouped_attention
-from r1kit.models.cache_argument import cache_argument, returned_cache
-from r1kit.models.compile import runs_compiled
+from r1kit.algorithms.cache_argument import cache_argument, returned_cache
 
 CHUNK_BYTES = 256 * 2**20
 """Default size of one float32 chunk of logits (256 MiB) when `chunk_rows` is not given."""
@@ -188,13 +186,9 @@ def completion_logprobs(
     if not 0 < logits_to_keep < input_ids.shape[1]:
         raise ValueError(f"logits_to_keep={logits_to_keep} must be in [1, {input_ids.shape[1] - 1}]")
     k = logits_to_keep
-    inner = inner_model(model)
-    # A CPU model's attention with grouped heads (see there); not under gradient checkpointing,
-    # whose recomputation in backward runs after the switch back.
-    with cpu_grouped_attention(inner, enabled=not _checkpointing(inner)):
-        parts = shared_prompt_logits(model, input_ids, attention_mask, k, hidden=chunked_head) if share_prompts else None
-        if parts is None:
-            parts = [(_completion_logits(model, input_ids, attention_mask, k, hidden=chunked_head), input_ids[:, -k:])]
+    parts = shared_prompt_logits(model, input_ids, attention_mask, k, hidden=chunked_head) if share_prompts else None
+    if parts is None:
+        parts = [(_completion_logits(model, input_ids, attention_mask, k, hidden=chunked_head), input_ids[:, -k:])]
     if chunked_head:
         head = lm_head(model)
         scored = [head_logprobs(h, head.weight, head.bias, targets, temperature, chunk_rows, with_entropy) for h, targets in parts]
@@ -270,7 +264,7 @@ def shared_prompt_logits(
     if cache_name is None or not {"use_cache", "position_ids"} <= accepted:
         return None
     inner = inner_model(model)
-    if (inner.training and _checkpointing(inner)) or runs_compiled(inner):
+    if (inner.training and _checkpointing(inner)) or _compiled(inner):
         return None
     N, L = input_ids.shape
     P = L - k
@@ -325,6 +319,12 @@ def _checkpointing(model: torch.nn.Module) -> bool:
         if hasattr(type(model), name):
             return bool(getattr(model, name))
     return False
+
+
+def _compiled(model: torch.nn.Module) -> bool:
+    """Whether any module of `model` was compiled in place (`nn.Module.compile`, as
+    `model.compile` compiles the decoder layers)."""
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
 
 
 def _forward_parameters(model: torch.nn.Module) -> set[str]:

@@ -39,7 +39,7 @@ from r1kit.data.tasks.arithmetic import ArithmeticTask, Problem
 from r1kit.data.tasks.split import sample_split
 from r1kit.data.templates import format_response, render_prompt
 from r1kit.errors import R1kitError
-from r1kit.rewards.base import completion_text
+from r1kit.data.completion import completion_text
 
 REJECTED_KINDS = ("wrong", "malformed", "rambling", "unexplained")
 TEXT = (str, list)  # a string, or chat messages

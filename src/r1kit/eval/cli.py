@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from r1kit import accel
 from r1kit.config import DataArgs, EvalArgs, from_dict
 from r1kit.config import apply_override
 from r1kit.data.source import load_split
@@ -26,6 +27,7 @@ def run_eval(args) -> dict[str, float]:
         data.path = data.path or args.data
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model)
+    accel.apply(model, next(model.parameters()).device, accel.current())
     rows = load_split(data, "test", required=("prompt", "answer"))
     score, extract = scorer_for(data)
     result = evaluate(model, tokenizer, rows, score, extract, eval_args, data.template, data.system_prompt)

@@ -9,10 +9,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from r1kit import accel
 from r1kit.config import EvalArgs
 from r1kit.data.templates import render_prompt
 from r1kit.eval.metrics import maj_at_k, pass_at_k
-from r1kit.rollout import HFEngine, SamplingParams
+from r1kit.rollout import SamplingParams
 
 ScoreFn = Callable[..., list[float | None]]
 
@@ -35,9 +36,10 @@ def evaluate(
     `score(completions, **columns)` is a reward function; full marks (>= 1) count as correct.
     `extract(text)` gives the final answer used for majority voting. When `samples_out` is a list,
     the greedy completions are appended to it as {prompt, completion, correct}. `processes`: the
-    rollout engine's (`HFEngine`).
+    rollout engine's (`r1kit.accel.rollout_engine`, which builds the engine of this process's
+    `run.accel`).
     """
-    engine = HFEngine(model, tokenizer, processes=processes)
+    engine = accel.rollout_engine(model, tokenizer, processes=processes)
     texts = [render_prompt(r["prompt"], template, tokenizer, system_prompt) for r in rows]
     out: dict[str, float] = {}
     greedy = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens, n=1)
@@ -54,6 +56,7 @@ def evaluate(
         out[f"pass@{k}"] = sum(pass_at_k(k, sum(c), k) for c in correct) / len(rows)
         out[f"maj@{k}"] = sum(maj_at_k(a, c) for a, c in zip(answers, correct)) / len(rows)
         out["length_mean"] = sum(lengths) / len(lengths)
+    engine.close()
     return out
 
 

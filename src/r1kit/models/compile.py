@@ -14,11 +14,12 @@ sharing its prompt's cache (`logprobs.shared_prompt_logits`).
 
 Only the learner runs compiled code. The rollout engine decodes one token per step with a cache
 whose length grows every step, a recompile each time, so it runs the layers eagerly
-(`eager_rollout`); on CPU its decode step does not call the layers at all (`fast_decode.py`).
+(`eager_rollout`); with run.accel=auto its decode step does not call the layers at all for most
+models (`r1kit/accel/fast_decode.py`).
 
 Measured on our 2-core CPU (benchmarks/NOTES.md, eighth round): no faster, and the first step pays
-the compile (71 s for a 0.25M-parameter Qwen2 on 2 cores), so it is off by default; it is there for
-GPUs, where fusing a layer's element-wise work pays, and where it has not been measured by us.
+the compile, so it is off by default; it is there for GPUs, where fusing a layer's element-wise
+work pays, and where it has not been measured by us.
 """
 
 from __future__ import annotations

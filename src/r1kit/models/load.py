@@ -3,7 +3,10 @@
 Tests and the demo pass directories of tiny models built by `r1kit.models.tiny`; a user passes
 `Qwen/Qwen2.5-0.5B-Instruct`. Both go through `load_model`, so the code a test exercises is the
 code that serves a real model. A LoRA adapter directory (written by a `model.lora_r > 0` run)
-loads as its base with the adapter merged in; `load_policy` builds the model a recipe trains.
+loads as its base with the adapter merged in (`merge_lora` writes that merge out as a full model
+directory); `load_policy` builds the model a recipe trains. Loading leaves the model's modules as
+transformers built them, apart from what ModelArgs asks for; hardware-specific routing is
+`r1kit.accel`'s, applied by the recipe at setup.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from r1kit.algorithms.logprobs import chunked_head_problem, inner_model
 from r1kit.config import ModelArgs
 from r1kit.errors import R1kitError
 from r1kit.models.compile import compile_layers
-from r1kit.models.onednn import onednn_linears
 from r1kit.models.swiglu import lean_swiglu
 
 log = logging.getLogger(__name__)
@@ -143,15 +145,12 @@ def check_chunked_head(model: torch.nn.Module, args: ModelArgs) -> torch.nn.Modu
 
 def training_options(model: PreTrainedModel, args: ModelArgs) -> PreTrainedModel:
     """`model` with what ModelArgs asks of a model being trained: lean SwiGLU MLPs (`lean_swiglu`),
-    large CPU linear products through oneDNN (`onednn_linears`; not with compiled layers), compiled
-    layers (`compile_layers`), gradient checkpointing (non-reentrant, so frozen embeddings under
-    LoRA need no input-grad hook). Returns the model."""
+    compiled layers (`compile_layers`), gradient checkpointing (non-reentrant, so frozen embeddings
+    under LoRA need no input-grad hook). Returns the model."""
     if args.compile and args.gradient_checkpointing:
         raise R1kitError("model.compile and model.gradient_checkpointing cannot be combined (the compiled layers are not checkpointed); set one of them to false")
     if args.lean_mlp:
         lean_swiglu(model)
-    if args.onednn_linear and not args.compile:
-        onednn_linears(model)
     if args.compile:
         compile_layers(model)
     if not args.gradient_checkpointing:
@@ -175,3 +174,18 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def merge_lora(adapter_dir: str | Path, out_dir: str | Path, base: str = "", dtype: str = "float32") -> Path:
+    """Fold the adapter in `adapter_dir` into its base (`base`, else the one the adapter names)
+    and write a full Hugging Face model directory with the tokenizer to `out_dir`
+    (CLI: `r1kit merge-lora ADAPTER_DIR OUT_DIR`)."""
+    from r1kit.models.lora import ADAPTER_CONFIG, adapter_base, is_adapter_dir, load_adapter
+
+    adapter_dir = Path(adapter_dir)
+    if not is_adapter_dir(adapter_dir):
+        raise R1kitError(f"{str(adapter_dir)!r} is not a LoRA adapter directory (no {ADAPTER_CONFIG}); pass the `model` dir of a LoRA run")
+    base = base or adapter_base(adapter_dir)
+    merged = load_adapter(load_model(base, dtype, "cpu"), adapter_dir, trainable=False).merge_and_unload()
+    tokenizer = load_tokenizer(str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else base)
+    return save_model(merged, tokenizer, out_dir)

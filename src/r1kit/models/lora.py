@@ -6,9 +6,9 @@ optimizer, so its state is small, and the frozen base doubles as the reference m
 (`peft_model.disable_adapter()`), so GRPO's KL term needs no second copy of the weights.
 
 Saving a PeftModel with `save_pretrained` writes the adapter (adapter_config.json and
-adapter_model.safetensors); `merge_lora` (CLI: `r1kit merge-lora ADAPTER_DIR OUT_DIR`) folds it
-into the base and writes an ordinary full Hugging Face directory. `load_model` in models/load.py
-accepts an adapter directory too and returns the merged model.
+adapter_model.safetensors); `merge_lora` in models/load.py (CLI: `r1kit merge-lora ADAPTER_DIR
+OUT_DIR`) folds it into the base and writes an ordinary full Hugging Face directory, and
+`load_model` there accepts an adapter directory too and returns the merged model.
 """
 
 from __future__ import annotations
@@ -91,17 +91,3 @@ class AdapterDisabledReference:
     def get_base_model(self) -> torch.nn.Module:
         """Lets `completion_logprobs` see which arguments the underlying forward accepts."""
         return self.policy.get_base_model()
-
-
-def merge_lora(adapter_dir: str | Path, out_dir: str | Path, base: str = "", dtype: str = "float32") -> Path:
-    """Fold the adapter in `adapter_dir` into its base (`base`, else the one the adapter names)
-    and write a full Hugging Face model directory with the tokenizer to `out_dir`."""
-    from r1kit.models.load import load_model, load_tokenizer, save_model
-
-    adapter_dir = Path(adapter_dir)
-    if not is_adapter_dir(adapter_dir):
-        raise R1kitError(f"{str(adapter_dir)!r} is not a LoRA adapter directory (no {ADAPTER_CONFIG}); pass the `model` dir of a LoRA run")
-    base = base or adapter_base(adapter_dir)
-    merged = load_adapter(load_model(base, dtype, "cpu"), adapter_dir, trainable=False).merge_and_unload()
-    tokenizer = load_tokenizer(str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else base)
-    return save_model(merged, tokenizer, out_dir)

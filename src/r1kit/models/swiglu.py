@@ -6,13 +6,14 @@ A Llama-family MLP computes `down(silu(gate(x)) * up(x))`. Through autograd that
 cheap functions of the other two, so `lean_swiglu` has the MLP save gate(x) and up(x) only and
 recompute silu(gate(x)) * up(x) in backward: a [tokens, intermediate] SiLU and product per layer
 more, in exchange for half the MLP's saved activations (a GRPO step of a 13M-parameter Qwen2 with
-128-token completions: peak RSS 3.1 -> 2.5 GB). The gradients are the same numbers: backward recomputes
-the forward's own ops on the same inputs.
+128-token completions: peak memory down by a fifth, benchmarks/NOTES.md). The gradients are the same
+numbers: backward recomputes the forward's own ops on the same inputs.
 
 Served: transformers' Llama, Qwen2, Qwen3 and Mistral MLPs with a SiLU activation. When the down
 projection is not a plain `nn.Linear` (a LoRA layer, say) or carries hooks, only SiLU's output is
 dropped (the product is saved by the down projection itself); under `torch.no_grad` the MLP runs
-as written.
+as written. A down projection that `r1kit.accel` routed to another kernel library carries that
+library's products as its `linear_kernels` attribute, and the fused backward uses them too.
 """
 
 from __future__ import annotations
@@ -23,10 +24,17 @@ import torch
 import torch.nn.functional as F
 from transformers import activations
 
-from r1kit.models import onednn as onednn_linear
-
 # The MLP classes whose forward is exactly `down_proj(act_fn(gate_proj(x)) * up_proj(x))`.
 MLP_CLASSES = ("LlamaMLP", "Qwen2MLP", "Qwen3MLP", "MistralMLP")
+def _plain_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    # Under autocast the projections' outputs are already in the autocast dtype and F.linear
+    # casts weight and bias to it; without it, everything is in the weight's dtype.
+    return F.linear(x, weight, bias)
+
+
+PLAIN_KERNELS = (_plain_product, torch.matmul)
+"""(x, W, b -> x W^T + b, grad, W -> grad W): a plain down projection's products."""
+
 # What `ACT2FN["silu"]` builds, across transformers versions.
 SILU_CLASSES = tuple(c for c in (torch.nn.SiLU, getattr(activations, "SiLUActivation", None)) if c is not None)
 
@@ -51,15 +59,11 @@ class _SiLUMulDown(torch.autograd.Function):
     """linear(silu(gate) * up, weight, bias), saving gate and up (not silu(gate) nor the product)."""
 
     @staticmethod
-    def forward(ctx, gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, onednn: bool) -> torch.Tensor:
+    def forward(ctx, gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernels: tuple) -> torch.Tensor:
         ctx.save_for_backward(gate, up, weight)
-        ctx.has_bias, ctx.onednn = bias is not None, onednn
-        hidden = F.silu(gate).mul_(up)
-        if onednn and onednn_linear.worth_it(hidden, weight):
-            return onednn_linear.product(hidden, weight, bias)
-        # Under autocast the projections' outputs are already in the autocast dtype and F.linear
-        # casts weight and bias to it; without it, everything is in the weight's dtype.
-        return F.linear(hidden, weight, bias)
+        ctx.has_bias, ctx.input_grad = bias is not None, kernels[1]
+        product, _ = kernels
+        return product(F.silu(gate).mul_(up), weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -70,7 +74,7 @@ class _SiLUMulDown(torch.autograd.Function):
         if ctx.needs_input_grad[3] and ctx.has_bias:
             grad_bias = rows.sum(0).to(weight.dtype)
         weight_ = weight.to(grad.dtype)
-        grad_product = onednn_linear.input_grad(grad, weight_) if ctx.onednn else grad @ weight_
+        grad_product = ctx.input_grad(grad, weight_)
         if ctx.needs_input_grad[2]:  # a frozen projection (LoRA elsewhere) skips the product and this matmul
             product = silu * up
             grad_weight = (rows.t() @ product.reshape(-1, product.shape[-1])).to(weight.dtype)
@@ -98,7 +102,7 @@ def _lean_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled():
         return down(F.silu(gate) * up)
     if _plain_linear(down):
-        return _SiLUMulDown.apply(gate, up, down.weight, down.bias, onednn_linear.routes(down))
+        return _SiLUMulDown.apply(gate, up, down.weight, down.bias, getattr(down, "linear_kernels", PLAIN_KERNELS))
     return down(_SiLUMul.apply(gate, up))
 
 

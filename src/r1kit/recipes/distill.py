@@ -38,6 +38,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import torch
 
+from r1kit import accel
 from r1kit.algorithms import distill_loss, position_ids_from_mask
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.source import load_split
@@ -47,7 +48,7 @@ from r1kit.eval.evaluate import evaluate
 from r1kit.eval.scoring import scorer_for
 from r1kit.models.load import load_model, load_tokenizer, load_trainable, resolve_device, save_model
 from r1kit.report.logger import MetricLogger, console, format_line
-from r1kit.rollout import HFEngine, SamplingParams
+from r1kit.rollout import RolloutEngine, SamplingParams
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.precision import autocast
 from r1kit.train.progress import progress_bar
@@ -130,7 +131,7 @@ def train(config: DistillConfig) -> Path:
     rows = load_split(config.data, "train", required=("prompt", config.response_column) if needs_responses else ("prompt",))
     prompt_ids, examples, truncated = encode(config, tokenizer, rows, needs_responses)
     test_rows = load_split(config.data, "test")
-    model = load_trainable(config.model)
+    model = accel.apply(load_trainable(config.model), device, config.run.accel)
     teacher = _frozen(config.teacher) if config.mode != "sft" or config.eval_teacher else None
     if config.mode != "sft":
         check_vocab_sizes(model, teacher, tokenizer, config)
@@ -270,7 +271,7 @@ def data_batch(examples: Sequence[Example], pad_id: int) -> KDBatch:
     return KDBatch(c["input_ids"], c["attention_mask"], c["labels"] != IGNORE, on_policy=False)
 
 
-def student_batch(engine: HFEngine, prompt_ids: list[list[int]], params: SamplingParams) -> KDBatch:
+def student_batch(engine: RolloutEngine, prompt_ids: list[list[int]], params: SamplingParams) -> KDBatch:
     """The student's own responses to the prompts (GKD's on-policy data)."""
     rollout = engine.generate(prompt_ids, params)
     targets = torch.cat([torch.zeros_like(rollout.prompt_mask), rollout.completion_mask], dim=1).bool()
@@ -319,7 +320,7 @@ def train_kd(
 
     prompt_ids[i] is the prompt of examples[i] (examples is None when every batch is sampled).
     """
-    engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes) if config.mode == "on_policy" and config.lmbda > 0 else None
+    engine = accel.rollout_engine(model, tokenizer, processes=config.run.rollout_processes) if config.mode == "on_policy" and config.lmbda > 0 else None
     lmbda = config.lmbda if engine is not None else 0.0
     opt = build_optimizer(model.parameters(), config.optim)
     sched = build_scheduler(opt, config.optim, config.steps)
@@ -348,6 +349,8 @@ def train_kd(
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + v
             grad_norm, lr = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
+            if engine is not None:
+                engine.sync_weights(model)
             dt = time.perf_counter() - t0
             metrics: dict[str, Any] = {k: v / config.grad_accum for k, v in sums.items()}
             metrics.update({"distill/on_policy_frac": on_policy / config.grad_accum, "grad_norm": grad_norm, "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt})

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from r1kit import accel
 from r1kit.algorithms import chosen_nll, completion_logprobs, dpo_loss, masked_sum
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.preference import EncodedPair, PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
@@ -93,7 +94,7 @@ def train(config: DPOConfig) -> Path:
     device = resolve_device(config.model.device)
     run_dir = create_run(config, "dpo", str(device))
     tokenizer = load_tokenizer(config.model.path)
-    model = load_trainable(config.model)
+    model = accel.apply(load_trainable(config.model), device, config.run.accel)
     train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
     encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length, add_eos=True)
     train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import torch
 
+from r1kit import accel
 from r1kit.algorithms import completion_logprobs, group_advantages, masked_mean, policy_loss, rloo_advantages
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.io import load_rows
@@ -47,14 +48,14 @@ from r1kit.models.load import load_model, load_policy, load_tokenizer, save_mode
 from r1kit.models.lora import AdapterDisabledReference, is_peft_model
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rewards.compose import RewardComposer
-from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
+from r1kit.rollout import RolloutBatch, RolloutEngine, SamplingParams
 from r1kit.train import distributed as dist_
 from r1kit.train.checkpoint import InterruptGuard, capture_rng, find_run_dir, load_trainer_state, resolve_resume, restore_rng, save_checkpoint
 from r1kit.train.distributed import SINGLE, Dist
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.precision import autocast, uses_bf16
 from r1kit.train.progress import progress_bar
-from r1kit.train.run import create_run, keep_freed_memory, seed_everything
+from r1kit.train.run import create_run, seed_everything
 
 
 @dataclass
@@ -218,8 +219,6 @@ def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
     dist_.rank_share(g.prompts_per_step, dist)  # B must divide by the number of processes
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
-    if config.run.keep_freed_memory:
-        keep_freed_memory(str(device))  # every rank (create_run below runs on the main one)
     seed_everything(config.run.seed)  # LoRA's initial adapter weights draw from it
     # Everything a user can get wrong is checked before the run directory is touched.
     tokenizer = load_tokenizer(config.model.path)
@@ -231,10 +230,11 @@ def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
     if config.run.resume == "auto" and resume_from is None and dist.is_main:
         console.print(f"grpo: no checkpoint to resume in {Path(config.run.output_dir) / config.run.name}; starting at step 0")
     model = load_policy(config.model, str(device), resume_from / "model" if resume_from else None)
+    accel.apply(model, device, config.run.accel)  # every rank, before the reference copies it
     ref = _reference(config, model, resume_from)
     rows, truncate_to, skipped_long = fit_prompts(config, rows, tokenizer, model)
     run_dir = Path(dist_.broadcast_object(str(create_run(config, "grpo", str(device))) if dist.is_main else None, dist))
-    engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes)  # generation runs on the plain module, the update through DDP
+    engine = accel.rollout_engine(model, tokenizer, processes=config.run.rollout_processes)  # generation runs on the plain module, the update through DDP
     learner = dist_.wrap_ddp(model, dist)
     stream = PromptStream(rows, config.run.seed)
     opt = build_optimizer(model.parameters(), config.optim)
@@ -282,6 +282,7 @@ def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
                     if ref is not None and g.ref_reset_every and step % g.ref_reset_every == 0:
                         ref.load_state_dict(model.state_dict())
                     metrics.update(update(config, learner, ref, opt, sched, batch, rewards, dist))
+                    engine.sync_weights(model)
                     counters["nonfinite_skipped"] += metrics.pop("fault/nonfinite_skipped")
                     dt = time.perf_counter() - t0
                     n_tokens = int(batch.completion_mask.sum())
@@ -433,7 +434,7 @@ def _freeze(ref: torch.nn.Module) -> torch.nn.Module:
 # Rollout and reward
 
 
-def collect(config: GRPOConfig, engine: HFEngine, tokenizer, composer: RewardComposer, stream: PromptStream, step: int,
+def collect(config: GRPOConfig, engine: RolloutEngine, tokenizer, composer: RewardComposer, stream: PromptStream, step: int,
             dist: Dist = SINGLE, truncate_to: int = 0):
     """Sample this rank's B / world_size groups (refilling dropped ones under dynamic sampling);
     returns the kept batch, its total rewards [N] (NaN = None), step metrics and the prompt rows.

@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import torch
 
+from r1kit import accel
 from r1kit.algorithms import (
     AdaptiveKLController,
     FixedKLController,
@@ -59,7 +60,7 @@ from r1kit.models.value_head import load_scalar_model, save_scalar_model, token_
 from r1kit.recipes.grpo import PromptStream, SamplingArgs
 from r1kit.report.logger import MetricLogger, console, format_line
 from r1kit.rewards.compose import RewardComposer
-from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
+from r1kit.rollout import RolloutBatch, RolloutEngine, SamplingParams
 from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
 from r1kit.train.precision import autocast, uses_bf16
 from r1kit.train.progress import progress_bar
@@ -135,10 +136,10 @@ def train(config: PPOConfig) -> Path:
     device = resolve_device(config.model.device)
     run_dir = create_run(config, "ppo", str(device))
     tokenizer = load_tokenizer(config.model.path)
-    model = load_trainable(config.model)
+    model = accel.apply(load_trainable(config.model), device, config.run.accel)
     ref = _frozen_copy(model)
-    value_model = training_options(load_scalar_model(p.value_model or config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device), config.model)
-    engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes)
+    value_model = accel.apply(training_options(load_scalar_model(p.value_model or config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device), config.model), device, config.run.accel)
+    engine = accel.rollout_engine(model, tokenizer, processes=config.run.rollout_processes)
     composer = RewardComposer(list(config.rewards) or [config.data.task or "math"])
     rows = load_split(config.data, "train", required=("prompt",))
     test_rows = load_split(config.data, "test")
@@ -164,6 +165,7 @@ def train(config: PPOConfig) -> Path:
             batch, scores, metrics = rollout(config, engine, tokenizer, composer, stream, step)
             t_rollout = time.perf_counter() - t0
             metrics.update(update(config, model, ref, value_model, (opt, v_opt), (sched, v_sched), batch, scores, kl_ctl))
+            engine.sync_weights(model)
             kl_ctl.update(metrics["objective/kl"], len(batch))
             dt = time.perf_counter() - t0
             metrics.update({"perf/step_s": dt, "perf/rollout_s": t_rollout, "perf/tokens_per_s": int(batch.completion_mask.sum()) / dt})
@@ -203,7 +205,7 @@ def _value_optim(config: PPOConfig) -> OptimArgs:
 # Rollout and rewards
 
 
-def rollout(config: PPOConfig, engine: HFEngine, tokenizer, composer: RewardComposer, stream: PromptStream, step: int):
+def rollout(config: PPOConfig, engine: RolloutEngine, tokenizer, composer: RewardComposer, stream: PromptStream, step: int):
     """B prompts, one completion each; returns the batch, the sequence scores [B] and metrics."""
     s = config.sampling
     rows = stream.take(config.ppo.prompts_per_step)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from r1kit import accel
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, RunArgs
 from r1kit.data.io import load_rows, write_jsonl
 from r1kit.data.source import load_split
@@ -52,7 +53,7 @@ from r1kit.report.logger import MetricLogger, console, format_line, read_metrics
 from r1kit.rewards.compose import RewardComposer
 from r1kit.rewards.format import think_text
 from r1kit.rewards.language import word_scripts
-from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
+from r1kit.rollout import RolloutBatch, SamplingParams
 from r1kit.train.progress import progress_bar
 from r1kit.train.run import create_run
 
@@ -114,8 +115,8 @@ def train(config: SampleConfig) -> Path:
     score, extract = scorer_for(config.data)
     composer = RewardComposer([_named(score, verifier_name(config.data)), "format", {"name": "language", "kwargs": {"target": config.language}}])
     tokenizer = load_tokenizer(config.model.path)
-    model = load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation)
-    engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes)
+    model = accel.apply(load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation), device, config.run.accel)
+    engine = accel.rollout_engine(model, tokenizer, processes=config.run.rollout_processes)
     provenance = {"model": config.model.path, "step": source_step(config.model.path)}
     logger = MetricLogger(run_dir, config.run.tensorboard)
 

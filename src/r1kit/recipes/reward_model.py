@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from r1kit import accel
 from r1kit.algorithms import bradley_terry_loss, christiano_pair_loss
 from r1kit.config import DataArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.preference import PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
@@ -84,7 +85,7 @@ def train(config: RewardModelConfig) -> Path:
     device = resolve_device(config.model.device)
     run_dir = create_run(config, "rm", str(device))
     tokenizer = load_tokenizer(config.model.path)
-    model = training_options(load_scalar_model(config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device), config.model)
+    model = accel.apply(training_options(load_scalar_model(config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device), config.model), device, config.run.accel)
     train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
     encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length)
     train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)

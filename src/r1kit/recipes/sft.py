@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from r1kit import accel
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
@@ -66,7 +67,7 @@ def train(config: SFTConfig) -> Path:
     device = resolve_device(config.model.device)
     run_dir = create_run(config, "sft", str(device))
     tokenizer = load_tokenizer(config.model.path)
-    model = load_trainable(config.model)
+    model = accel.apply(load_trainable(config.model), device, config.run.accel)
     rows = load_split(config.data, "train", required=("prompt", config.response_column))
     test_rows = load_split(config.data, "test")
     pairs = [(render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt), _text(r[config.response_column], config.response_column)) for r in rows]

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from r1kit.errors import R1kitError
-from r1kit.rewards.base import Completion, completion_text
+from r1kit.rewards.base import Completion, RewardFn, completion_text
 
 
 def lengths_of(
@@ -130,11 +130,16 @@ def cosine_reward(
     return rewards
 
 
+RESOLVE_VERIFIER: Callable[[str], RewardFn] | None = None
+"""How `cosine_reward` finds the reward function its `verifier` names: `r1kit.rewards.registry.get`,
+installed here by the registry when it is imported. The registry lists this module's rewards, so
+this module cannot import it back; importing any module of `r1kit.rewards` runs the package's
+`__init__`, which imports the registry, so the lookup is in place before a reward can be called."""
+
+
 def _verify(completions, verifier, threshold, metrics, completion_ids, lengths, columns) -> list[bool | None]:
     """Correctness of each completion according to the reward named `verifier`."""
-    from r1kit.rewards.registry import get  # the registry imports this module
-
-    fn = get(verifier)
+    fn = RESOLVE_VERIFIER(verifier)
     extra: dict[str, Any] = {}
     if completion_ids is not None:
         extra["completion_ids"] = completion_ids

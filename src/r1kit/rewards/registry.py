@@ -25,6 +25,7 @@ from functools import reduce
 from typing import Any
 
 from r1kit.errors import R1kitError
+from r1kit.rewards import length
 from r1kit.rewards.base import RewardFn
 from r1kit.rewards.format import format_reward, tag_count_reward
 from r1kit.rewards.language import language_reward
@@ -135,6 +136,9 @@ def get(name: str) -> RewardFn:
         f"unknown reward {name!r}; valid names are {', '.join(sorted(REWARDS))}, or a dotted path "
         f"'package.module:function' to your own function, or '{MODEL_PREFIX}PATH' for a trained reward model."
     )
+
+
+length.RESOLVE_VERIFIER = get  # the cosine reward's verifier, by name (see there)
 
 
 def _import_function(path: str) -> RewardFn:

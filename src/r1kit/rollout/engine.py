@@ -2,8 +2,11 @@
 
 The learner never calls `generate` (DESIGN principle 2). It hands prompt token ids and a
 `SamplingParams` to a `RolloutEngine` and gets back a `RolloutBatch`: padded tensors of prompt and
-completion ids, masks, the log-probs the tokens were sampled with, and why each row stopped. A
-backend (Hugging Face with a KV cache today; vLLM or SGLang later) only has to fill that batch.
+completion ids, masks, the log-probs the tokens were sampled with, and why each row stopped. After
+each optimizer step it calls `engine.sync_weights(model)`, and from then on the engine samples from
+those weights. A backend only has to fill that batch and honour that call: the plain transformers
+engine (`hf.py`), the accelerated one (`r1kit.accel.engine`), later vLLM or SGLang (whose
+`sync_weights` would load the new state dict into the server).
 
 Rows are grouped: the `n` samples of prompt `i` are rows `i*n .. i*n + n - 1`, so a GRPO group is
 a contiguous slice and `logp.view(num_prompts, n, -1)` needs no gather.
@@ -56,7 +59,7 @@ class SamplingParams:
     """Seed of the sampling generator. The same seed, prompts and parameters give the same
     completions on the same device, dtype, number of threads and of rollout processes (a row's draw
     depends on its place in the batch; each process's share of a split rollout has a seed of its
-    own, `workers.worker_seed`). None draws a fresh seed on every call."""
+    own, `r1kit.accel.workers.worker_seed`). None draws a fresh seed on every call."""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -182,8 +185,18 @@ class RolloutBatch:
 
 @runtime_checkable
 class RolloutEngine(Protocol):
-    """Anything that turns prompt token ids into sampled completions."""
+    """Anything that turns prompt token ids into sampled completions from a policy's weights."""
 
     def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutBatch:
-        """Sample params.n completions for each prompt (prompts are unpadded token id lists)."""
+        """Sample params.n completions for each prompt (prompts are unpadded token id lists) from
+        the weights of the last `sync_weights` (or those the engine was built with)."""
+        ...
+
+    def sync_weights(self, model) -> None:
+        """The policy's weights changed (an optimizer step): sample from `model`'s current weights
+        from the next `generate` on. Until then an engine may keep sampling from the old ones."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (processes, servers, copies of the weights)."""
         ...

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from r1kit.data.tasks.split import sample_split
 from r1kit.data.templates import extract_answer_tag, format_response, render_prompt
 from r1kit.errors import R1kitError
-from r1kit.rewards.base import Completion, completion_text
+from r1kit.data.completion import Completion, completion_text
 
 LAST_INT_RE = re.compile(r"-?\d+")
 

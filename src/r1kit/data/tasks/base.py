@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-from r1kit.rewards.base import Completion
+from r1kit.data.completion import Completion
 
 
 class Task(Protocol):

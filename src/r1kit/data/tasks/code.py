@@ -19,9 +19,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from r1kit.data.completion import Completion
+from r1kit.data.tasks.code_reward import code_reward, extract_code
 from r1kit.errors import R1kitError
-from r1kit.rewards.base import Completion
-from r1kit.rewards.code import code_reward, extract_code
 
 TEST_PROBLEMS = 8
 

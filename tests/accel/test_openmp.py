@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from r1kit.openmp import SPIN_COUNT, default_waits
+from r1kit.accel.openmp import SPIN_COUNT, default_waits
 
 REPO = Path(__file__).resolve().parents[1]
 

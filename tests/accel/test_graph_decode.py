@@ -11,10 +11,10 @@ from test_fast_decode import MODELS, PROMPTS, SHAPE, rollout  # rollout(model, f
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from r1kit.algorithms import completion_logprobs
-from r1kit.models.cache_argument import model_cache_argument
-from r1kit.rollout import graph_decode
-from r1kit.rollout.fast_decode import FastDecoder
-from r1kit.rollout.graph_decode import GraphDecoder
+from r1kit.algorithms.cache_argument import model_cache_argument
+from r1kit.accel import graph_decode
+from r1kit.accel.fast_decode import FastDecoder
+from r1kit.accel.graph_decode import GraphDecoder
 from r1kit.rollout.hf import left_pad
 from r1kit.rollout.kv_cache import make_cache
 

@@ -1,4 +1,4 @@
-"""run.keep_freed_memory: large CPU tensors reuse the heap instead of faulting in fresh pages."""
+"""glibc malloc keeping freed memory (run.accel=auto): large CPU tensors reuse the heap instead of faulting in fresh pages."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from r1kit.train.run import keep_freed_memory
+from r1kit.accel.malloc import keep_freed_memory
 
 PROBE = """
 import resource, sys, torch
-from r1kit.train.run import keep_freed_memory
+from r1kit.accel.malloc import keep_freed_memory
 if sys.argv[1] == "on":
     assert keep_freed_memory("cpu")
 torch.ones(16 * 2**20)

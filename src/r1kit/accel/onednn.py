@@ -2,20 +2,20 @@
 
 PyTorch's float32 `F.linear` on a CPU calls MKL's sgemm. The oneDNN library that ships inside
 PyTorch runs the same products faster on some CPUs once the weight is reordered into its blocked
-layout: on our 2-core AMD EPYC (AVX-512), for the learner's products of a 13M-parameter Qwen2 over
-8128 tokens, 221-227 GFLOP/s against MKL's 188-198 (13-19% faster), the reorder itself taking
-0.1-0.4 ms per weight (benchmarks/NOTES.md, thirteenth round). For small products oneDNN's
-per-call cost wins over its kernels (a [1024, 64] x [64, 256] product takes 0.29 ms against MKL's
-0.18), so only products over `MIN_ROWS` rows with both weight dimensions at least `MIN_FEATURES`
-take this path; everything else is `F.linear` as before.
+layout (measured on an AVX-512 AMD EPYC for the learner's products of a 13M-parameter Qwen2,
+including the reorder: docs/BENCHMARKS.md. For small products oneDNN's
+per-call cost wins over its kernels, so only products over `MIN_ROWS` rows with both weight
+dimensions at least `MIN_FEATURES` take this path; everything else is `F.linear` as before.
 
-`onednn_linears(model)` gives every plain `nn.Linear` of a model a forward that does this, with
-its own backward: the input gradient (grad @ W) through oneDNN on the transposed weight (10% faster
-than MKL there), the weight gradient (grad^T @ x) through MKL, which is the faster of the two for it
-(oneDNN ran it at 93-147 GFLOP/s against MKL's 177-192). Weights are reordered at every call, so a
-weight the optimizer has just updated is always the one used. Float32 outside autocast only (bf16
-autocast keeps `F.linear`, whose products autocast casts); same sums in another order, so outputs
-differ from MKL's by float rounding.
+`onednn_linears(model)` (called by `r1kit.accel.apply` on CPU models) gives every plain `nn.Linear`
+of a model a forward that does this, with its own backward: the input gradient (grad @ W) through
+oneDNN on the transposed weight, the weight gradient (grad^T @ x) through MKL, which was the faster
+of the two for it. Weights are reordered at every call, so a weight the optimizer has just updated
+is always the one used. Float32 outside autocast only (bf16 autocast keeps `F.linear`, whose
+products autocast casts); same sums in another order, so outputs differ from MKL's by float
+rounding. A served layer also carries `KERNELS` as its `linear_kernels` attribute, through which a
+module that computes the layer's product itself (the lean SwiGLU MLP, `r1kit.models.swiglu`) takes
+the same route.
 """
 
 from __future__ import annotations
@@ -110,6 +110,11 @@ class _Linear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
+KERNELS = (linear, input_grad)
+"""(x, W, b -> x W^T + b, grad, W -> grad W) through oneDNN where worth it: what a served layer
+hands a module that computes its product itself (module docstring)."""
+
+
 def _forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """The forward `onednn_linears` binds to each served layer (a bound method, so a deep copy of
     the model, as the GRPO reference is, binds it to the copy)."""
@@ -131,6 +136,7 @@ def onednn_linears(model: torch.nn.Module) -> int:
     for module in model.modules():
         if type(module) is torch.nn.Linear and "forward" not in vars(module):
             module.forward = types.MethodType(_forward, module)
+            module.linear_kernels = KERNELS
             setattr(module, _MARK, True)
             served += 1
     return served

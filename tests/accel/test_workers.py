@@ -1,4 +1,5 @@
-"""Rollouts split among forked worker processes (`rollout/workers.py`) against rollouts in one process."""
+"""Rollouts split among forked worker processes (`accel/workers.py`) against rollouts in one
+process, and the weights they decode with: those of the fork or of the last `sync_weights`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 from rollout_tiny import EOS, PAD
 
 from r1kit.errors import R1kitError
-from r1kit.rollout import HFEngine, RolloutBatch, SamplingParams
-from r1kit.rollout import workers
+from r1kit.accel import workers
+from r1kit.accel.engine import AcceleratedEngine
+from r1kit.rollout import RolloutBatch, SamplingParams
 
 pytestmark = pytest.mark.skipif(not workers.available(), reason="rollout workers fork: Linux only")
 
@@ -31,8 +33,8 @@ def two_threads():
     torch.set_num_threads(threads)
 
 
-def engine(model, processes: int, tokenizer=None) -> HFEngine:
-    return HFEngine(model, tokenizer=tokenizer, pad_token_id=PAD, eos_token_id=[EOS], processes=processes)
+def engine(model, processes: int, tokenizer=None) -> AcceleratedEngine:
+    return AcceleratedEngine(model, tokenizer=tokenizer, pad_token_id=PAD, eos_token_id=[EOS], processes=processes)
 
 
 def second_share_alone(model) -> RolloutBatch:
@@ -40,7 +42,7 @@ def second_share_alone(model) -> RolloutBatch:
     return engine(model, processes=1).generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
 
 
-def assert_worker_share_current(split: HFEngine, model) -> None:
+def assert_worker_share_current(split: AcceleratedEngine, model) -> None:
     """A split rollout's worker share holds what one process samples from the model as it is now."""
     assert_same_rows(split.generate(PROMPTS, PARAMS), slice(9, 15), second_share_alone(model))
 
@@ -76,86 +78,104 @@ def test_split_rollout_equals_each_share_decoded_alone(two_threads):
     split.close()
 
 
-def test_workers_sample_from_weights_updated_in_place(two_threads):
-    model = rollout_tiny.tiny_qwen2(seed=4)
-    split = engine(model, processes=2)
-    split.generate(PROMPTS, PARAMS)  # forks the worker
-    worker_pid = split._workers._pids[0]
+def worker_rows(batch: RolloutBatch) -> list[list[int]]:
+    """The completions of the worker's share (rows 9 to 14), without padding."""
+    return [ids[:n] for ids, n in zip(batch.completion_ids[9:15].tolist(), batch.completion_mask[9:15].sum(1).tolist())]
+
+
+def a_large_step(model) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.5)  # a large step: the samples must change
     model.train()
     model(input_ids=torch.tensor([[5, 6, 7, 8]]), labels=torch.tensor([[5, 6, 7, 8]])).loss.backward()
     optimizer.step()
+
+
+def test_workers_sample_from_the_weights_of_the_last_sync(two_threads):
+    model = rollout_tiny.tiny_qwen2(seed=4)
+    split = engine(model, processes=2)
+    before = split.generate(PROMPTS, PARAMS)  # forks the worker
+    worker_pid = split._workers._pids[0]
+    a_large_step(model)
+    stale = split.generate(PROMPTS, PARAMS)  # no sync: the worker still has the weights of the fork
+    assert worker_rows(stale) == worker_rows(before)
+    assert worker_rows(second_share_alone(model)) != worker_rows(before)  # the step changed the samples
+    split.sync_weights(model)
     assert_worker_share_current(split, model)
-    assert split._workers._pids[0] == worker_pid  # the same worker: it reads the shared weights
+    assert split._workers._pids[0] == worker_pid  # the same worker: the weights came through the shared mapping
     split.close()
 
 
-def test_workers_are_forked_again_when_a_parameter_is_replaced(two_threads):
+def test_workers_are_forked_again_when_the_parameters_change_dtype(two_threads):
     model = rollout_tiny.tiny_qwen2(seed=5)
     split = engine(model, processes=2)
     split.generate(PROMPTS, PARAMS)
     worker_pid = split._workers._pids[0]
-    with torch.no_grad():
-        model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight))  # a new tensor, not shared
+    model.double()  # new tensors of another dtype: they cannot be copied into the mapping
+    split.sync_weights(model)
+    assert split._workers is None
     assert_worker_share_current(split, model)
     assert split._workers._pids[0] != worker_pid
     split.close()
 
 
-def test_workers_forked_after_data_is_reassigned_see_the_next_in_place_update(two_threads):
-    """`param.data = ...` swaps the shared copy for a private one: the workers must be forked again
-    over a new shared copy, or they would keep the values of the moment they were forked."""
+def test_a_replaced_parameter_of_the_same_shape_is_synced_in_place(two_threads):
     model = rollout_tiny.tiny_qwen2(seed=12)
     split = engine(model, processes=2)
     split.generate(PROMPTS, PARAMS)
-    head = model.lm_head.weight
-    head.data = torch.randn_like(head)  # same Parameter object, private data
-    split.generate(PROMPTS, PARAMS)  # forks anew
-    assert workers._shared(head)
+    worker_pid = split._workers._pids[0]
     with torch.no_grad():
-        head.mul_(3.0)  # an in-place update after the fork
+        model.lm_head.weight = torch.nn.Parameter(3 * torch.randn_like(model.lm_head.weight))
+    split.sync_weights(model)
     assert_worker_share_current(split, model)
+    assert split._workers._pids[0] == worker_pid
     split.close()
 
 
-def test_shared_parameters_keep_their_objects_and_values():
-    model = rollout_tiny.tiny_qwen2(seed=6)
-    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as many small models are
-    before = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
-    workers.share_parameters(model)
-    for name, p in model.named_parameters():
-        assert p is before[name][0]
-        assert torch.equal(p, before[name][1])
-        assert p.requires_grad
-    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
-    embed = model.model.embed_tokens.weight
-    with torch.no_grad():
-        embed.mul_(2)  # in place, as optimizers update: the tied head follows
-    assert torch.equal(model.lm_head.weight, 2 * before["model.embed_tokens.weight"][1])
-
-
-def test_parameters_shared_under_inference_mode_can_still_be_trained(two_threads):
+def test_the_callers_parameters_are_left_where_they_are(two_threads):
     model = rollout_tiny.tiny_qwen2(seed=10)
+    before = {name: p.data_ptr() for name, p in model.named_parameters()}
     with torch.inference_mode():  # as evaluation calls the engine
-        engine(model, processes=2).generate(PROMPTS, PARAMS)
-    assert all(workers._shared(p) and not p.is_inference() for p in model.parameters())
+        split = engine(model, processes=2)
+        split.generate(PROMPTS, PARAMS)
+    split.sync_weights(model)
+    assert {name: p.data_ptr() for name, p in model.named_parameters()} == before
+    assert not any(p.is_inference() for p in model.parameters())
     model.train()
     model(input_ids=torch.tensor([[5, 6, 7]]), labels=torch.tensor([[5, 6, 7]])).loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    split.close()
+
+
+def test_shared_weights_copy_values_and_keep_tied_parameters_tied():
+    model = rollout_tiny.tiny_qwen2(seed=6)
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as many small models are
+    worker = rollout_tiny.tiny_qwen2(seed=7)  # a worker's copy of the model (other values)
+    worker.lm_head.weight = worker.model.embed_tokens.weight
+    weights = workers.SharedWeights(model)
+    weights.bind(worker)
+    for (name, p), q in zip(model.named_parameters(), worker.parameters()):
+        assert torch.equal(p, q), name
+    assert worker.lm_head.weight is worker.model.embed_tokens.weight  # still tied
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(2)
+    assert not torch.equal(worker.lm_head.weight, model.lm_head.weight)  # nothing shared with the caller
+    assert weights.load(model)
+    assert torch.equal(worker.lm_head.weight, model.lm_head.weight)
+    assert not weights.load(model.double())
 
 
 def test_a_failing_worker_raises_its_error_in_the_caller_and_the_engine_recovers(two_threads, monkeypatch):
     model = rollout_tiny.tiny_qwen2(seed=7)
     split = engine(model, processes=2)
     caller = os.getpid()
-    original = HFEngine._generate_here
+    original = AcceleratedEngine.rollout_here
 
     def fail_in_worker(self, prompt_ids, params):
         if os.getpid() != caller:
             raise ValueError("worker-side failure")
         return original(self, prompt_ids, params)
 
-    monkeypatch.setattr(HFEngine, "_generate_here", fail_in_worker)  # the worker forked below inherits it
+    monkeypatch.setattr(AcceleratedEngine, "rollout_here", fail_in_worker)  # the worker forked below inherits it
     with pytest.raises(R1kitError, match="worker-side failure"):
         split.generate(PROMPTS, PARAMS)
     split.close()
@@ -168,14 +188,14 @@ def test_an_interrupted_rollout_leaves_no_stale_answer_for_the_next(two_threads,
     split = engine(model, processes=2)
     split.generate(PROMPTS, PARAMS)
     caller = os.getpid()
-    original = HFEngine._generate_here
+    original = AcceleratedEngine.rollout_here
 
     def interrupted_here(self, prompt_ids, params):
         if os.getpid() == caller:
             raise KeyboardInterrupt  # Ctrl-C while the worker is decoding its share
         return original(self, prompt_ids, params)
 
-    monkeypatch.setattr(HFEngine, "_generate_here", interrupted_here)
+    monkeypatch.setattr(AcceleratedEngine, "rollout_here", interrupted_here)
     with pytest.raises(KeyboardInterrupt):
         split.generate(PROMPTS, dataclasses.replace(PARAMS, seed=99))
     assert split._workers is None  # killed: its answer to the interrupted rollout is gone with it

@@ -8,7 +8,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from r1kit.algorithms.logprobs import completion_logprobs
-from r1kit.models.cache_argument import cache_argument, model_cache_argument, returned_cache
+from r1kit.algorithms.cache_argument import cache_argument, model_cache_argument, returned_cache
 from r1kit.rollout import HFEngine, SamplingParams
 
 

@@ -8,12 +8,13 @@ import torch
 from rollout_tiny import PAD, tiny_qwen2
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from r1kit.rollout import HFEngine, SamplingParams
-from r1kit.models.attention import cpu_decode_attention
-from r1kit.models.cache_argument import model_cache_argument
-from r1kit.models.onednn import onednn_available
-from r1kit.rollout import fast_decode
-from r1kit.rollout.fast_decode import FastDecoder
+from r1kit.accel import fast_decode
+from r1kit.accel.attention import install
+from r1kit.accel.engine import AcceleratedEngine
+from r1kit.accel.fast_decode import FastDecoder
+from r1kit.accel.onednn import onednn_available
+from r1kit.algorithms.cache_argument import model_cache_argument
+from r1kit.rollout import SamplingParams
 from r1kit.rollout.hf import left_pad
 from r1kit.rollout.kv_cache import make_cache
 
@@ -79,7 +80,8 @@ def test_one_step_gives_the_models_logits(make_model, projections):
     position = mask.sum(1, keepdim=True)
     cache_name = model_cache_argument(model)
     got, want = [], []
-    with torch.inference_mode(), cpu_decode_attention(model):
+    install(model)  # the forward's one-token attention as the accelerated engine's forward path has it
+    with torch.inference_mode():
         for out, fast in ((got, True), (want, False)):
             cache = make_cache(model, capacity=P + 4)
             model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_name: cache})
@@ -96,7 +98,10 @@ def test_one_step_gives_the_models_logits(make_model, projections):
 
 
 def rollout(model, fast: bool, calls: list | None = None):
-    engine = HFEngine(model, pad_token_id=PAD, eos_token_id=[3], fast_decode=fast)
+    """The accelerated engine's rollout with the flat step (`fast`) or through the forward, on a
+    model with the attention `accel.apply` gives it."""
+    install(model)
+    engine = AcceleratedEngine(model, pad_token_id=PAD, eos_token_id=[3], fast_decode=fast, processes=1)
     handle = None
     if calls is not None:
         handle = model.get_decoder().register_forward_hook(lambda module, args, out: calls.append(1))
@@ -179,7 +184,8 @@ def test_under_autocast_the_weights_are_cast_once_and_the_logits_stay_the_same_t
     step_mask = torch.cat([mask.bool(), torch.ones(3, 1, dtype=torch.bool)], dim=1)
     position = mask.sum(1, keepdim=True)
     logits = {}
-    with torch.inference_mode(), cpu_decode_attention(model), torch.autocast("cpu", dtype=torch.bfloat16):
+    install(model)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         for precast in (True, False):
             cache = make_cache(model, capacity=P + 4)
             model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), use_cache=True, **{model_cache_argument(model): cache})

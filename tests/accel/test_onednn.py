@@ -1,4 +1,4 @@
-"""Linear layers through oneDNN (`model.onednn_linear`): the same outputs and gradients as
+"""Linear layers through oneDNN (`accel.apply`, run.accel=auto): the same outputs and gradients as
 `F.linear` to float rounding, taken only for large float32 products, and really taken there."""
 
 import copy
@@ -10,7 +10,8 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from r1kit.config import ModelArgs
-from r1kit.models import onednn
+from r1kit import accel
+from r1kit.accel import onednn
 from r1kit.models.load import training_options
 
 pytestmark = pytest.mark.skipif(not onednn.onednn_available(), reason="this torch or CPU has no oneDNN linear")
@@ -81,8 +82,8 @@ def forward_backward(model, ids):
 @pytest.mark.parametrize("lean_mlp", [True, False])
 def test_a_model_trains_the_same_with_its_linears_through_onednn(lean_mlp):
     plain = tiny_qwen2()
-    routed = training_options(copy.deepcopy(plain), ModelArgs(lean_mlp=lean_mlp, onednn_linear=True))
-    training_options(plain, ModelArgs(lean_mlp=lean_mlp, onednn_linear=False))
+    routed = accel.apply(training_options(copy.deepcopy(plain), ModelArgs(lean_mlp=lean_mlp)), "cpu", "auto")
+    training_options(plain, ModelArgs(lean_mlp=lean_mlp))
     assert sum(onednn.routes(m) for m in routed.modules()) == 2 * 7 + 1  # q k v o gate up down, LM head
     assert not any(onednn.routes(m) for m in plain.modules())
     ids = torch.randint(0, 61, (16, ROWS // 16))
@@ -99,7 +100,7 @@ def test_a_model_trains_the_same_with_its_linears_through_onednn(lean_mlp):
 
 
 def test_a_deep_copy_routes_through_its_own_weights():
-    model = training_options(tiny_qwen2(), ModelArgs())
+    model = accel.apply(training_options(tiny_qwen2(), ModelArgs()), "cpu", "auto")
     copied = copy.deepcopy(model)
     with torch.no_grad():
         for p in copied.parameters():

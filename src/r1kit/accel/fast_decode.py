@@ -2,32 +2,29 @@
 
 A transformers forward pays, on every call, for its generality: module calls with hooks, output
 recording, mask building, cache bookkeeping, keyword plumbing through four levels of functions. For
-a decode step of a small model on CPU that overhead is most of the step (a 0.25M-parameter Qwen2,
-64 rows: 2.4 ms per step through the model's forward, of which the arithmetic is under 1 ms). This
-module runs the same step as a flat function over the model's own weights:
+a decode step of a small model on CPU that overhead is most of the step. This module runs the same
+step as a flat function over the model's own weights:
 
     x = embed(token); per layer: x += o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x)))); x += down(silu(gate(n2(x))) * up(n2(x)))
     logits = lm_head(norm(x))
 
 with the model's own rotary module (so every RoPE variant transformers implements is served), its
 RMSNorm arithmetic (float32 statistics, as transformers computes them), grouped-query attention as
-two matmuls over the rollout engine's preallocated KV cache (the maths of `r1kit/models/attention.py`), and
+two matmuls over the rollout engine's preallocated KV cache (the maths of `attention.py`), and
 nothing else. It is used only where that is the whole model: a decoder of exactly these module
 types, plain linear projections (no LoRA or quantised layers: PEFT models take the usual forward),
 SiLU MLPs, no sliding window shorter than the cache. `FastDecoder.build` says None otherwise.
 
 Projections through oneDNN. PyTorch's float32 `F.linear` on x86 calls MKL; the oneDNN library that
 ships inside PyTorch runs the same products faster on some CPUs, given weights reordered into its
-blocked layout. On our 2-core AMD EPYC (AVX-512) a decode step's projections at 13M parameters and
-64 rows ran at ~190 GFLOP/s through oneDNN against ~135 through MKL (benchmarks/NOTES.md, eighth
-round). So from `PACKED_DECODE_FLOPS` of work per step, a float32 decoder outside autocast packs its
-weights once per rollout (the policy changes between rollouts; packing the 13M model's 52 MB took
-12-22 ms with `run.keep_freed_memory`, 24-78 ms without, against a 1-2 s rollout), with q/k/v fused
-into one product and gate/up into another (free here: the packing copies the weights anyway), and
-runs every projection as one oneDNN call; the copy lives as long as the rollout. Below that size
-oneDNN's per-call cost outweighs its faster kernels, and the projections go through `F.linear`, the
-MLP on columns (W @ x^T, which MKL runs faster for a few dozen rows). Still float32 arithmetic:
-logits agree with the forward's to float rounding.
+blocked layout (`onednn.py`). So from `PACKED_DECODE_FLOPS` of work per step, a float32 decoder
+outside autocast packs its weights once per rollout (the policy changes between rollouts, and the
+packing is small beside a rollout), with q/k/v fused into one product and gate/up into another
+(free here: the packing copies the weights anyway), and runs every projection as one oneDNN call;
+the copy lives as long as the rollout. Below that size oneDNN's per-call cost outweighs its faster
+kernels, and the projections go through `F.linear`, the MLP on columns (W @ x^T, which MKL runs
+faster for a few dozen rows). Still float32 arithmetic: logits agree with the forward's to float
+rounding. The measurements are in docs/BENCHMARKS.md.
 
 Same numbers as the model's forward up to float rounding (the tests compare logits and sampled
 tokens with the forward path, both ways).
@@ -40,15 +37,14 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from r1kit.accel.attention import decode_scores
+from r1kit.accel.onednn import onednn_available
 from r1kit.rollout import kv_cache
-from r1kit.models.attention import decode_scores
-from r1kit.models.onednn import onednn_available
 
 PACKED_DECODE_FLOPS = 2e8
 """From this many model FLOPs per decode step (2 x parameters x rows) a float32 FastDecoder runs its
-projections through oneDNN on packed weights (module docstring). Measured on 2 cores, 64 rows, 64
-tokens: 1M parameters (1.3e8) no faster (0.27-0.32 s either way), 3.3M (4.3e8) 0.70-0.74 against
-0.75-0.90 s, 13M 1.14-1.19 against 1.34-1.76 s."""
+projections through oneDNN on packed weights (module docstring): on our 2-core CPU a 1M-parameter
+model at 64 rows (1.3e8) gained nothing, a 3.3M one (4.3e8) did (docs/BENCHMARKS.md)."""
 
 # Decoder layer class -> the RMSNorm class its norms must be (Gemma's, say, scales by 1 + weight).
 _LAYERS = {
@@ -123,8 +119,8 @@ class FastDecoder:
         else:
             cos, sin = self.rotary(x, position)
             sin = _signed(sin)
-        # -inf on masked positions, added to the scores: an add broadcast over the heads costs a
-        # fifth of a broadcast masked_fill_ (3.6 against 17 us per layer at 32 rows, 141 positions)
+        # -inf on masked positions, added to the scores: an add broadcast over the heads is much
+        # cheaper than a broadcast masked_fill_
         bias = torch.zeros(mask.shape[0], 1, 1, mask.shape[1], device=mask.device).masked_fill_(~mask[:, None, None, :], float("-inf"))  # [N, 1, 1, T]
         N = x.shape[0]
         plain = x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)  # exact float32 scores by a plain matmul
@@ -165,8 +161,7 @@ def _rows(cache) -> int:
 def _plain_projections(attn, mlp, cast: torch.dtype | None = None):
     """(qkv, o, mlp) functions of a layer through `F.linear` on the model's own weights (or on copies
     cast to `cast`, the autocast dtype): qkv(h) gives q, k, v [N, .]; the MLP in column layout,
-    W @ h^T, which MKL runs 8-12% faster than h @ W^T for a few dozen rows against [1536, 384]
-    weights (NOTES.md), same products."""
+    W @ h^T, which MKL runs faster than h @ W^T for a few dozen rows (docs/BENCHMARKS.md), same products."""
     q, k, v, o = (_linear(m, cast) for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj))
     gate, up, down = (_linear(m, cast) for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
 

@@ -1,34 +1,33 @@
 """Rollout workers: a CPU rollout's prompts shared out among forked processes, one per core.
 
 A small model's decode step is a few hundred tiny ops. Two OpenMP threads cannot share such ops
-well (each parallel region pays a wake-up, `r1kit/openmp.py`), so the engine decodes a small model
-on one thread and the machine's other cores idle through the rollout. Rows are independent while
-decoding, so the prompts can be split instead: each process decodes its share of the groups on its
-own threads, with no synchronisation between steps. Measured on 2 cores, 8 prompts x 8 samples
-(`benchmarks/NOTES.md`, twelfth round): a 0.25M-parameter Qwen2's rollout of 128 tokens 0.245 ->
-0.167 s, of 64 tokens 0.108 -> 0.080 s; a 13M one's of 128 tokens 2.07 -> 1.88 s.
+well (each parallel region pays a wake-up, `openmp.py`), so the accelerated engine decodes a small
+model on one thread and the machine's other cores would idle through the rollout. Rows are
+independent while decoding, so the prompts can be split instead: each process decodes its share of
+the groups on its own threads, with no synchronisation between steps (docs/BENCHMARKS.md.
 
 How:
 - The workers are forked from the training process the first time a rollout is split, so they
   start with its modules, tokenizer and engine settings and import nothing. Before the fork the
-  model's parameters move into one anonymous shared mapping (their values copied, the Parameter
-  objects kept, so optimizers and the learner see no change): the workers read the very weights the
-  optimizer updates in place, and a rollout always samples from the current policy with no copy.
-  If a parameter is later replaced (a module swapped, `.to()` a new dtype), the workers are
-  forked afresh on the next rollout.
+  policy's parameters are copied into one anonymous shared mapping (`SharedWeights`), and each
+  worker points its own copy of the model's parameters at it (the caller's model is not touched).
+  `sync(model)`, which the engine's `sync_weights` calls after each optimizer step, copies the
+  current weights into the mapping, one memcpy of the parameters; a model whose parameters changed
+  shape or dtype cannot be synced, and the engine forks new workers at its next split rollout.
 - Each rollout, a worker gets its prompts, the sampling parameters (its own seed, derived from
   the caller's) and the caller's autocast state through a pipe, runs the engine's own
-  `generate` path on its threads, and pipes the batch back; the calling process decodes the first
-  share itself meanwhile. A worker ignores Ctrl-C (the caller handles it) and exits when the caller
-  closes its pipe or dies.
-- Memory: a worker shares every page it does not write. When the workers are closed (with their
-  engine, or `HFEngine.close()`), each reports how much it added at its peak (its KV cache, logits,
-  heap) and `peak_private_bytes()` keeps the largest, so a benchmark can count it beside the caller's
-  own RSS. (Reading that from /proc takes ~27 ms in a process of 2.5 GB, so it is not done per rollout.)
+  in-process rollout on its threads, and pipes the batch back; the calling process decodes the
+  first share itself meanwhile. A worker ignores Ctrl-C (the caller handles it) and exits when the
+  caller closes its pipe or dies.
+- Memory: a worker shares every page it does not write, and gives back the parameter pages it
+  inherited and no longer uses. When the workers are closed (with their engine, or
+  `engine.close()`), each reports how much it added at its peak (its KV cache, logits, heap) and
+  `peak_private_bytes()` keeps the largest, so a benchmark can count it beside the caller's own RSS
+  (reading that is too slow to do per rollout).
 
 Only on Linux (fork; macOS frameworks are not fork-safe) and only where the engine's rule says so
-(`hf.py`: CPU, at least 2 threads and 2 prompts, at most `MAX_PARAMS` parameters). `processes=1`
-on the engine, or `run.rollout_processes: 1` in a config, keeps every rollout in one process.
+(`engine.py`: CPU, at least 2 threads and 2 prompts, at most `MAX_PARAMS` parameters).
+`run.rollout_processes: 1` in a config keeps every rollout in one process.
 """
 
 from __future__ import annotations
@@ -48,12 +47,13 @@ from multiprocessing.connection import Connection
 
 import torch
 
+from r1kit.accel.malloc import release_free_memory
 from r1kit.errors import R1kitError
 
 MAX_PARAMS = 2e7
 """Largest model (parameters) whose CPU rollouts are split among processes. Each process streams
 every weight once per decode step, so for a model whose weights do not fit in the caches the split
-multiplies memory traffic; measured gains at 0.25M and 13M parameters, larger models unmeasured."""
+multiplies memory traffic; gains were measured at 0.25M and 13M parameters, larger models not."""
 
 _ALIGN = 64  # bytes: each parameter starts on a cache line in the shared mapping
 
@@ -82,28 +82,74 @@ def worker_seed(seed: int | None, index: int) -> int | None:
     return int.from_bytes(digest, "little") >> 1
 
 
+class SharedWeights:
+    """A copy of a model's parameters in one anonymous shared mapping, in `model.parameters()` order,
+    each starting on a cache line. Anonymous shared memory is not bounded by the size of /dev/shm
+    (64 MB in a default container)."""
+
+    def __init__(self, model):
+        params = list(model.parameters())
+        self.layout = _layout(params)
+        offsets, size = [], 0
+        for p in params:
+            offsets.append(size)
+            size += -(-p.numel() * p.element_size() // _ALIGN) * _ALIGN
+        self.buffer = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS
+        # Ordinary tensors even when the first split rollout runs under inference mode (evaluation
+        # does): a worker's parameters are bound to them.
+        with torch.inference_mode(False):
+            self.views = [torch.frombuffer(self.buffer, dtype=p.dtype, count=p.numel(), offset=o).view(p.shape) for p, o in zip(params, offsets)]
+        self.load(model)
+
+    def load(self, model) -> bool:
+        """Copy `model`'s current parameters into the mapping; False (nothing copied) when they no
+        longer have the layout (devices, dtypes, shapes) the mapping was made for."""
+        params = list(model.parameters())
+        if _layout(params) != self.layout:
+            return False
+        with torch.no_grad():
+            for view, p in zip(self.views, params):
+                view.copy_(p.detach())
+        return True
+
+    def bind(self, model) -> None:
+        """Point `model`'s parameters at the mapping (in a worker: its copy of the model), so that
+        every later `load` in the caller is what it decodes with."""
+        with torch.inference_mode(False), torch.no_grad():
+            for view, p in zip(self.views, model.parameters()):
+                p.data = view
+
+
+def _layout(params: list[torch.Tensor]) -> tuple:
+    return tuple((p.device.type, p.dtype, tuple(p.shape)) for p in params)
+
+
 class RolloutWorkers:
-    """`count` forked processes that each run `engine`'s rollouts on `threads` torch threads."""
+    """`count` forked processes that each run `engine`'s in-process rollouts on `threads` torch
+    threads, with the weights of `engine.model` as of the fork or the last `sync`."""
 
     def __init__(self, engine, count: int, threads: int):
         self.count, self.threads = count, threads
-        self.model = engine.model
-        share_parameters(self.model)
-        self.signature = _signature(self.model)
+        self.weights = SharedWeights(engine.model)
         self._pids: list[int] = []
         self._pipes: list[Connection] = []
         try:
             for _ in range(count):
-                pid, pipe = _fork(engine, threads, self._pipes)
+                pid, pipe = _fork(engine, self.weights, threads, self._pipes)
                 self._pids.append(pid)
                 self._pipes.append(pipe)
         except BaseException:
             self.close()
             raise
 
-    def serves(self, model, count: int, threads: int) -> bool:
-        """Whether these workers can run the next rollout as is: same shape, same weights, alive."""
-        return (count, threads) == (self.count, self.threads) and model is self.model and self._pipes != [] and _signature(model) == self.signature
+    def serves(self, count: int, threads: int) -> bool:
+        """Whether these workers can run the next rollout as is: same shape, alive."""
+        return (count, threads) == (self.count, self.threads) and self._pipes != []
+
+    def sync(self, model) -> bool:
+        """Have the workers decode with `model`'s current weights from the next rollout on; False
+        when they cannot (its parameters changed layout: fork new workers)."""
+        return self.weights.load(model)
 
     def submit(self, index: int, prompt_ids: list[list[int]], params, autocast: torch.dtype | None) -> None:
         """Start worker `index` on a rollout of `prompt_ids`; `autocast`: the caller's CPU autocast dtype."""
@@ -117,7 +163,7 @@ class RolloutWorkers:
             pid = self._pids[index]
             raise R1kitError(
                 f"rollout worker process {pid} ended without answering ({error or 'pipe closed'}): it may have been killed for memory. "
-                "Set run.rollout_processes: 1 (HFEngine(processes=1)) to decode every rollout in one process."
+                "Set run.rollout_processes: 1 to decode every rollout in one process."
             ) from None
         if status != "ok":
             raise R1kitError(f"a rollout worker process failed:\n{payload}")
@@ -143,43 +189,8 @@ class RolloutWorkers:
         self._pipes, self._pids = [], []
 
 
-def share_parameters(model) -> None:
-    """Move `model`'s CPU parameters into one anonymous shared mapping, in place.
-
-    Each Parameter object stays (optimizers hold them); its `.data` becomes a view of the mapping
-    holding the same values. A forked process then sees every later in-place update. Anonymous
-    shared memory is not bounded by the size of /dev/shm (64 MB in a default container)."""
-    params = [p for p in model.parameters() if p.device.type == "cpu" and not _shared(p)]
-    if not params:
-        return
-    offsets, size = [], 0
-    for p in params:
-        offsets.append(size)
-        size += -(-p.numel() * p.element_size() // _ALIGN) * _ALIGN
-    buffer = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS
-    # Ordinary tensors even when the first split rollout runs under inference mode (evaluation
-    # does): an inference tensor as a parameter's data could never be trained again.
-    with torch.inference_mode(False), torch.no_grad():
-        for p, offset in zip(params, offsets):
-            shared = torch.frombuffer(buffer, dtype=p.dtype, count=p.numel(), offset=offset).view(p.shape)
-            shared.copy_(p.data)
-            p.data = shared
-            p._r1kit_shared_at = shared.data_ptr()
-
-
-def _shared(p: torch.Tensor) -> bool:
-    """Whether `p`'s data is the shared copy `share_parameters` made (not data assigned since)."""
-    return getattr(p, "_r1kit_shared_at", None) == p.data_ptr()
-
-
-def _signature(model) -> tuple:
-    """What must not change for forked workers to hold the same weights: each parameter's identity,
-    storage address, dtype and shape."""
-    return tuple((id(p), p.data_ptr(), p.dtype, tuple(p.shape)) for p in model.parameters())
-
-
-def _fork(engine, threads: int, siblings: list[Connection]) -> tuple[int, Connection]:
-    """Fork a worker serving `engine`; its pid and the caller's end of its pipe."""
+def _fork(engine, weights: SharedWeights, threads: int, siblings: list[Connection]) -> tuple[int, Connection]:
+    """Fork a worker serving `engine` with `weights`; its pid and the caller's end of its pipe."""
     ours, theirs = Pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -202,6 +213,8 @@ def _fork(engine, threads: int, siblings: list[Connection]) -> tuple[int, Connec
             ours.close()
             for pipe in siblings:
                 pipe.close()
+            weights.bind(engine.model)
+            release_free_memory()  # the parameter pages inherited from the caller, now unused here
             _serve(engine, theirs, threads)
         except BaseException:  # noqa: BLE001 - a worker reports through its pipe or not at all
             code = 1
@@ -227,7 +240,7 @@ def _serve(engine, pipe: Connection, threads: int) -> None:
         prompt_ids, params, autocast = request
         try:
             with torch.autocast("cpu", dtype=autocast) if autocast is not None else nullcontext():
-                reply = ("ok", engine._generate_here(prompt_ids, params))
+                reply = ("ok", engine.rollout_here(prompt_ids, params))
         except Exception as error:  # noqa: BLE001 - sent back and raised in the caller
             reply = ("error", "".join(traceback.format_exception(error)))
         pipe.send_bytes(pickle.dumps(reply))

@@ -2,8 +2,7 @@
 
 On a GPU a decode step of a small model is bound by kernel launches, not arithmetic: a 24-layer
 Qwen2.5-0.5B step through the model's forward launches hundreds of kernels, each from Python, and
-the GPU waits on the CPU (measured on an H200, 64 rows: ~29 ms per step through the forward,
-~25 ms in `model.generate`; benchmarks/NOTES.md). A CUDA graph records the step's kernels once and
+the GPU waits on the CPU (docs/BENCHMARKS.md). A CUDA graph records the step's kernels once and
 replays them with one launch.
 
 A graph replays fixed kernels on fixed memory, so the step must have the same shapes and addresses
@@ -32,7 +31,7 @@ import logging
 
 import torch
 
-from r1kit.rollout.fast_decode import _LENGTH_DEPENDENT_ROPE, FastDecoder
+from r1kit.accel.fast_decode import _LENGTH_DEPENDENT_ROPE, FastDecoder
 
 log = logging.getLogger(__name__)
 

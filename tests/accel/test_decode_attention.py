@@ -1,15 +1,19 @@
-"""The engine's speed-ups change nothing: decode attention equals SDPA, the preallocated KV cache
-equals transformers' DynamicCache."""
+"""The CPU attention and the accelerated engine change nothing: decode attention equals SDPA, the
+preallocated KV cache equals transformers' DynamicCache, the accelerated engine's rollouts equal the
+plain engine's, and a small model decodes on one thread only under PASSIVE waits."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from rollout_tiny import PAD, tiny_qwen2
 
+import r1kit.accel.engine as accel_engine
 import r1kit.rollout.hf as hf
+from r1kit.accel.attention import NAME, decode_attention, decode_scores, install
+from r1kit.accel.engine import AcceleratedEngine
 from r1kit.rollout import HFEngine, SamplingParams
-from r1kit.models.attention import NAME, cpu_decode_attention, decode_attention, decode_scores
 
 
 class _Module(torch.nn.Module):
@@ -50,37 +54,39 @@ def test_decode_scores_stay_float32_under_bf16_autocast():
     torch.testing.assert_close(from_bf16.double(), products, rtol=1e-5, atol=1e-5)
 
 
-def test_decode_attention_is_switched_on_and_back():
+def test_install_makes_it_the_attention_of_a_cpu_sdpa_model():
     model = tiny_qwen2()
     assert model.config._attn_implementation == "sdpa"
-    with cpu_decode_attention(model) as switched:
-        assert switched and model.config._attn_implementation == NAME
-    assert model.config._attn_implementation == "sdpa"
+    assert install(model) and model.config._attn_implementation == NAME
+    assert install(model)  # idempotent
 
 
 def test_eager_attention_is_left_alone():
     model = tiny_qwen2()
     model.set_attn_implementation("eager")
-    with cpu_decode_attention(model) as switched:
-        assert not switched and model.config._attn_implementation == "eager"
+    assert not install(model) and model.config._attn_implementation == "eager"
 
 
-def generate(monkeypatch, *, decode_attention: bool, preallocate: bool):
+def generate(monkeypatch, *, accelerated: bool, preallocate: bool = True, fast_decode: bool = True):
     model = tiny_qwen2()
-    if not decode_attention:
-        monkeypatch.setattr(hf, "cpu_decode_attention", lambda m: cpu_decode_attention(m, enabled=False))
+    if accelerated:
+        install(model)
     if not preallocate:
         monkeypatch.setattr(hf, "make_cache", lambda m, capacity: None)
-    engine = HFEngine(model, pad_token_id=PAD, eos_token_id=[3])
+    if accelerated:
+        engine = AcceleratedEngine(model, pad_token_id=PAD, eos_token_id=[3], processes=1, fast_decode=fast_decode)
+    else:
+        engine = HFEngine(model, pad_token_id=PAD, eos_token_id=[3])
     params = SamplingParams(temperature=0.9, max_new_tokens=20, n=3, seed=11)
     batch = engine.generate([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], params)
     monkeypatch.undo()
     return batch
 
 
-def test_speedups_give_the_same_rollouts_as_plain_transformers(monkeypatch):
-    fast = generate(monkeypatch, decode_attention=True, preallocate=True)
-    plain = generate(monkeypatch, decode_attention=False, preallocate=False)
+@pytest.mark.parametrize("fast_decode", [True, False])  # the flat step; the forward with decode attention
+def test_the_accelerated_engine_gives_the_plain_engine_s_rollouts(monkeypatch, fast_decode):
+    fast = generate(monkeypatch, accelerated=True, fast_decode=fast_decode)
+    plain = generate(monkeypatch, accelerated=False, preallocate=False)
     assert torch.equal(fast.completion_ids, plain.completion_ids)
     assert torch.allclose(fast.logprobs, plain.logprobs, atol=1e-5)
     assert fast.finish_reason == plain.finish_reason
@@ -106,23 +112,28 @@ def test_a_sliding_window_model_keeps_its_own_cache():
 
 
 def test_a_small_model_decodes_on_one_thread_only_under_passive_waits_and_threads_are_restored(monkeypatch):
-    engine = HFEngine(tiny_qwen2(), pad_token_id=PAD, eos_token_id=[])
+    engine = AcceleratedEngine(tiny_qwen2(), pad_token_id=PAD, eos_token_id=[], processes=1)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
         assert engine._decode_threads(rows=64) == 1  # ~20k parameters: far below the threshold
-        monkeypatch.setattr(hf, "ONE_THREAD_DECODE_FLOPS", 1.0)
+        monkeypatch.setattr(accel_engine, "ONE_THREAD_DECODE_FLOPS", 1.0)
         assert engine._decode_threads(rows=64) is None  # a model "too big" for one thread
-        monkeypatch.setattr(hf, "ONE_THREAD_DECODE_FLOPS", 5e8)
+        monkeypatch.setattr(accel_engine, "ONE_THREAD_DECODE_FLOPS", 5e8)
         monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
         assert engine._decode_threads(rows=64) is None  # spinning threads are cheap to wake
         monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
         seen = []
-        real_decode = engine._decode
-        monkeypatch.setattr(engine, "_decode", lambda *a: (seen.append(torch.get_num_threads()), real_decode(*a))[1])
+        real_step = engine.decode_step
+
+        def counting_step(cache, capacity):
+            step = real_step(cache, capacity)
+            return lambda *a: (seen.append(torch.get_num_threads()), step(*a))[1]
+
+        monkeypatch.setattr(engine, "decode_step", counting_step)
         engine.generate([[5, 6, 7], [8, 9]], SamplingParams(max_new_tokens=4, n=2, seed=0))
-        assert seen == [1] and torch.get_num_threads() == 2
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
         torch.set_num_threads(1)
         assert engine._decode_threads(rows=64) is None  # nothing to reduce
     finally:
