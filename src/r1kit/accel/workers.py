@@ -4,7 +4,7 @@ A small model's decode step is a few hundred tiny ops. Two OpenMP threads cannot
 well (each parallel region pays a wake-up, `openmp.py`), so the accelerated engine decodes a small
 model on one thread and the machine's other cores would idle through the rollout. Rows are
 independent while decoding, so the prompts can be split instead: each process decodes its share of
-the groups on its own threads, with no synchronisation between steps (docs/BENCHMARKS.md.
+the groups on its own threads, with no synchronisation between steps (docs/BENCHMARKS.md).
 
 How:
 - The workers are forked from the training process the first time a rollout is split, so they
