@@ -10,6 +10,8 @@ from r1kit.algorithms.logprobs import completion_logprobs
 from r1kit.models import attention
 from r1kit.models.attention import GROUPED_NAME, grouped_attention
 
+pytestmark = pytest.mark.numerics
+
 
 class _Module(torch.nn.Module):
     pass

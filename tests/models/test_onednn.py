@@ -13,7 +13,7 @@ from r1kit.config import ModelArgs
 from r1kit.models import onednn
 from r1kit.models.load import training_options
 
-pytestmark = pytest.mark.skipif(not onednn.onednn_available(), reason="this torch or CPU has no oneDNN linear")
+pytestmark = [pytest.mark.numerics, pytest.mark.skipif(not onednn.onednn_available(), reason="this torch or CPU has no oneDNN linear")]
 
 ROWS = onednn.MIN_ROWS
 

@@ -57,6 +57,7 @@ def assert_same_rows(batch: RolloutBatch, rows: slice, alone: RolloutBatch) -> N
         assert batch.texts[rows] == alone.texts
 
 
+@pytest.mark.numerics
 def test_split_rollout_equals_each_share_decoded_alone(two_threads):
     model, tokenizer = rollout_tiny.tiny_qwen2(seed=3), rollout_tiny.char_tokenizer()
     split = engine(model, processes=0, tokenizer=tokenizer)
