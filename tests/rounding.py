@@ -97,8 +97,10 @@ def adam_first_step_tolerance(grad: torch.Tensor, grad_atol: float, lr: float, w
     The first step is lr * g / (|g| + eps) (bias-corrected m = g and sqrt(v) = |g|). Its derivative
     in g is eps / (|g| + eps)^2, so gradients within d of g move it by at most
     lr * d * eps / (|g| - d + eps)^2: nothing where |g| >> d, and up to 2 lr where |g| <= d (the sign
-    itself is rounding). Plus a float32 rounding of the weight and of the step."""
+    itself is rounding). Plus float32's own rounding in each run: about five roundings of half an
+    eps each in the step (moments, bias corrections, square root, quotient) and one in the new
+    weight, at most 6 eps of |weight| + lr for the two runs together (2 seen)."""
     g = grad.abs().double()
     spread = lr * grad_atol * ADAM_EPS / ((g - grad_atol).clamp_min(0) + ADAM_EPS) ** 2
-    rounding = 2 * torch.finfo(torch.float32).eps * (weight.detach().abs().double() + lr)
+    rounding = 6 * torch.finfo(torch.float32).eps * (weight.detach().abs().double() + lr)
     return spread.clamp_max(2 * lr) + rounding
