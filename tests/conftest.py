@@ -4,6 +4,10 @@ Nothing here touches a hub. `tiny_model_dir` is built once per session (2 layers
 0.13M parameters) with `r1kit.models.tiny.save_tiny`, so any test that needs "a model path" can
 pass it to the same loading code that serves `Qwen/Qwen2.5-0.5B-Instruct`. Tests must not write
 into it; copy it first when a test needs to change it.
+
+Session-wide: every test starts on the session's torch thread count, an ATEN_CPU_CAPABILITY that did
+not reach torch stops the run, and the summary names the CPU kernels and threads the numbers came
+from (`make test-numerics` reruns the `numerics` tests under other ones; tolerances: rounding.py).
 """
 
 from __future__ import annotations

@@ -4,18 +4,19 @@ arithmetic rather than from one CPU's rounding.
 Micro-batching, a chunked LM head, gradient checkpointing, compiled layers or another batch split
 change the order in which float32 sums are taken: the same gradient comes out moved by rounding. A
 gradient element is a sum over the K tokens and features that reach it; float32 sums it to within
-about sqrt(K) * 2^-24 of the sum of its terms' magnitudes (Higham, ch. 4), and on another CPU (other
-SIMD width, other matmul blocking, other thread count) the order is another one. With K up to ~1e4
-in these tiny models and terms that cancel (advantages sum to zero in a group), that is ~1e-5 of the
-tensor's largest element; GRADIENT_RTOL allows ten times that. A wrong weighting of micro-batches,
-tokens or ranks moves gradients by percents, a thousand times more.
+typically sqrt(K) * 2^-24 (at worst K * 2^-24) of the sum of its terms' magnitudes (Higham, ch. 4),
+and on another CPU (other SIMD width, other matmul blocking, other thread count) the order is
+another one. With K up to ~1e4 in these tiny models and terms that cancel (advantages sum to zero in
+a group), that is up to ~1e-5 of the tensor's largest element; GRADIENT_RTOL allows ten times that.
+A wrong weighting of micro-batches, tokens or ranks moves gradients by percents, a hundred times more.
 
 The weights after an optimizer step are the wrong place to look. Adam's first step is about
 lr * sign(grad): where a gradient is near 0 its sign is rounding, and the two runs move that weight
 by +lr and -lr. So tests that compare whole runs record the gradient each optimizer step is given
-(`record_steps`) and compare those; runs of several steps use plain SGD at the same lr
-(`sgd_for_adamw`), whose step is proportional to the gradient, so the runs stay a rounding apart and
-a mis-scaled gradient stays visible (Adam's step is blind to scale). `adam_first_step_tolerance`
+(`record_steps`) and compare those; runs of several steps use plain SGD (`sgd_for_adamw`, at an
+lr that moves the weights about as far as Adam would), whose step is proportional to the gradient,
+so the runs stay a rounding apart and a mis-scaled gradient stays visible (Adam's step is blind to
+scale). `adam_first_step_tolerance`
 bounds Adam's first step where a test is about Adam itself.
 """
 
