@@ -13,10 +13,10 @@ A wrong weighting of micro-batches, tokens or ranks moves gradients by percents,
 The weights after an optimizer step are the wrong place to look. Adam's first step is about
 lr * sign(grad): where a gradient is near 0 its sign is rounding, and the two runs move that weight
 by +lr and -lr. So tests that compare whole runs record the gradient each optimizer step is given
-(`record_steps`) and compare those; runs of several steps use plain SGD (`sgd_for_adamw`, at an
-lr that moves the weights about as far as Adam would), whose step is proportional to the gradient,
-so the runs stay a rounding apart and a mis-scaled gradient stays visible (Adam's step is blind to
-scale). `adam_first_step_tolerance`
+(`record_steps`) and compare those; runs of several steps use plain SGD (`sgd_for_adamw`), whose
+step is proportional to the gradient, so the runs stay a rounding apart (for as long as the lr is
+modest: a large one lets each step amplify the last one's difference) and a mis-scaled gradient
+stays visible (Adam's step is blind to scale). `adam_first_step_tolerance`
 bounds Adam's first step where a test is about Adam itself.
 """
 

@@ -257,7 +257,7 @@ def test_the_chunked_lm_head_trains_as_the_full_logits_do(small_model_dir, tmp_p
         args, Config, train, keys = ["steps=3", "batch_size=4", "data.train_size=8", "data.test_size=4", "task_eval=false", "optim.lr=0.5", "optim.warmup_steps=0"], dpo.DPOConfig, dpo.train, ["loss/dpo"]
     else:
         args, Config, train, keys = ["rewards=[arithmetic]", "ppo.steps=2", "ppo.prompts_per_step=4", "sampling.max_new_tokens=6", "data.train_size=8",
-                                     "data.test_size=2", "eval.k=1", "eval.max_new_tokens=6", "optim.lr=0.1"], ppo.PPOConfig, ppo.train, ["loss/policy", "objective/kl"]  # fmt: skip
+                                     "data.test_size=2", "eval.k=1", "eval.max_new_tokens=6", "optim.lr=0.02"], ppo.PPOConfig, ppo.train, ["loss/policy", "objective/kl"]  # fmt: skip
     runs, steps = [], []
     for chunked in (False, True):
         config = load(None, overrides(small_model_dir, tmp_path, f"{recipe}-{chunked}", f"model.chunked_lm_head={str(chunked).lower()}", *args), Config)
