@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.r1kit-installed
 
-.PHONY: install test demo bench bench-learning clean
+.PHONY: install test test-numerics demo bench bench-learning clean
 
 install: $(STAMP)
 
@@ -21,6 +21,21 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# The tests marked `numerics` (equivalences of two float computations) again, as another machine
+# would run them: torch's portable kernels on 1 thread, then its AVX2 kernels with MKL's
+# reproducible (SSE2) matmul path on 2 threads (x86-64 only). A tolerance that holds only for this
+# CPU's summation order fails here, not on a user's. The variables must reach torch before it is
+# imported, so they are set on pytest's command line (tests/conftest.py refuses a capability that
+# did not take). Each run has its own inductor cache: one built under another capability can fail to
+# compile under this one.
+NUMERICS = $(BIN)/python -m pytest tests -m numerics
+test-numerics: $(STAMP)
+	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/.cache/inductor-default $(NUMERICS)
+	@case "$$(uname -m)" in x86_64|amd64) \
+	  echo "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=2 $(NUMERICS)"; \
+	  ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=2 TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/.cache/inductor-avx2 $(NUMERICS);; \
+	esac
 
 demo: $(STAMP)
 	$(BIN)/r1kit demo

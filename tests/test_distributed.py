@@ -124,6 +124,7 @@ def worker(out_dir: str, model_dir: str) -> None:
     shutdown(dist)
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_two_ranks_update_equals_one_process_for_every_loss_aggregation(tiny_model_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
@@ -157,6 +158,7 @@ def test_two_ranks_update_equals_one_process_for_every_loss_aggregation(tiny_mod
     assert len(state["rng"]) == 2  # every rank's RNG state
 
 
+@pytest.mark.numerics
 def test_update_with_shared_prompts_equals_one_forward_per_row(tiny_model_dir, monkeypatch):
     # The learner runs each group's prompt once (completion_logprobs' default); the update must be
     # the one a forward per row gives, so the speed does not come from doing less.
@@ -176,6 +178,7 @@ def test_update_with_shared_prompts_equals_one_forward_per_row(tiny_model_dir, m
             assert torch.allclose(shared[name], tensor, atol=1e-6, rtol=0), (agg, name, (shared[name] - tensor).abs().max())
 
 
+@pytest.mark.numerics
 def test_update_through_the_chunked_lm_head_equals_the_plain_one(tiny_model_dir):
     # model.chunked_lm_head never builds the logits; the update must be the same one.
     batch, rewards = fixed_batch(str(tiny_model_dir))

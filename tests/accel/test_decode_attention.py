@@ -20,6 +20,7 @@ class _Module(torch.nn.Module):
     pass
 
 
+@pytest.mark.numerics
 def test_decode_attention_equals_sdpa_with_grouped_heads_and_padding():
     torch.manual_seed(0)
     batch, heads, kv_heads, length, dim = 3, 4, 2, 7, 8
@@ -38,6 +39,7 @@ def test_decode_attention_equals_sdpa_with_grouped_heads_and_padding():
     assert torch.allclose(out, expected.transpose(1, 2), atol=1e-6)
 
 
+@pytest.mark.numerics
 def test_decode_scores_stay_float32_under_bf16_autocast():
     # Scores rounded to bf16 before the softmax lose precision that SDPA's kernels keep: with scores
     # of a trained model's size (here std ~2.3) the output's error against float64 was 2.5x SDPA's.

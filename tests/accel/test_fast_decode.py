@@ -18,6 +18,8 @@ from r1kit.rollout import SamplingParams
 from r1kit.rollout.hf import left_pad
 from r1kit.rollout.kv_cache import make_cache
 
+pytestmark = pytest.mark.numerics
+
 ONEDNN = onednn_available()
 
 SHAPE = dict(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)

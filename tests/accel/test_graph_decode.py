@@ -18,6 +18,8 @@ from r1kit.accel.graph_decode import GraphDecoder
 from r1kit.rollout.hf import left_pad
 from r1kit.rollout.kv_cache import make_cache
 
+pytestmark = pytest.mark.numerics
+
 BF16_LOGP_TOLERANCE = 0.02
 """Largest difference allowed between a bf16 rollout's log-probs and the forward's for the same
 tokens (on CPU, for the four tiny models here: 0.0011-0.0041; float32: 5e-7)."""

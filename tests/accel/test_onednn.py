@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from rounding import gradient_atol
 from torch.profiler import ProfilerActivity, profile
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -14,7 +15,7 @@ from r1kit import accel
 from r1kit.accel import onednn
 from r1kit.models.load import training_options
 
-pytestmark = pytest.mark.skipif(not onednn.onednn_available(), reason="this torch or CPU has no oneDNN linear")
+pytestmark = [pytest.mark.numerics, pytest.mark.skipif(not onednn.onednn_available(), reason="this torch or CPU has no oneDNN linear")]
 
 ROWS = onednn.MIN_ROWS
 
@@ -49,7 +50,10 @@ def test_linear_equals_f_linear_in_values_and_gradients(bias):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert len(got_grads) == len(want_grads) == (3 if bias else 2)
     for g, w in zip(got_grads, want_grads):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+        # Sums over the rows (weight, bias) or the outputs (input) in another order: a near-zero
+        # element is off by the rounding of its large terms, so the tolerance is relative to the
+        # gradient's largest element (rounding.py); a fixed 1e-4 was 90% used under MKL_CBWR=COMPATIBLE.
+        torch.testing.assert_close(g, w, rtol=0, atol=gradient_atol(w))
     assert ran_onednn(lambda: onednn.linear(x, weight, b))
 
 

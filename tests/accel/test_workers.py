@@ -37,9 +37,21 @@ def engine(model, processes: int, tokenizer=None) -> AcceleratedEngine:
     return AcceleratedEngine(model, tokenizer=tokenizer, pad_token_id=PAD, eos_token_id=[EOS], processes=processes)
 
 
+def alone(model, prompts, params, tokenizer=None) -> RolloutBatch:
+    """`prompts` decoded in this process on one thread: as each process of a two-way split decodes
+    its share, so the numbers are the same computation's (on two threads a matmul may sum in another
+    order: MKL's reproducible path does)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return engine(model, processes=1, tokenizer=tokenizer).generate(prompts, params)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def second_share_alone(model) -> RolloutBatch:
     """The rows of the worker's share (prompts 3 and 4) decoded in one process with its seed."""
-    return engine(model, processes=1).generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    return alone(model, PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
 
 
 def assert_worker_share_current(split: AcceleratedEngine, model) -> None:
@@ -59,14 +71,14 @@ def assert_same_rows(batch: RolloutBatch, rows: slice, alone: RolloutBatch) -> N
         assert batch.texts[rows] == alone.texts
 
 
+@pytest.mark.numerics
 def test_split_rollout_equals_each_share_decoded_alone(two_threads):
     model, tokenizer = rollout_tiny.tiny_qwen2(seed=3), rollout_tiny.char_tokenizer()
     split = engine(model, processes=0, tokenizer=tokenizer)
     batch = split.generate(PROMPTS, PARAMS)
     assert split._workers is not None and split._workers.count == 1  # the rule chose two processes
-    single = engine(model, processes=1, tokenizer=tokenizer)
-    first = single.generate(PROMPTS[:3], PARAMS)  # share 0 keeps the caller's seed
-    second = single.generate(PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)))
+    first = alone(model, PROMPTS[:3], PARAMS, tokenizer)  # share 0 keeps the caller's seed
+    second = alone(model, PROMPTS[3:], dataclasses.replace(PARAMS, seed=workers.worker_seed(PARAMS.seed, 1)), tokenizer)
     assert_same_rows(batch, slice(0, 9), first)
     assert_same_rows(batch, slice(9, 15), second)
     assert batch.prompt_index == [i // 3 for i in range(15)]

@@ -8,6 +8,8 @@ import torch
 from r1kit.algorithms.advantages import gae, group_advantages, rloo_advantages, whiten
 from r1kit.errors import R1kitError
 
+pytestmark = pytest.mark.numerics
+
 
 def test_group_advantages_one_group_unbiased_std():
     # [1, 0, 0, 1]: mean 0.5, deviations +-0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -36,6 +37,7 @@ def test_the_installed_models_name_carries_the_cache_in_and_out():
     assert cache.get_seq_length() == 4  # the second forward appended to the cache it was handed
 
 
+@pytest.mark.numerics
 def test_rollout_and_shared_prompt_logprobs_use_no_deprecated_cache_name():
     model = tiny_qwen2()
     ids = torch.tensor([[1, 2, 3, 4, 5]] * 2 + [[6, 7, 8, 9, 10]] * 2)

@@ -11,6 +11,8 @@ from r1kit.errors import R1kitError
 from r1kit.models.load import load_policy, load_trainable
 from r1kit.train.supervised import IGNORE, token_loss_sum
 
+pytestmark = pytest.mark.numerics
+
 
 def reference(hidden, weight, bias, index, temperature):
     """log-probs and entropies the textbook way: full logits, log_softmax."""

@@ -8,6 +8,8 @@ import torch
 from r1kit.algorithms.distill import distill_loss, token_divergence
 from r1kit.errors import R1kitError
 
+pytestmark = pytest.mark.numerics
+
 # Teacher P = softmax([0, 0]) = [0.5, 0.5]; student Q = softmax([0, ln 3]) = [0.25, 0.75]
 TEACHER = torch.tensor([[[0.0, 0.0]]])
 STUDENT = torch.tensor([[[0.0, math.log(3.0)]]])

@@ -6,6 +6,8 @@ import torch
 from r1kit.algorithms.kl import kl_estimate
 from r1kit.errors import R1kitError
 
+pytestmark = pytest.mark.numerics
+
 
 def test_k1_k2_k3_hand_values():
     # token 0: log pi = ln 0.5, log ref = ln 0.25 -> d = ln 2 = 0.693147

@@ -8,6 +8,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausa
 
 from r1kit.algorithms.logprobs import completion_logprobs, entropy_from_logits, selective_log_softmax
 
+pytestmark = pytest.mark.numerics
+
 
 def reference_logp(logits, index, temperature=1.0):
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))

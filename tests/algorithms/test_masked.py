@@ -5,6 +5,8 @@ import torch
 
 from r1kit.algorithms.masked import masked_mean, masked_sum, masked_var
 
+pytestmark = pytest.mark.numerics
+
 
 def test_masked_mean_and_sum_ignore_padding():
     x = torch.tensor([[1.0, 2.0, 100.0], [4.0, 100.0, 100.0]])

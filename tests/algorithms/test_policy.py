@@ -10,6 +10,8 @@ from r1kit.algorithms.advantages import group_advantages
 from r1kit.algorithms.policy import policy_loss
 from r1kit.errors import R1kitError
 
+pytestmark = pytest.mark.numerics
+
 
 def test_group_with_equal_rewards_gets_exactly_zero_policy_gradient():
     torch.manual_seed(0)

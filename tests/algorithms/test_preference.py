@@ -8,6 +8,8 @@ import torch
 from r1kit.algorithms.preference import bradley_terry_loss, chosen_nll, christiano_pair_loss, dpo_loss
 from r1kit.errors import R1kitError
 
+pytestmark = pytest.mark.numerics
+
 
 def test_bradley_terry_hand_values():
     # r_c - r_r = [2 - 1, 0 - 1] = [1, -1]

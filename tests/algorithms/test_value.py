@@ -7,6 +7,8 @@ import torch
 
 from r1kit.algorithms.value import AdaptiveKLController, FixedKLController, explained_variance, value_loss
 
+pytestmark = pytest.mark.numerics
+
 
 def test_value_loss_hand_values_and_clipfrac():
     # old value 1.0, clip 0.2 -> clipped values live in [0.8, 1.2]; return R = 2.0

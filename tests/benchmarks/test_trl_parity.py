@@ -67,6 +67,7 @@ def batch(tiny_model_dir, tmp_path):
     ],
     ids=["grpo", "grpo-kl-ratio", "token-mean", "dr-grpo", "gspo"],
 )
+@pytest.mark.numerics
 def test_r1kit_loss_and_gradient_equal_trls(tiny_model_dir, batch, r1kit_args, trl_args):
     model, ref = load_model(str(tiny_model_dir)), load_model(str(tiny_model_dir))
     with torch.no_grad():

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from rounding import assert_same_gradients, record_steps, sgd_for_adamw
 from torch._dynamo.utils import counters
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -52,6 +53,7 @@ def learner_pass(model, ids, mask):
     return logp.detach(), [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.numerics
 def test_inductor_layers_give_the_same_logprobs_and_gradients():
     torch._dynamo.reset()
     counters.clear()
@@ -69,6 +71,7 @@ def test_inductor_layers_give_the_same_logprobs_and_gradients():
     torch._dynamo.reset()
 
 
+@pytest.mark.numerics
 def test_deep_models_compile_one_graph_for_all_layers(cheap_backend):
     """A KV cache through compiled layers would make each layer index its own graph (dynamo guards on
     the cache entry of the layer), and past 8 layers the recompile limit would leave the rest eager;
@@ -125,7 +128,11 @@ def distinct_reward(completions, **columns):
 
 
 @pytest.mark.parametrize("lora_r", [0, 4], ids=["full", "lora"])
-def test_grpo_with_compiled_layers_logs_what_the_eager_run_logs(cheap_backend, tiny_model_dir, tmp_path, lora_r):
+def test_grpo_with_compiled_layers_logs_what_the_eager_run_logs(cheap_backend, tiny_model_dir, tmp_path, monkeypatch, lora_r):
+    # The same metrics and the same gradient at every update, up to summation order (compiled layers
+    # score rows without shared prompts); plain SGD for AdamW keeps the runs a rounding apart (rounding.py).
+    sgd_for_adamw(monkeypatch)
+
     def run(name, compile_):
         raw = {
             "model": {"path": str(tiny_model_dir), "device": "cpu", "compile": compile_, "lora_r": lora_r},
@@ -133,39 +140,47 @@ def test_grpo_with_compiled_layers_logs_what_the_eager_run_logs(cheap_backend, t
             "rewards": [f"{__name__}:distinct_reward"],
             "grpo": {"steps": 2, "prompts_per_step": 2, "group_size": 4, "beta": 0.04, "num_iterations": 2},
             "sampling": {"max_new_tokens": 6},
-            "optim": {"lr": 1e-2},
+            "optim": {"lr": 0.1},
             "eval": {"k": 0, "max_new_tokens": 2},
             "run": {"output_dir": str(tmp_path), "name": name, "progress": False, "tensorboard": False, "threads": 1},
             "eval_before": False,
             "samples_every": 0,
         }
-        return [m for m in read_metrics(grpo.train(from_dict(grpo.GRPOConfig, raw))) if "loss/policy" in m]
+        with record_steps() as steps:
+            rows = [m for m in read_metrics(grpo.train(from_dict(grpo.GRPOConfig, raw))) if "loss/policy" in m]
+        return rows, steps
 
-    eager, compiled = run("eager", False), run("compiled", True)
+    (eager, eager_steps), (compiled, compiled_steps) = run("eager", False), run("compiled", True)
     assert counters["stats"]["unique_graphs"] >= 1
-    assert len(eager) == len(compiled) == 2
+    assert len(eager) == len(compiled) == 2 and len(eager_steps) == 4
     for e, c in zip(eager, compiled):
         assert e["grad_norm"] > 0.1  # a reward that differs within groups: real updates, not float noise
         for key in ("loss/policy", "kl", "reward/mean", "grad_norm"):
             assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key
+    assert_same_gradients(compiled_steps, eager_steps)
 
 
-def test_ppo_with_compiled_policy_and_value_layers_logs_what_the_eager_run_logs(cheap_backend, tiny_model_dir, tmp_path):
+def test_ppo_with_compiled_policy_and_value_layers_logs_what_the_eager_run_logs(cheap_backend, tiny_model_dir, tmp_path, monkeypatch):
     from r1kit.config import load
     from r1kit.recipes import ppo
+
+    sgd_for_adamw(monkeypatch)  # as in the GRPO test above
 
     def run(name, compile_):
         config = load(None, [
             f"model.path={tiny_model_dir}", "model.device=cpu", f"model.compile={str(compile_).lower()}", f"run.output_dir={tmp_path}",
             f"run.name={name}", "run.progress=false", "run.tensorboard=false", "rewards=[arithmetic]", "ppo.steps=2",
             "ppo.prompts_per_step=2", "ppo.ppo_epochs=2", "ppo.mini_batches=1", "sampling.max_new_tokens=6", "data.train_size=4",
-            "data.test_size=2", "eval.k=0", "eval.max_new_tokens=2", "optim.lr=1e-3",
+            "data.test_size=2", "eval.k=0", "eval.max_new_tokens=2", "optim.lr=0.1",
         ], ppo.PPOConfig)  # fmt: skip
-        return [m for m in read_metrics(ppo.train(config)) if "loss/policy" in m]
+        with record_steps() as steps:
+            rows = [m for m in read_metrics(ppo.train(config)) if "loss/policy" in m]
+        return rows, steps
 
-    eager, compiled = run("eager", False), run("compiled", True)
+    (eager, eager_steps), (compiled, compiled_steps) = run("eager", False), run("compiled", True)
     assert counters["stats"]["unique_graphs"] >= 1  # layers ran compiled (the policy's and the value model's go through the same options)
-    assert len(eager) == len(compiled) == 2
+    assert len(eager) == len(compiled) == 2 and len(eager_steps) >= 4
     for e, c in zip(eager, compiled):
         for key in ("loss/policy", "loss/value", "objective/kl"):
-            print(key, e, c); assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key
+            assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-6), key
+    assert_same_gradients(compiled_steps, eager_steps)

@@ -11,6 +11,8 @@ from r1kit.config import ModelArgs
 from r1kit.models.load import training_options
 from r1kit.models.swiglu import lean_swiglu
 
+pytestmark = pytest.mark.numerics
+
 SHAPE = dict(vocab_size=53, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96)
 MODELS = {
     "qwen2": lambda: Qwen2ForCausalLM(Qwen2Config(**SHAPE)),

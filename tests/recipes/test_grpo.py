@@ -8,12 +8,14 @@ import math
 
 import pytest
 import torch
+from rounding import assert_same_gradients, record_steps, relative_difference, sgd_for_adamw
 
 from r1kit.config import from_dict
 from r1kit.errors import R1kitError
 from r1kit.models.load import load_model
 from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig, PromptStream, _has_signal
+from r1kit.accel import workers as rollout_workers
 from r1kit.rollout import HFEngine
 
 
@@ -56,25 +58,29 @@ def read_rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.skipif(not rollout_workers.available(), reason="rollout worker processes need fork (Linux)")
 def test_grpo_with_rollouts_split_between_two_processes_evaluates_trains_and_saves(tiny_model_dir, tmp_path, monkeypatch):
     """On two threads the engine splits each rollout between this process and a forked worker
     (`accel/workers.py`); the first split comes from the evaluation before training, under
     inference mode, and the policy must still train."""
     from r1kit.accel.engine import AcceleratedEngine
 
-    splits = []
+    splits = []  # (optimizer steps taken so far, prompts) of every split rollout
     split = AcceleratedEngine._rollout_split
-    monkeypatch.setattr(AcceleratedEngine, "_rollout_split", lambda self, *a: (splits.append(len(a[0])), split(self, *a))[1])
+    monkeypatch.setattr(AcceleratedEngine, "_rollout_split", lambda self, *a: (splits.append((len(steps), len(a[0]))), split(self, *a))[1])
     threads = torch.get_num_threads()
     try:
-        run_dir = grpo.train(make_config(tiny_model_dir, tmp_path, run__threads=2, eval_before=True))
+        with record_steps() as steps:
+            run_dir = grpo.train(make_config(tiny_model_dir, tmp_path, run__threads=2, eval_before=True))
     finally:
         torch.set_num_threads(threads)
-    steps = [r for r in read_rows(run_dir) if "loss/policy" in r]
-    assert len(steps) == 2 and all(math.isfinite(r["loss/policy"]) for r in steps)
-    assert splits == [8, 8, 2, 2, 8, 8]  # evaluation (greedy, then k samples) of 8 prompts, 2 steps of 2, evaluation
+    rows = [r for r in read_rows(run_dir) if "loss/policy" in r]
+    assert len(rows) == len(steps) == 2 and all(math.isfinite(r["loss/policy"]) for r in rows)
+    assert splits[0] == (0, 8)  # the evaluation of the 8 test prompts, before training, split its rollout
     assert json.loads((run_dir / "eval.json").read_text())["before"]["greedy_acc"] >= 0
-    assert load_model(str(run_dir / "model"), device="cpu") is not None
+    # ... and the parameters that split moved into shared memory trained and were saved
+    start, trained = load_model(str(tiny_model_dir), device="cpu"), load_model(str(run_dir / "model"), device="cpu")
+    assert any(not torch.equal(p, q) for p, q in zip(start.parameters(), trained.parameters()))
 
 
 def test_grpo_run_writes_metrics_samples_eval_and_model(tiny_model_dir, tmp_path):
@@ -193,6 +199,7 @@ def test_bf16_with_several_passes_recomputes_the_old_log_probs(tiny_model_dir, t
     assert calls == [False, False, True, True]  # reference, recomputed old log-probs, then mu = 2 policy passes
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(
     "grpo_over",
     [
@@ -202,28 +209,35 @@ def test_bf16_with_several_passes_recomputes_the_old_log_probs(tiny_model_dir, t
     ],
     ids=["grpo", "dapo-token-mean-mini-batches", "dr-grpo-gspo"],
 )
-def test_micro_batches_accumulate_the_whole_mini_batchs_update(tiny_model_dir, tmp_path, grpo_over):
+def test_micro_batches_accumulate_the_whole_mini_batchs_update(tiny_model_dir, tmp_path, monkeypatch, grpo_over):
     """grpo.micro_batch_rows splits each mini-batch's forward/backward (and the no-grad passes) into
     pieces of at most that many rows, uneven here (8 rows -> 3 + 3 + 2, or 4 -> 3 + 1), weighted so
-    that the accumulated gradient and the logged metrics are the whole mini-batch's."""
+    that the accumulated gradient and the logged metrics are the whole mini-batch's.
+
+    Compared where the claim lives: the gradient every optimizer step is given. Plain SGD instead of
+    AdamW keeps the two runs a rounding apart over the 3 steps (Adam would turn a near-zero gradient's
+    rounding into a full lr step, `rounding.py`)."""
+    sgd_for_adamw(monkeypatch)
+
     def run(name, micro):
         config = make_config(
             tiny_model_dir, tmp_path, rewards=[f"{__name__}:distinct_reward"], run__name=name, run__threads=1, eval_before=False, samples_every=0,
             grpo={"steps": 3, "prompts_per_step": 2, "group_size": 4, "beta": 0.04, "micro_batch_rows": micro, **grpo_over},
+            optim={"lr": 0.1, "warmup_steps": 0, "max_grad_norm": 0.0},  # unclipped: a mis-scaled gradient stays visible
         )  # fmt: skip
-        run_dir = grpo.train(config)
-        return [r for r in read_rows(run_dir) if "loss/policy" in r], load_model(str(run_dir / "model"), device="cpu")
+        with record_steps() as steps:
+            run_dir = grpo.train(config)
+        return [r for r in read_rows(run_dir) if "loss/policy" in r], steps
 
-    (whole, whole_model), (micro, micro_model) = run("whole", 0), run("micro", 3)
+    (whole, whole_steps), (micro, micro_steps) = run("whole", 0), run("micro", 3)
     assert len(whole) == len(micro) == 3
-    # a reward that differs within groups: real updates from the first step (with zero advantages
-    # Adam would turn the float rounding of the KL term into full steps, and the runs would part)
+    assert len(whole_steps) == 3 * grpo_over.get("mini_batches", 1) * grpo_over.get("num_iterations", 1)
+    # a reward that differs within groups: real updates from the first step
     assert min(w["grad_norm"] for w in whole) > 0.01
+    assert_same_gradients(micro_steps, whole_steps)
     for w, m in zip(whole, micro):
         for key in ("loss/policy", "kl", "entropy", "grad_norm", "reward/mean", "clip/ratio_high"):
             assert m[key] == pytest.approx(w[key], rel=1e-4, abs=1e-6), key
-    for a, b in zip(whole_model.parameters(), micro_model.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_negative_micro_batch_rows_is_one_clear_error(tiny_model_dir, tmp_path):
@@ -231,17 +245,27 @@ def test_negative_micro_batch_rows_is_one_clear_error(tiny_model_dir, tmp_path):
         grpo.train(make_config(tiny_model_dir, tmp_path, grpo={"steps": 1, "prompts_per_step": 2, "group_size": 4, "micro_batch_rows": -1}))
 
 
-def test_kl_ratio_changes_only_the_kl_terms_gradient(tiny_model_dir, tmp_path):
+@pytest.mark.numerics
+def test_kl_ratio_changes_only_the_kl_terms_gradient(tiny_model_dir, tmp_path, monkeypatch):
     """grpo.kl_ratio reaches the loss: the first step (policy = reference, KL and its gradient 0
-    either way) is the same, the second's rollouts are the same and its gradient is not."""
+    either way) is given the same gradient, the second's rollouts are the same and its gradient is
+    not. Plain SGD instead of AdamW, so that a rounding-sized difference after the first step stays
+    rounding-sized (`rounding.py`)."""
+    sgd_for_adamw(monkeypatch)
+
     def run(kl_ratio):
         config = make_config(
             tiny_model_dir, tmp_path, rewards=[f"{__name__}:distinct_reward"], run__name=f"kl-ratio-{kl_ratio}", run__threads=1, eval_before=False,
             samples_every=0, grpo={"steps": 2, "prompts_per_step": 2, "group_size": 4, "beta": 1.0, "kl_ratio": kl_ratio},
+            optim={"lr": 0.1, "warmup_steps": 0, "max_grad_norm": 0.0},
         )  # fmt: skip
-        return [r for r in read_rows(grpo.train(config)) if "grad_norm" in r]
+        with record_steps() as steps:
+            run_dir = grpo.train(config)
+        return [r for r in read_rows(run_dir) if "grad_norm" in r], steps
 
-    plain, weighted = run(False), run(True)
-    assert plain[0]["grad_norm"] == pytest.approx(weighted[0]["grad_norm"], rel=1e-6)
-    assert plain[1]["reward/mean"] == weighted[1]["reward/mean"] and plain[1]["kl"] == pytest.approx(weighted[1]["kl"], rel=1e-6)
-    assert plain[1]["kl"] > 0 and abs(plain[1]["grad_norm"] - weighted[1]["grad_norm"]) > 1e-4 * plain[1]["grad_norm"]
+    (plain, plain_steps), (weighted, weighted_steps) = run(False), run(True)
+    assert len(plain_steps) == len(weighted_steps) == 2
+    assert_same_gradients(weighted_steps[:1], plain_steps[:1])
+    assert plain[1]["reward/mean"] == weighted[1]["reward/mean"] and plain[1]["kl"] == pytest.approx(weighted[1]["kl"], rel=1e-4)
+    # The KL term's extra k * grad log pi: 2% of the gradient here, against ~1e-6 for rounding.
+    assert plain[1]["kl"] > 0 and relative_difference(weighted_steps[1], plain_steps[1]) > 1e-3

@@ -94,6 +94,7 @@ def uninterrupted(tiny_model_dir, tmp_path_factory) -> Path:
     return grpo.train(from_dict(GRPOConfig, raw_config(tiny_model_dir, out, "straight")))
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_a_killed_run_resumed_equals_an_uninterrupted_one(tiny_model_dir, tmp_path, uninterrupted):
     raw = raw_config(tiny_model_dir, tmp_path, "killed")
@@ -121,6 +122,7 @@ def test_a_killed_run_resumed_equals_an_uninterrupted_one(tiny_model_dir, tmp_pa
     assert json.loads((resumed / "eval.json").read_text()).keys() == {"before", "after"}
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_the_run_continues_from_it(tiny_model_dir, tmp_path, capsys, uninterrupted):
     raw = raw_config(tiny_model_dir, tmp_path, "interrupted", reward="interrupting_reward", save_every=0)

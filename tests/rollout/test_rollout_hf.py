@@ -45,6 +45,7 @@ def test_sampling_leaves_the_global_rng_alone(model, prompts):
     assert torch.equal(state, torch.random.get_rng_state())
 
 
+@pytest.mark.numerics
 def test_greedy_equals_hf_generate_token_for_token(model, prompts):
     batch = engine(model).generate(prompts, GREEDY)
     for i, prompt in enumerate(prompts):
@@ -54,6 +55,7 @@ def test_greedy_equals_hf_generate_token_for_token(model, prompts):
         assert batch.completion_ids[i].tolist() == reference.tolist()
 
 
+@pytest.mark.numerics
 def test_left_padded_batch_gives_each_prompt_its_own_greedy_completion(model, prompts):
     batch = engine(model).generate(prompts, GREEDY)
     for i, prompt in enumerate(prompts):
@@ -62,6 +64,7 @@ def test_left_padded_batch_gives_each_prompt_its_own_greedy_completion(model, pr
         assert torch.allclose(batch.logprobs[i], alone.logprobs[0], atol=1e-5)
 
 
+@pytest.mark.numerics
 def test_n_samples_equal_the_prompt_repeated_n_times(model, prompts):
     """Prefilling each prompt once and repeating its KV cache changes nothing."""
     params = SamplingParams(max_new_tokens=10, n=3, seed=5)
@@ -191,6 +194,7 @@ def learner_logprobs(model, batch, temperature: float) -> torch.Tensor:
     return logp.gather(-1, batch.completion_ids[..., None]).squeeze(-1) * batch.completion_mask
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.7, 5, 0.9)])
 def test_logprobs_equal_a_full_forward_pass(model, prompts, temperature, top_k, top_p):
     # eos=3 ends some rows early, so masked positions are covered too.
@@ -200,6 +204,7 @@ def test_logprobs_equal_a_full_forward_pass(model, prompts, temperature, top_k, 
     assert (batch.logprobs[batch.completion_mask == 0] == 0).all()
 
 
+@pytest.mark.numerics
 def test_greedy_logprobs_are_untempered(model, prompts):
     batch = engine(model).generate(prompts, GREEDY)
     assert torch.allclose(batch.logprobs, learner_logprobs(model, batch, 1.0), atol=1e-5)

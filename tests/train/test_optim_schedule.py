@@ -73,6 +73,7 @@ def test_build_optimizer_is_adamw_with_the_configured_hyperparameters_and_skips_
     assert (group["lr"], group["betas"], group["weight_decay"]) == (3e-4, (0.8, 0.95), 0.1)
 
 
+@pytest.mark.numerics
 def test_build_optimizer_uses_the_fused_kernel_on_cpu_and_steps_like_plain_adamw():
     torch.manual_seed(0)
     start, grads = torch.randn(5, 3), [torch.randn(5, 3) for _ in range(4)]

@@ -7,12 +7,12 @@ import copy
 
 import pytest
 import torch
+from rounding import adam_first_step_tolerance, assert_same_gradients, assert_within, gradient_atol, record_steps, relative_difference, sgd_for_adamw
 
 from r1kit.config import OptimArgs
 from r1kit.errors import R1kitError
 from r1kit.models.tiny import TinyModelConfig, build_tiny_model
 from r1kit.report.logger import MetricLogger, read_metrics
-from r1kit.train import supervised
 from r1kit.train.supervised import IGNORE, Example, batches, collate, pack, token_loss_sum, tokenize_examples, train_supervised
 
 PROMPT, RESPONSE = "Q: 1+2=?\nA: ", "<think>1+2=3</think><answer>3</answer>"
@@ -113,6 +113,7 @@ def test_batches_cover_every_example_once_per_epoch_and_are_reproducible():
 # -- loss ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 def test_token_loss_sum_is_the_sum_of_next_token_nll_over_target_tokens(small_model, char_tokenizer):
     examples, _ = tokenize_examples(char_tokenizer, PAIRS[:3], max_length=64)
     batch = collate(examples, char_tokenizer.pad_token_id)
@@ -133,6 +134,7 @@ def grads(model) -> list[torch.Tensor]:
     return [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.numerics
 def test_grad_accumulation_gives_the_full_batch_gradient(small_model, char_tokenizer):
     examples, _ = tokenize_examples(char_tokenizer, PAIRS, max_length=64)
     pad = char_tokenizer.pad_token_id
@@ -154,41 +156,50 @@ def test_grad_accumulation_gives_the_full_batch_gradient(small_model, char_token
         loss_h, n_h = token_loss_sum(naive, h)
         (loss_h / n_h / 2).backward()  # mean of per-micro-batch means: weights tokens unequally
 
-    for g_full, g_acc, g_naive in zip(grads(full), grads(accum), grads(naive)):
-        torch.testing.assert_close(g_acc, g_full, rtol=1e-5, atol=1e-7)
-    # The check has teeth: the naive mean is measurably different on these uneven examples.
-    diff = max(float((a - b).abs().max()) for a, b in zip(grads(full), grads(naive)))
-    assert diff > 1e-4
+    assert_same_gradients([grads(accum)], [grads(full)])  # up to summation order (rounding.py)
+    # The check has teeth: the naive mean is off by percents on these uneven examples (4.6% here),
+    # where rounding moves gradients by about 1e-6.
+    assert relative_difference(grads(naive), grads(full)) > 1e-2
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_one_step_of_batch_8_equals_batch_4_with_accum_2(small_model, char_tokenizer, tmp_path, monkeypatch, optimizer):
+    """The step is given the full batch's gradient (recorded before the step, so it is compared where
+    the claim lives, up to summation order), and moves the weights as that gradient does: SGD in
+    proportion to it, to lr times the gradients' difference; Adam's first step, about lr * sign(grad),
+    to the bound of `adam_first_step_tolerance` (up to 2 lr where a gradient is near 0)."""
     if optimizer == "sgd":
-        # Adam's first step is nearly lr * sign(grad), which would hide a mis-scaled gradient; plain
-        # SGD moves each parameter in proportion to its gradient.
-        monkeypatch.setattr(supervised, "build_optimizer", lambda params, args: torch.optim.SGD(list(params), lr=args.lr))
+        sgd_for_adamw(monkeypatch)
     examples, _ = tokenize_examples(char_tokenizer, PAIRS, max_length=64)
     # Same seed: the one shuffled order of the 8 examples is cut into 1 x 8 or 2 x 4.
     halves = batches(examples, 4, 0)
     assert [id(e) for e in next(batches(examples, 8, 0))] == [id(e) for e in next(halves) + next(halves)]
-    optim = OptimArgs(lr=0.5 if optimizer == "sgd" else 1e-2, warmup_steps=0, schedule="constant", max_grad_norm=1.0)
+    # No clipping: a clipped gradient hides a mis-scaled one.
+    optim = OptimArgs(lr=0.5 if optimizer == "sgd" else 1e-2, warmup_steps=0, schedule="constant", max_grad_norm=0.0)
     trained = []
     for batch_size, grad_accum in [(8, 1), (4, 2)]:
         model = copy.deepcopy(small_model)
         (tmp_path / f"{batch_size}x{grad_accum}").mkdir()
         logger = MetricLogger(tmp_path / f"{batch_size}x{grad_accum}", tensorboard=False)
-        losses = train_supervised(
-            model, examples, pad_id=char_tokenizer.pad_token_id, steps=1, batch_size=batch_size, grad_accum=grad_accum,
-            optim=optim, logger=logger, seed=0, precision="fp32", progress=False,
-        )  # fmt: skip
+        with record_steps() as steps:
+            losses = train_supervised(
+                model, examples, pad_id=char_tokenizer.pad_token_id, steps=1, batch_size=batch_size, grad_accum=grad_accum,
+                optim=optim, logger=logger, seed=0, precision="fp32", progress=False,
+            )  # fmt: skip
         logger.close()
-        trained.append((model, losses[0]))
-    (a, loss_a), (b, loss_b) = trained
-    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+        trained.append((model, losses[0], steps))
+    (a, loss_a, steps_a), (b, loss_b, steps_b) = trained
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)  # a float32 mean of ~200 token losses, summed in another order
+    assert_same_gradients(steps_b, steps_a)
     moved = max(float((p - q).detach().abs().max()) for p, q in zip(a.parameters(), small_model.parameters()))
     assert moved > 1e-3  # the step really changed the weights
-    for p, q in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    for (name, p), q, grad in zip(a.named_parameters(), b.parameters(), steps_a[0]):
+        if optimizer == "sgd":
+            allowed = optim.lr * gradient_atol(grad) + 2 * torch.finfo(torch.float32).eps * p.detach().abs().double()
+        else:
+            allowed = adam_first_step_tolerance(grad, gradient_atol(grad), optim.lr, p)
+        assert_within(q, p, allowed, name)
 
 
 def test_train_supervised_logs_every_step_with_the_lr_that_step_used(small_model, char_tokenizer, tmp_path):
