@@ -480,7 +480,8 @@ def collect(config: GRPOConfig, engine: HFEngine, tokenizer, composer: RewardCom
         rounds += 1
         if rounds > g.max_resample:
             break
-    batch, total, rows = _concat(kept)
+    batch = RolloutBatch.concat([b for b, _, _ in kept])  # prompt_index: one index per group, across rounds
+    total, rows = torch.cat([t for _, t, _ in kept]), [r for _, _, rs in kept for r in rs]
     if g.dynamic_sampling:
         metrics["dynamic/dropped_groups"] = dropped
         metrics["dynamic/sampled_prompts"] = sampled
@@ -520,36 +521,6 @@ def _select_groups(batch: RolloutBatch, total: torch.Tensor, rows: list[dict], k
     return picked, total[idx], [rows[i] for i in keep]
 
 
-def _concat(parts):
-    """Join sampled parts into one batch (padding prompts on the left and completions on the right)."""
-    if len(parts) == 1:
-        return parts[0]
-    pad = parts[0][0].pad_token_id
-    P = max(p[0].prompt_ids.shape[1] for p in parts)
-    C = max(p[0].completion_ids.shape[1] for p in parts)
-
-    def left(t, width, value):
-        return torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value)
-
-    def right(t, width, value):
-        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
-
-    b = [p[0] for p in parts]
-    batch = RolloutBatch(
-        prompt_ids=torch.cat([left(x.prompt_ids, P, pad) for x in b]),
-        prompt_mask=torch.cat([left(x.prompt_mask, P, 0) for x in b]),
-        completion_ids=torch.cat([right(x.completion_ids, C, pad) for x in b]),
-        completion_mask=torch.cat([right(x.completion_mask, C, 0) for x in b]),
-        logprobs=torch.cat([right(x.logprobs, C, 0.0) for x in b]),
-        finish_reason=[r for x in b for r in x.finish_reason],
-        prompt_index=list(range(sum(len(x) for x in b))),
-        group_size=b[0].group_size,
-        pad_token_id=pad,
-        texts=[t for x in b for t in (x.texts or [])] or None,
-    )
-    return batch, torch.cat([p[1] for p in parts]), [r for p in parts for r in p[2]]
-
-
 # --------------------------------------------------------------------------------------------
 # Update
 
@@ -557,7 +528,7 @@ def _concat(parts):
 def advantages_for(config: GRPOConfig, rewards: torch.Tensor) -> torch.Tensor:
     g = config.grpo
     if g.advantage == "rloo":
-        return rloo_advantages(torch.nan_to_num(rewards, nan=0.0), g.group_size)
+        return rloo_advantages(rewards, g.group_size)  # a None (NaN) reward stays out of the others' baselines
     return group_advantages(rewards, g.group_size, g.scale)
 
 
@@ -598,8 +569,9 @@ def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewa
     model.train()
     for _ in range(g.num_iterations):
         order = torch.randperm(N) if g.mini_batches > 1 else torch.arange(N)
-        # Under DDP every rank must run the same number of backward passes.
-        chunks = order.tensor_split(g.mini_batches) if dist.enabled else order.chunk(g.mini_batches)
+        # Exactly mini_batches steps, as the schedule counts them (chunk would give 3 of 6 rows in 4),
+        # and under DDP every rank must run the same number of backward passes.
+        chunks = order.tensor_split(g.mini_batches)
         for chunk in chunks:
             m, finite = _accumulate_gradient(config, model, chunk, input_ids, attn, C, temperature, chunked, adv, mask, old_logp, ref_logp, dist)
             if not finite:  # a NaN/inf loss in any micro-batch: no part of this mini-batch's gradient is applied
