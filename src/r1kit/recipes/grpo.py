@@ -261,7 +261,7 @@ def _train(config: GRPOConfig, dist: Dist, device: torch.device) -> Path:
         if main:
             diverged = ref is not None and not config.model.lora_r and g.ref_reset_every and step >= g.ref_reset_every
             save_checkpoint(run_dir, step, model=model, tokenizer=tokenizer, optimizer=opt, scheduler=sched, state=state,
-                            ref=ref if diverged else None, keep=config.run.keep_checkpoints)
+                            models={"ref": ref} if diverged else None, keep=config.run.keep_checkpoints)
 
     if config.eval_before and resume_from is None and main:
         results["before"] = run_eval()

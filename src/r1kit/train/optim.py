@@ -55,12 +55,16 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
     return float(norm)
 
 
-def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, max_grad_norm: float) -> tuple[float, float]:
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, max_grad_norm: float, finite: bool = True) -> tuple[float, float]:
     """Clip, step (only when the gradient norm is finite, so a NaN/inf never reaches the weights),
-    zero the gradients and advance the schedule. Returns (norm before clipping, the lr this step
-    used -- after sched.step() the scheduler already reports the next step's)."""
+    zero the gradients and advance the schedule. `finite` False (a loss of the step was not
+    finite): the gradient is dropped and the weights stay. Returns (norm before clipping, NaN for
+    a skipped step; the lr this step used -- after sched.step() the scheduler already reports the
+    next step's)."""
+    if not finite:  # no part of a step with a NaN/inf loss is applied
+        opt.zero_grad(set_to_none=True)
     lr = sched.get_last_lr()[0]
-    grad_norm = clip_gradients(model, max_grad_norm)
+    grad_norm = clip_gradients(model, max_grad_norm) if finite else math.nan
     if math.isfinite(grad_norm):
         opt.step()
     opt.zero_grad(set_to_none=True)

@@ -1,0 +1,84 @@
+"""The run skeleton (r1kit/train/run.py) gives every recipe the same machinery: LoRA adapters with
+model.lora_r, torchrun with one process per rank, and one clear error for a setting a recipe
+cannot honour. (Exact resume is in test_resume.py, the step loop's pieces in tests/train.)"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from r1kit.config import RECIPES, dump, load, recipe_config_class
+from r1kit.errors import R1kitError
+from r1kit.models.load import load_model
+from recipe_runs import SRC, recipe_overrides, step_rows, train
+
+
+@pytest.mark.parametrize("recipe", ["sft", "dpo"])
+def test_lora_trains_only_the_adapter_and_saves_it(recipe, small_model_dir, tmp_path, monkeypatch, restore_threads):
+    module = importlib.import_module(RECIPES[recipe].split(":")[0])
+    captured = {}
+    real_save = module.save_model
+    monkeypatch.setattr(module, "save_model", lambda model, tok, path: real_save(captured.setdefault("model", model), tok, path))
+    run_dir = train(recipe, recipe_overrides(recipe, small_model_dir, tmp_path, steps=2) + ["model.lora_r=8", "run.name=lora"])
+
+    assert (run_dir / "model" / "adapter_config.json").is_file()
+    assert not (run_dir / "model" / "model.safetensors").exists()  # only the adapter is written
+    model = captured["model"]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any(p.abs().max() > 0 for n, p in model.named_parameters() if "lora_B" in n)  # PEFT starts lora_B at 0: it trained
+    original = load_model(str(small_model_dir), device="cpu").state_dict()
+    base = {n.replace(".base_layer", ""): p for n, p in model.get_base_model().state_dict().items() if "lora_" not in n}
+    assert base.keys() == original.keys()
+    for name, tensor in original.items():
+        assert torch.equal(base[name], tensor), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["sft", "dpo"])
+def test_torchrun_runs_two_ranks_whose_first_step_is_the_one_process_step(recipe, small_model_dir, tmp_path, restore_threads):
+    # Both ranks draw the step's batch and keep half of it; DDP averages their gradients. The
+    # first step starts from the same weights, so its loss and gradient norm are the one-process
+    # ones up to float summation order (~1e-7 relative here; 1e-5 leaves room).
+    overrides = recipe_overrides(recipe, small_model_dir, tmp_path, steps=2)
+    single = train(recipe, overrides + ["run.name=single"])
+    config_file = tmp_path / f"{recipe}.yaml"
+    config_file.write_text(dump(load(None, overrides + ["run.name=ddp"], recipe_config_class(recipe)), recipe))
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "r1kit", recipe, "--config", str(config_file)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    run_dir = tmp_path / "ddp"
+    environment = json.loads((run_dir / "env.json").read_text())
+    assert environment["world_size"] == 2 and environment["parallel"] == "ddp"
+    assert json.loads((single / "env.json").read_text())["parallel"] == "none"
+    loss = {"sft": "loss/sft", "dpo": "loss/dpo"}[recipe]
+    ddp, one = [[r for r in step_rows(d) if loss in r] for d in (run_dir, single)]
+    assert [r["step"] for r in ddp] == [1, 2]  # rank 0 logs, once a step
+    for key in (loss, "grad_norm"):
+        assert ddp[0][key] == pytest.approx(one[0][key], rel=1e-5), key
+    assert (run_dir / "model" / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "recipe, setting, message",
+    [
+        ("sample", "run.save_every=2", r"sample cannot honour run.save_every=2: it trains nothing"),
+        ("sample", "run.resume=auto", r"sample cannot honour run.resume='auto'"),
+        ("sample", "model.lora_r=8", r"sample cannot honour model.lora_r=8"),
+        ("rm", "model.lora_r=8", r"rm cannot honour model.lora_r=8"),
+    ],
+)
+def test_a_setting_the_recipe_cannot_honour_is_one_clear_error(recipe, setting, message, small_model_dir, tmp_path):
+    config = load(None, [f"model.path={small_model_dir}", f"run.output_dir={tmp_path}", "model.device=cpu", setting], recipe_config_class(recipe))
+    module = importlib.import_module(RECIPES[recipe].split(":")[0])
+    with pytest.raises(R1kitError, match=message):
+        module.train(config)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
