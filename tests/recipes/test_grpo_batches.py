@@ -15,6 +15,7 @@ from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig, PromptStream
 from r1kit.rewards.compose import RewardComposer
 from r1kit.rollout import HFEngine, SamplingParams
+from r1kit.train.rollouts import collect
 
 ROUND_CALLS = {"n": 0}
 
@@ -48,7 +49,11 @@ def test_groups_from_several_sampling_rounds_keep_one_prompt_index_per_group(tin
     cfg = config(dynamic_sampling=True, max_resample=3)
     model = load_model(str(tiny_model_dir), device="cpu")
     rows = [{"prompt": f"{a}+{a}", "answer": str(2 * a)} for a in range(8)]
-    batch, rewards, metrics, kept_rows = grpo.collect(cfg, HFEngine(model, char_tokenizer), char_tokenizer, RewardComposer(cfg.rewards), PromptStream(rows, 0), 1)
+    g = cfg.grpo
+    batch, rewards, metrics, kept_rows = collect(
+        HFEngine(model, char_tokenizer), char_tokenizer, RewardComposer(cfg.rewards), PromptStream(rows, 0), 1, prompts=g.prompts_per_step,
+        group_size=g.group_size, sampling=cfg.sampling, data=cfg.data, seed=0, dynamic_sampling=True, max_resample=3,
+    )  # fmt: skip
     assert ROUND_CALLS["n"] == 2 and metrics["dynamic/dropped_groups"] == 1
     assert len(batch) == 4 and len(kept_rows) == 2
     assert rewards.tolist() == [0.0, 1.0, 0.0, 1.0]

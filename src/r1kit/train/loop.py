@@ -41,7 +41,8 @@ class StepLoop:
         self.run, self.total, self.evaluate, self.model, self.line_keys = run, total, evaluate, model, line_keys
         self.guard = InterruptGuard()
         self._stack = contextlib.ExitStack()
-        self._t0 = 0.0
+        self.step_start = 0.0
+        """perf_counter() at the start of the current step."""
 
     def __enter__(self) -> StepLoop:
         run = self.run
@@ -59,13 +60,13 @@ class StepLoop:
 
     def __iter__(self) -> Iterator[int]:
         for step in range(self.run.start_step + 1, self.total + 1):
-            self._t0 = time.perf_counter()
+            self.step_start = time.perf_counter()
             yield step
 
     def end_step(self, step: int, metrics: dict[str, Any], tokens: int | None = None) -> dict[str, Any]:
         """Time, average, evaluate, log and checkpoint step `step`; returns the logged metrics."""
         run, cfg = self.run, self.run.config.run
-        dt = time.perf_counter() - self._t0
+        dt = time.perf_counter() - self.step_start
         metrics = {**metrics, "perf/step_s": dt, **({"perf/tokens_per_s": tokens / dt} if tokens is not None else {})}
         metrics = dist_.mean_metrics(metrics, run.dist)
         if self.evaluate is not None and run.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step != self.total:

@@ -43,6 +43,8 @@ from r1kit.train.optim import build_optimizer, build_scheduler
 
 NO_CHECKPOINTS = {"sample": "it trains nothing"}
 """Recipes that have no training state to checkpoint, and why."""
+PROMPT_RECIPES = ("grpo", "ppo")
+"""The recipes that apply data.max_prompt_tokens and data.long_prompts."""
 
 
 def seed_everything(seed: int) -> None:
@@ -111,6 +113,12 @@ def check_settings(config: Any, recipe: str, world_size: int) -> None:
                 raise R1kitError(f"{recipe} cannot honour run.{key}={getattr(config.run, key)!r}: {why}, so it writes no checkpoints; remove the setting")
         if world_size > 1:
             raise R1kitError(f"{recipe} runs in one process ({why}); start it without torchrun")
+    data = getattr(config, "data", None)
+    if data is not None and recipe not in PROMPT_RECIPES:
+        if data.max_prompt_tokens:
+            raise R1kitError(f"{recipe} cannot honour data.max_prompt_tokens={data.max_prompt_tokens}: only {' and '.join(PROMPT_RECIPES)} fit prompts to the model's context; remove it")
+        if data.long_prompts != "skip":
+            raise R1kitError(f"{recipe} cannot honour data.long_prompts={data.long_prompts}: only {' and '.join(PROMPT_RECIPES)} fit prompts to the model's context; remove it")
     model = getattr(config, "model", None)
     if why and model is not None and model.lora_r:
         raise R1kitError(f"{recipe} cannot honour model.lora_r={model.lora_r}: {why}; set model.lora_r=0 (a LoRA run's model/ directory loads merged)")
