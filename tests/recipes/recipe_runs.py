@@ -12,7 +12,7 @@ from r1kit.config import RECIPES, load, recipe_config_class
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
-COMMON = ["model.device=cpu", "run.threads=1", "run.progress=false", "run.tensorboard=false"]
+COMMON = ["run.threads=1", "run.progress=false", "run.tensorboard=false"]
 
 SETTINGS: dict[str, list[str]] = {
     # 5 examples in batches of 2: the stream reshuffles at step 3
@@ -20,12 +20,28 @@ SETTINGS: dict[str, list[str]] = {
             "batch_size=2", "max_length=32", "optim.lr=1e-2", "optim.warmup_steps=1"],
     # 6 pairs in batches of 4: a new shuffle every step
     "dpo": ["data.train_size=6", "data.test_size=2", "task_eval=false", "batch_size=4", "eval_batch_size=8", "optim.lr=1e-2", "optim.warmup_steps=1"],
+    "rm": ["data.train_size=6", "data.test_size=2", "batch_size=4", "eval_batch_size=8", "optim.lr=1e-2", "optim.warmup_steps=1"],
+    # 5 prompts, 4 a step; adaptive KL: the controller's value is state too
+    "ppo": ["rewards=[arithmetic, format]", "ppo.prompts_per_step=4", "ppo.ppo_epochs=2", "ppo.mini_batches=2", "ppo.adaptive_kl=true",
+            "sampling.max_new_tokens=6", "data.train_size=5", "data.test_size=2", "eval.k=0", "eval.max_new_tokens=4", "optim.lr=1e-2"],
+    # GKD: half the batches sampled by the student (the coin and the sampling seeds are state)
+    "distill": ["mode=on_policy", "lmbda=0.5", "response_column=cot", "max_new_tokens=6", "data.task_params={n_operands: 2, digits: 1}",
+                "data.train_size=5", "data.test_size=2", "eval.k=0", "eval.max_new_tokens=4", "batch_size=2", "grad_accum=2", "max_length=32",
+                "optim.lr=1e-2", "optim.warmup_steps=1"],
+    "pretrain": ["cache=false", "documents=40", "batch_size=4", "max_length=32", "tiny.hidden_size=32", "tiny.num_layers=1", "test_size=2",
+                 "eval.k=0", "eval.max_new_tokens=4", "optim.warmup_steps=1", "device=cpu"],
 }  # fmt: skip
 
+STEPS_KEY = {"ppo": "ppo.steps"}
+"""Where a recipe keeps its number of steps, when not at `steps`."""
 
-def recipe_overrides(recipe: str, model_dir: Path, out: Path, steps: int) -> list[str]:
-    """Overrides for a `steps`-step run of `recipe` from `model_dir`, writing under `out`."""
-    return [f"model.path={model_dir}", f"run.output_dir={out}", f"steps={steps}", *COMMON, *SETTINGS[recipe]]
+
+def recipe_overrides(recipe: str, model_dir: Path, out: Path, steps: int, teacher: Path | None = None) -> list[str]:
+    """Overrides for a `steps`-step run of `recipe` from `model_dir` (distill: the student; its
+    teacher is `teacher`), writing under `out`."""
+    model = [] if recipe == "pretrain" else [f"model.path={model_dir}", "model.device=cpu"]
+    extra = [f"teacher.path={teacher}", "teacher.device=cpu"] if recipe == "distill" else []
+    return [*model, *extra, f"run.output_dir={out}", f"{STEPS_KEY.get(recipe, 'steps')}={steps}", *COMMON, *SETTINGS[recipe]]
 
 
 def train(recipe: str, overrides: list[str]) -> Path:

@@ -54,3 +54,17 @@ def test_a_killed_run_resumed_equals_an_uninterrupted_one(recipe, small_model_di
         assert torch.equal(got[name], expected[name]), name
     assert step_rows(resumed) == step_rows(straight)
     assert [s for s, _ in checkpoint_dirs(run_dir)] == [2, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["rm", "ppo", "distill", "pretrain"])
+def test_a_run_resumed_from_its_step_1_checkpoint_ends_with_the_uninterrupted_weights(recipe, small_model_dir, tiny_model_dir, tmp_path, restore_threads):
+    common = recipe_overrides(recipe, small_model_dir, tmp_path, steps=STEPS, teacher=tiny_model_dir) + ["run.save_every=1", "run.keep_checkpoints=0"]
+    straight = train(recipe, common + ["run.name=straight"])
+    resumed = train(recipe, common + ["run.name=resumed", f"run.resume={straight / 'checkpoints' / 'step_1'}"])
+    for models in ("model", "value_model") if recipe == "ppo" else ("model",):
+        expected, got = weights(straight / models), weights(resumed / models)
+        assert got.keys() == expected.keys()
+        for name in expected:
+            assert torch.equal(got[name], expected[name]), (models, name)
+    assert [r for r in step_rows(resumed) if r["step"] >= 2] == [r for r in step_rows(straight) if r["step"] >= 2]

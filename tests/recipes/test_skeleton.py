@@ -19,13 +19,14 @@ from r1kit.models.load import load_model
 from recipe_runs import SRC, recipe_overrides, step_rows, train
 
 
-@pytest.mark.parametrize("recipe", ["sft", "dpo"])
-def test_lora_trains_only_the_adapter_and_saves_it(recipe, small_model_dir, tmp_path, monkeypatch, restore_threads):
+@pytest.mark.parametrize("recipe", ["sft", "dpo", "ppo", "distill"])
+def test_lora_trains_only_the_adapter_and_saves_it(recipe, small_model_dir, tiny_model_dir, tmp_path, monkeypatch, restore_threads):
     module = importlib.import_module(RECIPES[recipe].split(":")[0])
     captured = {}
     real_save = module.save_model
     monkeypatch.setattr(module, "save_model", lambda model, tok, path: real_save(captured.setdefault("model", model), tok, path))
-    run_dir = train(recipe, recipe_overrides(recipe, small_model_dir, tmp_path, steps=2) + ["model.lora_r=8", "run.name=lora"])
+    overrides = recipe_overrides(recipe, small_model_dir, tmp_path, steps=2, teacher=tiny_model_dir)
+    run_dir = train(recipe, overrides + ["model.lora_r=8", "run.name=lora"])
 
     assert (run_dir / "model" / "adapter_config.json").is_file()
     assert not (run_dir / "model" / "model.safetensors").exists()  # only the adapter is written
@@ -40,13 +41,18 @@ def test_lora_trains_only_the_adapter_and_saves_it(recipe, small_model_dir, tmp_
         assert torch.equal(base[name], tensor), name
 
 
+TORCHRUN_LOSS = {"sft": "loss/sft", "dpo": "loss/dpo", "rm": "loss/rm", "ppo": None}
+"""The loss that a 2-rank step must share with the 1-process one (PPO samples other completions on
+each rank, so it is only checked to run)."""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["sft", "dpo"])
+@pytest.mark.parametrize("recipe", list(TORCHRUN_LOSS))
 def test_torchrun_runs_two_ranks_whose_first_step_is_the_one_process_step(recipe, small_model_dir, tmp_path, restore_threads):
     # Both ranks draw the step's batch and keep half of it; DDP averages their gradients. The
     # first step starts from the same weights, so its loss and gradient norm are the one-process
     # ones up to float summation order (~1e-7 relative here; 1e-5 leaves room).
-    overrides = recipe_overrides(recipe, small_model_dir, tmp_path, steps=2)
+    overrides = recipe_overrides(recipe, small_model_dir, tmp_path, steps=2) + ["run.save_every=1"]
     single = train(recipe, overrides + ["run.name=single"])
     config_file = tmp_path / f"{recipe}.yaml"
     config_file.write_text(dump(load(None, overrides + ["run.name=ddp"], recipe_config_class(recipe)), recipe))
@@ -59,25 +65,30 @@ def test_torchrun_runs_two_ranks_whose_first_step_is_the_one_process_step(recipe
     environment = json.loads((run_dir / "env.json").read_text())
     assert environment["world_size"] == 2 and environment["parallel"] == "ddp"
     assert json.loads((single / "env.json").read_text())["parallel"] == "none"
-    loss = {"sft": "loss/sft", "dpo": "loss/dpo"}[recipe]
-    ddp, one = [[r for r in step_rows(d) if loss in r] for d in (run_dir, single)]
+    ddp, one = [[r for r in step_rows(d) if "grad_norm" in r] for d in (run_dir, single)]
     assert [r["step"] for r in ddp] == [1, 2]  # rank 0 logs, once a step
-    for key in (loss, "grad_norm"):
-        assert ddp[0][key] == pytest.approx(one[0][key], rel=1e-5), key
+    if TORCHRUN_LOSS[recipe]:
+        for key in (TORCHRUN_LOSS[recipe], "grad_norm"):
+            assert ddp[0][key] == pytest.approx(one[0][key], rel=1e-5), key
     assert (run_dir / "model" / "config.json").is_file()
+    assert len(torch.load(run_dir / "checkpoints" / "step_2" / "trainer.pt", weights_only=True)["rng"]) == 2  # both ranks' RNGs
 
 
 @pytest.mark.parametrize(
-    "recipe, setting, message",
+    "recipe, settings, message",
     [
-        ("sample", "run.save_every=2", r"sample cannot honour run.save_every=2: it trains nothing"),
-        ("sample", "run.resume=auto", r"sample cannot honour run.resume='auto'"),
-        ("sample", "model.lora_r=8", r"sample cannot honour model.lora_r=8"),
-        ("rm", "model.lora_r=8", r"rm cannot honour model.lora_r=8"),
+        ("sample", ["run.save_every=2"], r"sample cannot honour run.save_every=2: it trains nothing"),
+        ("sample", ["run.resume=auto"], r"sample cannot honour run.resume='auto'"),
+        ("sample", ["model.lora_r=8"], r"sample cannot honour model.lora_r=8"),
+        ("rm", ["model.lora_r=8"], r"rm cannot honour model.lora_r=8"),
+        ("sft", ["data.max_prompt_tokens=32"], r"sft cannot honour data.max_prompt_tokens=32: only grpo and ppo"),
+        ("dpo", ["data.long_prompts=truncate"], r"dpo cannot honour data.long_prompts=truncate"),
+        ("grpo", ["grpo.prompts_per_step=1", "grpo.group_size=2", "grpo.mini_batches=3"], r"grpo.mini_batches=3 is more than the 2 rows"),
+        ("ppo", ["ppo.prompts_per_step=2", "ppo.mini_batches=4"], r"ppo.mini_batches=4 is more than the 2 rows"),
     ],
 )
-def test_a_setting_the_recipe_cannot_honour_is_one_clear_error(recipe, setting, message, small_model_dir, tmp_path):
-    config = load(None, [f"model.path={small_model_dir}", f"run.output_dir={tmp_path}", "model.device=cpu", setting], recipe_config_class(recipe))
+def test_a_setting_the_recipe_cannot_honour_is_one_clear_error(recipe, settings, message, small_model_dir, tmp_path):
+    config = load(None, [f"model.path={small_model_dir}", f"run.output_dir={tmp_path}", "model.device=cpu", *settings], recipe_config_class(recipe))
     module = importlib.import_module(RECIPES[recipe].split(":")[0])
     with pytest.raises(R1kitError, match=message):
         module.train(config)

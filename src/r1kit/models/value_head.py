@@ -64,7 +64,20 @@ def token_scalars(model: PreTrainedModel, input_ids: torch.Tensor, attention_mas
 
     input_ids, attention_mask  # [B, L]
     Returns                    # [B, L] float32; values at padding are meaningless (mask them)
+
+    A model wrapped in DDP is called through the wrapper, whose forward DDP needs in order to
+    all-reduce the gradients: the whole model runs, and the head's output at every position (which
+    its forward computes before pooling) is taken from a hook.
     """
+    inner = getattr(model, "module", None)
+    if isinstance(inner, torch.nn.Module):
+        kept: list[torch.Tensor] = []
+        handle = _head(inner).register_forward_hook(lambda module, args, output: kept.append(output))
+        try:
+            model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        finally:
+            handle.remove()
+        return kept[-1].squeeze(-1).float()
     backbone = getattr(model, model.base_model_prefix)
     hidden = backbone(
         input_ids=input_ids,

@@ -145,7 +145,7 @@ def train(config: GRPOConfig) -> Path:
     g = config.grpo
     _check(config)
     with Run(config, "grpo") as run:
-        dist_.rank_share(g.prompts_per_step, run.dist)  # B must divide by the number of processes
+        dist_.rank_rows(g.prompts_per_step, g.group_size, g.mini_batches, run.dist, "grpo")  # B must divide by the number of processes
         # Everything a user can get wrong is checked before the run directory is touched.
         tokenizer = load_tokenizer(config.model.path)
         composer = RewardComposer(reward_specs(config))
@@ -155,8 +155,8 @@ def train(config: GRPOConfig) -> Path:
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "grpo")
         run_dir = run.create()
         run.tokenizer = tokenizer
-        engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes)  # generation runs on the plain module, the update through DDP
         learner = run.learner(model)
+        engine = HFEngine(model, tokenizer, processes=config.run.rollout_processes)  # generation runs on the plain module, the update through DDP
         run.also_save("ref", lambda step: ref if not config.model.lora_r and 0 < g.ref_reset_every <= step else None)  # once reset
         opt, sched = run.optimizer(model.parameters(), config.optim, g.steps * g.num_iterations * g.mini_batches)
         stream = PromptStream(rows, config.run.seed)

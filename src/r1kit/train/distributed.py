@@ -106,6 +106,19 @@ def rank_share(total: int, dist: Dist, what: str = "grpo.prompts_per_step") -> i
     return total // dist.world_size
 
 
+def rank_rows(prompts: int, group_size: int, mini_batches: int, dist: Dist, section: str) -> int:
+    """The rows this rank trains on a step (prompts / world_size, times group_size); an error
+    naming `section`'s settings unless the prompts divide evenly among the ranks and give every
+    mini-batch at least one row."""
+    rows = rank_share(prompts, dist, f"{section}.prompts_per_step") * group_size
+    if mini_batches > rows:
+        raise R1kitError(
+            f"{section}.mini_batches={mini_batches} is more than the {rows} rows each of the {dist.world_size} process(es) trains on a step; "
+            f"lower it or raise {section}.prompts_per_step"
+        )
+    return rows
+
+
 def rank_slice(items: Sequence[T], dist: Dist, what: str) -> list[T]:
     """This rank's consecutive share of `items`, which every rank drew alike; an error naming the
     setting `what` unless they divide evenly."""

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from typing import Callable, Sequence, TypeVar
 
 import torch
@@ -34,15 +34,19 @@ def row_pieces(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
     return [rows] if size <= 0 or size >= len(rows) else list(rows.split(size))
 
 
-def backward_pieces(learner: torch.nn.Module, pieces: Sequence[Piece], loss_of: Callable[[Piece], torch.Tensor], dist: Dist = SINGLE) -> bool:
+def backward_pieces(learners: torch.nn.Module | Sequence[torch.nn.Module], pieces: Sequence[Piece], loss_of: Callable[[Piece], torch.Tensor], dist: Dist = SINGLE) -> bool:
     """loss_of(piece).backward() for every piece, gradients accumulating; `loss_of` returns the
-    piece's loss already weighted by its share of the step. Returns whether every loss was finite
-    on every rank: after a non-finite one nothing more is back-propagated (the caller drops the
-    step's gradient), but the remaining pieces still run forward, so metrics stay complete."""
+    piece's loss already weighted by its share of the step, and `learners` are the (possibly
+    DDP-wrapped) models it trains. Returns whether every loss was finite on every rank: after a
+    non-finite one nothing more is back-propagated (the caller drops the step's gradient), but the
+    remaining pieces still run forward, so metrics stay complete."""
+    learners = [learners] if isinstance(learners, torch.nn.Module) else list(learners)
     finite = True
     for i, piece in enumerate(pieces):
-        last = i == len(pieces) - 1 or not hasattr(learner, "no_sync")
-        with nullcontext() if last else learner.no_sync():  # no_sync covers forward and backward
+        with ExitStack() as stack:
+            if i < len(pieces) - 1:  # no_sync covers forward and backward
+                for learner in learners:
+                    stack.enter_context(learner.no_sync() if hasattr(learner, "no_sync") else nullcontext())
             loss = loss_of(piece)
             finite = finite and all_finite(loss.detach(), dist)
             if finite:  # a NaN/inf loss is not even back-propagated

@@ -35,8 +35,10 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 def load_frozen(args: ModelArgs, path: str | Path | None = None, device: str | torch.device | None = None) -> torch.nn.Module:
     """The causal LM at `path` (default args.path) in args.dtype on `device` (default
-    args.device), frozen."""
-    return freeze(load_model(str(path or args.path), args.dtype, str(device or args.device), args.attn_implementation))
+    args.device), frozen, its weights in memory of their own (as a copy's are: `own_memory`)."""
+    from r1kit.train.run import own_memory
+
+    return own_memory(freeze(load_model(str(path or args.path), args.dtype, str(device or args.device), args.attn_implementation)))
 
 
 def reference_model(policy: torch.nn.Module, args: ModelArgs, checkpoint: Path | None = None):

@@ -124,6 +124,17 @@ def check_settings(config: Any, recipe: str, world_size: int) -> None:
         raise R1kitError(f"{recipe} cannot honour model.lora_r={model.lora_r}: {why}; set model.lora_r=0 (a LoRA run's model/ directory loads merged)")
 
 
+def own_memory(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every parameter and buffer copied into memory of its own. Weights loaded from
+    safetensors may stay in the file's mapped pages, at whatever alignment the file gives them, and
+    CPU kernels round differently at different alignments: a resumed run (weights from its
+    checkpoint) would then drift from the uninterrupted one (a fresh head from the allocator)."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
+    return model
+
+
 class _NoLogger:
     """Ranks other than 0 log nothing."""
 
@@ -228,8 +239,9 @@ class Run:
 
     def learner(self, model: torch.nn.Module, name: str = "model") -> torch.nn.Module:
         """Checkpoint `model` as `name` and return what computes its training losses: DDP around
-        it under torchrun (gradients averaged over ranks), else the model itself."""
-        self._models[name] = model
+        it under torchrun (gradients averaged over ranks), else the model itself. Call it before a
+        rollout engine is built on the model (its weights move to memory of their own here)."""
+        self._models[name] = own_memory(model)
         return dist_.wrap_ddp(model, self.dist)
 
     def also_save(self, name: str, model: Callable[[int], torch.nn.Module | None]) -> None:
