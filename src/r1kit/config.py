@@ -76,17 +76,16 @@ class ModelArgs:
     gradients to the bit. Other architectures are left as they are."""
     onednn_linear: bool = True
     """On x86 CPUs, float32 linear layers over at least 2048 tokens with both weight dimensions at
-    least 128 run through oneDNN (the other matmul library inside PyTorch) instead of MKL: forward
-    and input gradient 10-19% faster on our AMD EPYC, weight gradient still MKL
-    (`r1kit/models/onednn.py`). Applies to the model a recipe trains and its GRPO reference copy;
+    least 128 run through oneDNN (the other matmul library inside PyTorch) instead of MKL for the
+    forward and input gradient, which were faster that way on the x86 CPUs we measured
+    (benchmarks/NOTES.md); the weight gradient stays MKL (`r1kit/models/onednn.py`). Applies to the model a recipe trains and its GRPO reference copy;
     same maths, outputs equal to float rounding. Elsewhere (GPUs, bf16, small products) it does
     nothing."""
     compile: bool = False
     """Compile the trained model's transformer layers with torch.compile (regional compilation:
     one graph that every layer reuses; dynamic shapes), as TRL's `torch_compile`. Only the learner's
-    passes run compiled; rollouts run eagerly. The first step pays the compile (71 s for a
-    0.25M-parameter model on 2 CPU cores); on CPU we measured no gain, so it is off; meant for GPUs.
-    Not with gradient_checkpointing."""
+    passes run compiled; rollouts run eagerly. The first step pays the compile; on CPU we measured
+    no gain (benchmarks/NOTES.md), so it is off; meant for GPUs. Not with gradient_checkpointing."""
 
 
 @dataclass
@@ -181,17 +180,15 @@ class RunArgs:
     """torch intra-op threads (0 = torch's default)."""
     rollout_processes: int = 0
     """On CPU, how many processes may share a rollout's prompts (`r1kit/rollout/workers.py`): 0 =
-    automatic (on Linux, one per torch thread for a model of at most 20M parameters: a 0.25M
-    model's 128-token rollout of 64 rows 0.245 -> 0.175 s on 2 cores), 1 = every rollout in the
-    training process, k = at most k."""
+    automatic (on Linux, one per torch thread for a model of at most 20M parameters, where
+    splitting a rollout measured faster), 1 = every rollout in the training process, k = at most k."""
     keep_freed_memory: bool = True
     """On CPU under glibc (Linux), serve large tensors from the process heap and keep freed memory
     there instead of mapping fresh pages from the OS for each one (`mallopt`: no mmap, 2 GiB trim
     threshold). Every new tensor of tens of MB otherwise pays a page fault per 4 KiB on first
-    touch: a [64, 127, 1536] float32 product took 17 ms fresh against 5 ms reused, and a 13M-model
-    GRPO step with 128-token completions 9.4-9.5 s against 8.1-8.6 s. Memory freed during the run
-    then stays with the process, and torch's aligned blocks fragment the heap somewhat: that step's
-    peak memory was 4-7% higher. false: glibc's defaults."""
+    touch, which made CPU GRPO steps measurably slower (benchmarks/NOTES.md). Memory freed during
+    the run then stays with the process, and torch's aligned blocks fragment the heap somewhat, so
+    peak memory is a few percent higher. false: glibc's defaults."""
     resume: str = ""
     """`auto` to continue from the newest checkpoint of the run directory, or a checkpoint path."""
     progress: bool = True
