@@ -7,8 +7,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ import torch
 from r1kit.config import RECIPES, dump, load, recipe_config_class
 from r1kit.errors import R1kitError
 from r1kit.models.load import load_model
+from r1kit.train.checkpoint import checkpoint_dirs
 from recipe_runs import SRC, recipe_overrides, step_rows, train
 
 
@@ -93,3 +96,27 @@ def test_a_setting_the_recipe_cannot_honour_is_one_clear_error(recipe, settings,
     with pytest.raises(R1kitError, match=message):
         module.train(config)
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_last_completed_step_and_exits_130(small_model_dir, tmp_path):
+    # A job scheduler pre-empting the run sends SIGTERM: the run saves a checkpoint of its last
+    # completed step, as Ctrl-C does, and the command exits with 130. The signal is sent once the
+    # first checkpoint exists, so the run is inside its loop (10000 steps: it never ends first).
+    overrides = recipe_overrides("sft", small_model_dir, tmp_path, steps=10000) + ["run.name=term", "run.save_every=1", "run.keep_checkpoints=1"]
+    config_file = tmp_path / "sft.yaml"
+    config_file.write_text(dump(load(None, overrides, recipe_config_class("sft")), "sft"))
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "r1kit", "sft", "--config", str(config_file)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "term"
+    deadline = time.monotonic() + 240
+    while not checkpoint_dirs(run_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err[-2000:]
+    assert "sft: interrupted; checkpoint of step" in " ".join(out.split())
+    (step, path), = checkpoint_dirs(run_dir)
+    assert step >= 1 and step < 10000 and not (run_dir / "model").exists()
+    rows = [r for r in step_rows(run_dir) if "loss/sft" in r]
+    assert rows[-1]["step"] == step  # the checkpoint is the last step the run logged
