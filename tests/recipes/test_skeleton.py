@@ -44,6 +44,41 @@ def test_lora_trains_only_the_adapter_and_saves_it(recipe, small_model_dir, tiny
         assert torch.equal(base[name], tensor), name
 
 
+def test_a_lora_reward_model_trains_adapters_and_head_and_saves_them_merged(small_model_dir, tmp_path, monkeypatch, restore_threads):
+    from r1kit.models.lora import load_adapter
+    from r1kit.models.value_head import load_scalar_model, token_scalars
+    from r1kit.recipes import reward_model
+
+    trainable = []
+    real_load = reward_model.load_reward_model
+
+    def load(*args):
+        model = real_load(*args)
+        trainable.extend(n for n, p in model.named_parameters() if p.requires_grad)  # before the merge at the end
+        return model
+
+    monkeypatch.setattr(reward_model, "load_reward_model", load)
+    run_dir = train("rm", recipe_overrides("rm", small_model_dir, tmp_path, steps=2) + ["model.lora_r=8", "run.name=lora-rm", "run.save_every=1"])
+
+    assert any("lora_" in n for n in trainable) and any("score" in n for n in trainable)
+    assert all("lora_" in n or "score" in n for n in trainable)  # the backbone stays frozen
+    adapter = run_dir / "checkpoints" / "step_2" / "model"
+    assert (adapter / "adapter_config.json").is_file()  # checkpoints hold the adapter (and the head)
+    saved = run_dir / "model"
+    assert (saved / "config.json").is_file() and not (saved / "adapter_config.json").exists()  # the final model is merged
+    # The merged directory scores as the trained adapters of the last step do (up to the merge's
+    # float rounding, ~1e-7 here), and not as the starting model.
+    with_adapter = load_adapter(load_scalar_model(str(small_model_dir), 0), adapter, trainable=False)
+    merged, start = load_scalar_model(str(saved), None), load_scalar_model(str(small_model_dir), 0)
+    ids = torch.randint(4, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    attn = torch.ones_like(ids)
+    with torch.no_grad():
+        expected, got = token_scalars(with_adapter.eval(), ids, attn), token_scalars(merged.eval(), ids, attn)
+        start_backbone = {n: p for n, p in start.named_parameters() if "score" not in n}
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert any(not torch.equal(p, merged.get_parameter(n)) for n, p in start_backbone.items())  # the adapters were folded in
+
+
 TORCHRUN_LOSS = {"sft": "loss/sft", "dpo": "loss/dpo", "rm": "loss/rm", "ppo": None}
 """The loss that a 2-rank step must share with the 1-process one (PPO samples other completions on
 each rank, so it is only checked to run)."""
@@ -83,7 +118,6 @@ def test_torchrun_runs_two_ranks_whose_first_step_is_the_one_process_step(recipe
         ("sample", ["run.save_every=2"], r"sample cannot honour run.save_every=2: it trains nothing"),
         ("sample", ["run.resume=auto"], r"sample cannot honour run.resume='auto'"),
         ("sample", ["model.lora_r=8"], r"sample cannot honour model.lora_r=8"),
-        ("rm", ["model.lora_r=8"], r"rm cannot honour model.lora_r=8"),
         ("sft", ["data.max_prompt_tokens=32"], r"sft cannot honour data.max_prompt_tokens=32: only grpo and ppo"),
         ("dpo", ["data.long_prompts=truncate"], r"dpo cannot honour data.long_prompts=truncate"),
         ("grpo", ["grpo.prompts_per_step=1", "grpo.group_size=2", "grpo.mini_batches=3"], r"grpo.mini_batches=3 is more than the 2 rows"),

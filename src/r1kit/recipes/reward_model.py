@@ -22,7 +22,8 @@ Simplifications: one epoch-free stream of shuffled pairs; no ensembling.
 
 The run skeleton (r1kit/train/run.py) gives it checkpoints that resume exactly (run.save_every,
 --resume), the Ctrl-C / SIGTERM guard and torchrun (each rank takes batch_size / world_size pairs a
-step). LoRA is refused: the saved reward model must be a full directory for `model:PATH`.
+step) and LoRA (model.lora_r: adapters on the backbone, the new head trained in full, merged into a
+full directory at the end so that `model:PATH` loads it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from r1kit.config import DataArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.preference import PairBatch, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
 from r1kit.errors import R1kitError
 from r1kit.models.load import load_tokenizer, training_options
+from r1kit.models.lora import apply_lora, is_peft_model, load_adapter
 from r1kit.models.value_head import load_scalar_model, save_scalar_model, sequence_scalar, token_scalars
 from r1kit.report.logger import console
 from r1kit.rewards.model import META_FILE
@@ -96,8 +98,7 @@ def train(config: RewardModelConfig) -> Path:
         encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length)
         train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
         test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
-        path = run.weights("model") or config.model.path
-        model = training_options(load_scalar_model(str(path), tokenizer.pad_token_id, config.model.dtype, str(run.device)), config.model)
+        model = load_reward_model(config, tokenizer.pad_token_id, run.device, run.weights("model"))
         run_dir = run.create()
         run.tokenizer, pad = tokenizer, tokenizer.pad_token_id
 
@@ -116,8 +117,8 @@ def train(config: RewardModelConfig) -> Path:
         )  # fmt: skip
 
         run.evaluate_after(lambda samples: run_eval(), config.steps)
-        if run.is_main:
-            save_reward_model(model, tokenizer, run_dir / "model", config)
+        if run.is_main:  # a LoRA run's adapter is merged: `model:PATH` loads a full directory
+            save_reward_model(model.merge_and_unload() if is_peft_model(model) else model, tokenizer, run_dir / "model", config)
             run.write_results()
             console.print(f"rm done: held-out accuracy {run.results['before']['accuracy']:.3f} -> {run.results['after']['accuracy']:.3f}; run {run_dir}")
     return run_dir
@@ -126,8 +127,16 @@ def train(config: RewardModelConfig) -> Path:
 def _check(config: RewardModelConfig) -> None:
     if config.loss == "christiano" and config.center_coef:
         raise R1kitError("center_coef applies to loss=bradley_terry only; set it to 0 for christiano")
-    if config.model.lora_r:
-        raise R1kitError(f"rm cannot honour model.lora_r={config.model.lora_r}: it trains a new score head with the backbone and saves a full model for `model:PATH`; set model.lora_r=0")
+
+
+def load_reward_model(config: RewardModelConfig, pad_token_id: int, device, checkpoint: Path | None):
+    """The scalar-head model to train: from model.path (a new head) or the checkpoint's weights;
+    with model.lora_r, LoRA adapters on the backbone and the head trained in full."""
+    path = checkpoint if checkpoint is not None and not config.model.lora_r else config.model.path
+    model = training_options(load_scalar_model(str(path), pad_token_id, config.model.dtype, str(device)), config.model)
+    if not config.model.lora_r:
+        return model
+    return load_adapter(model, checkpoint) if checkpoint is not None else apply_lora(model, config.model, task_type="SEQ_CLS")
 
 
 def pair_loss(model, batch: PairBatch, config: RewardModelConfig) -> tuple[torch.Tensor, dict[str, float]]:
