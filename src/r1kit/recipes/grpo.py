@@ -63,7 +63,7 @@ class GRPOArgs:
     num_iterations: int = 1
     """mu: passes over each batch (mu = 1 with one mini-batch: the ratio is exactly 1 and no old log-probs are needed)."""
     mini_batches: int = 1
-    """Optimizer steps per pass: the batch is split into this many mini-batches."""
+    """Optimizer steps per pass: the batch is split into this many mini-batches (sizes within one row)."""
     micro_batch_rows: int = 0
     """Rows per forward/backward pass; 0: a whole mini-batch. A mini-batch's gradient is accumulated
     over micro-batches of this many rows before its one optimizer step (TRL's per-device batch with

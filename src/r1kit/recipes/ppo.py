@@ -82,7 +82,7 @@ class PPOArgs:
     ppo_epochs: int = 4
     """Passes over each batch of rollouts."""
     mini_batches: int = 4
-    """Optimizer steps per pass: the batch is split into this many mini-batches."""
+    """Optimizer steps per pass: the batch is split into this many mini-batches (sizes within one row)."""
     micro_batch_rows: int = 0
     """Rows per forward/backward pass; 0: a whole mini-batch. A mini-batch's gradients (policy and
     value model) are accumulated over passes of at most this many rows, each weighted by its share

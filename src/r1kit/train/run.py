@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import dataclasses
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ import torch
 
 from r1kit.config import dump
 from r1kit.errors import R1kitError
+from r1kit.report.logger import MetricLogger, console
 from r1kit.train import distributed as dist_
 from r1kit.train.checkpoint import capture_rng, find_run_dir, load_trainer_state, resolve_resume, save_checkpoint
 from r1kit.train.optim import build_optimizer, build_scheduler
@@ -160,10 +162,10 @@ class Run:
                 keep_freed_memory(str(self.device))  # every rank (create_run runs on the main one)
             seed_everything(config.run.seed)  # LoRA's initial adapter weights draw from it
             self.config, self.checkpoint = self._resolve(config)
+            self.saved: dict[str, Any] = load_trainer_state(self.checkpoint) if self.checkpoint else {}
         except BaseException:
             dist_.shutdown(self.dist, clean=False)
             raise
-        self.saved: dict[str, Any] = load_trainer_state(self.checkpoint) if self.checkpoint else {}
         self.start_step = int(self.saved.get("step", 0))
         self.counters: dict[str, Any] = self.saved.get("counters", {"results": {}})
         """What the recipe counts across steps (checkpointed); `results` holds the evaluations."""
@@ -194,8 +196,6 @@ class Run:
 
     def _resolve(self, config: Any) -> tuple[Any, Path | None]:
         """Fix the run directory's name (rank 0 decides) and find the checkpoint run.resume means."""
-        import dataclasses
-
         run = config.run
         name = run.name
         if not name:
@@ -205,8 +205,6 @@ class Run:
         config = dataclasses.replace(config, run=dataclasses.replace(run, name=name))
         checkpoint = resolve_resume(Path(run.output_dir) / name, run.resume)
         if run.resume == "auto" and checkpoint is None and self.is_main:
-            from r1kit.report.logger import console
-
             console.print(f"{self.recipe}: no checkpoint to resume in {Path(run.output_dir) / name}; starting at step 0")
         return config, checkpoint
 
@@ -215,8 +213,6 @@ class Run:
 
     def create(self) -> Path:
         """Make the run directory (rank 0) and the metric logger; returns the directory."""
-        from r1kit.report.logger import MetricLogger, console
-
         made = create_run(self.config, self.recipe, str(self.device), self.dist.world_size) if self.is_main else None
         self.run_dir = Path(dist_.broadcast_object(str(made) if made else None, self.dist))
         seed_everything(self.config.run.seed)  # every rank, as create_run does on the main one
