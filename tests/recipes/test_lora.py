@@ -16,6 +16,7 @@ from r1kit.models.load import load_model, save_model
 from r1kit.models.lora import AdapterDisabledReference, is_adapter_dir
 from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig
+from r1kit.train import reference
 
 
 def distinct_reward(completions, **kw):
@@ -48,7 +49,7 @@ def lora_run(tiny_model_dir, tmp_path_factory):
     captured, copies = {}, []
     mp = pytest.MonkeyPatch()
     mp.setattr(grpo, "save_model", lambda model, tok, path: save_model(captured.setdefault("model", model), tok, path))
-    mp.setattr(grpo, "_frozen_copy", lambda model: copies.append(model))
+    mp.setattr(reference, "frozen_copy", lambda model: copies.append(model))
     try:
         run_dir = grpo.train(lora_config(tiny_model_dir, out))
     finally:
