@@ -217,15 +217,16 @@ class Run:
 
     def policy(self, args) -> torch.nn.Module:
         """The causal LM the recipe trains, on this rank's device: args.path with fresh LoRA
-        adapters when args.lora_r > 0, or the checkpoint's weights (or adapter) on resume."""
+        adapters when args.lora_r > 0, or the checkpoint's weights (or adapter) on resume; with
+        run.accel's fast paths (`accelerate`), which a reference copied from it keeps."""
         from r1kit.models.load import load_policy
 
         return self.accelerate(load_policy(args, str(self.device), self.weights("model")))
 
     def accelerate(self, model: torch.nn.Module) -> torch.nn.Module:
-        """`model` with the fast paths of run.accel on this device (`r1kit.accel.apply`; once is
-        enough, again does nothing). `policy` and `learner` call it; a recipe calls it itself on a
-        model it copies before `learner` (a copy keeps the routing)."""
+        """`model` with the fast paths of run.accel on this device (`r1kit.accel.apply`; again
+        does nothing). `policy` and `learner` call it; a recipe calls it on a model that neither
+        gives it (the `sample` recipe's, which only generates)."""
         return accel.apply(model, self.device, self.config.run.accel)
 
     def rollout_engine(self, model: torch.nn.Module, tokenizer) -> Any:
@@ -238,8 +239,9 @@ class Run:
 
     def learner(self, model: torch.nn.Module, name: str = "model") -> torch.nn.Module:
         """Checkpoint `model` as `name` and return what computes its training losses: DDP around
-        it under torchrun (gradients averaged over ranks), else the model itself. Call it before a
-        rollout engine is built on the model (its weights move to memory of their own here)."""
+        it under torchrun (gradients averaged over ranks), else the model itself; `model` gets
+        run.accel's fast paths (`accelerate`). Call it before a rollout engine is built on the
+        model (its weights move to memory of their own here)."""
         self._models[name] = self.accelerate(own_memory(model))
         return dist_.wrap_ddp(model, self.dist)
 
