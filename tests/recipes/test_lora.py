@@ -128,9 +128,9 @@ def test_lora_with_a_reference_reset_is_refused(tiny_model_dir, tmp_path):
 
 def test_gradient_checkpointing_trains_the_same_adapter(tiny_model_dir, tmp_path):
     # One step (two updates on one rollout): the rollout is the same either way, so the adapters may
-    # differ only by float rounding (checkpointing also turns off the learner's shared prompts and its
-    # grouped-head attention on CPU), which Adam at lr 5e-2 amplifies to ~1.5e-4 where a gradient is
-    # near 0; the updates themselves are ~0.1.
+    # differ only by float rounding (checkpointing also turns off the learner's shared prompts),
+    # which Adam at lr 5e-2 amplifies to ~1.5e-4 where a gradient is near 0; the updates themselves
+    # are ~0.1.
     from safetensors.torch import load_file
 
     runs = {}
