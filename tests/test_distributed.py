@@ -74,11 +74,11 @@ def fixed_batch(model_dir: str):
 
 def rank_slice(batch, rewards, rank: int, world: int):
     """Rank r's prompts (whole groups) of the batch, padded as the whole batch is."""
-    from r1kit.recipes.grpo import _select_groups
+    from r1kit.train.rollouts import select_groups
 
     per = PROMPTS // world
     keep = list(range(rank * per, (rank + 1) * per))
-    part, part_rewards, _ = _select_groups(batch, rewards, [{}] * PROMPTS, keep, G)
+    part, part_rewards, _ = select_groups(batch, rewards, [{}] * PROMPTS, keep, G)
     return part, part_rewards
 
 

@@ -75,7 +75,8 @@ TINY_SIZES = [
     "model.dtype=float32", "eval.k=1", "eval.max_new_tokens=8", "data.test_size=2",
     "run.threads=1", "run.progress=false", "run.tensorboard=false",
 ]
-GRPO_SIZES = ["grpo.steps=1", "grpo.group_size=2", "grpo.prompts_per_step=2", "sampling.max_new_tokens=8"]
+GRPO_SIZES = ["grpo.steps=1", "grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.mini_batches=2", "sampling.max_new_tokens=8"]
+"""GRPO shrunk to 4 rows a step, so at most 4 mini-batches (each takes an optimizer step)."""
 SFT_SIZES = ["steps=1", "batch_size=2", "grad_accum=1"]
 
 
@@ -291,7 +292,7 @@ def tiny_pipeline(path: Path, model_dir: Path, keep: int) -> PipelineConfig:
     real = config.load(path)
     names = {s.name for s in real.stages}
     sizes = {
-        "grpo": ["grpo.steps=1", "grpo.group_size=2", "grpo.prompts_per_step=2", "sampling.max_new_tokens=8"],
+        "grpo": GRPO_SIZES,
         "sft": SFT_SIZES,
         "distill": SFT_SIZES,
         "sample": ["samples_per_prompt=2", "max_new_tokens=8", "data.train_size=2"],

@@ -107,10 +107,26 @@ class DataArgs:
     system_prompt: str = ""
     """System message for the `chat` template."""
     max_prompt_tokens: int = 0
-    """Longest prompt in tokens (GRPO); 0 = the model's context minus sampling.max_new_tokens."""
+    """Longest prompt in tokens (GRPO, PPO); 0 = the model's context minus sampling.max_new_tokens."""
     long_prompts: Literal["skip", "truncate", "error"] = "skip"
-    """Prompts over max_prompt_tokens (GRPO): `skip` them (counted as data/skipped_long_prompts),
+    """Prompts over max_prompt_tokens (GRPO, PPO): `skip` them (counted as data/skipped_long_prompts),
     `truncate` them from the left (keeping the end, where the question is), or stop with an `error`."""
+
+
+@dataclass
+class SamplingArgs:
+    """Rollout sampling of the RL recipes (R1 samples at temperature 1)."""
+
+    temperature: float = 1.0
+    """Sampling temperature; the learner's log-probs use the same one."""
+    top_p: float = 1.0
+    """Nucleus sampling."""
+    top_k: int = 0
+    """Top-k sampling (0 = off)."""
+    max_new_tokens: int = 64
+    """Longest completion; longer ones are truncated (finish reason `length`)."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings, e.g. ["</answer>"]."""
 
 
 @dataclass

@@ -14,9 +14,11 @@ from r1kit.config import from_dict
 from r1kit.errors import R1kitError
 from r1kit.models.load import load_model
 from r1kit.recipes import grpo
-from r1kit.recipes.grpo import GRPOConfig, PromptStream, _has_signal
 from r1kit.accel import workers as rollout_workers
+from r1kit.recipes.grpo import GRPOConfig, PromptStream
 from r1kit.rollout import HFEngine
+from r1kit.train import reference
+from r1kit.train.rollouts import has_signal
 
 
 def ones_reward(completions, **kw):
@@ -101,7 +103,7 @@ def test_grpo_run_writes_metrics_samples_eval_and_model(tiny_model_dir, tmp_path
 
 def test_beta_zero_loads_no_reference_model(tiny_model_dir, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(grpo, "_frozen_copy", lambda m: calls.append(m))
+    monkeypatch.setattr(reference, "frozen_copy", lambda m: calls.append(m))
     grpo.train(make_config(tiny_model_dir, tmp_path, grpo={"steps": 1, "prompts_per_step": 2, "group_size": 2, "beta": 0.0}, eval_before=False))
     assert calls == []
 
@@ -129,9 +131,9 @@ def test_dynamic_sampling_logs_dropped_groups(tiny_model_dir, tmp_path):
 
 
 def test_has_signal_ignores_none_rewards():
-    assert _has_signal(torch.tensor([1.0, 0.0, float("nan")]))
-    assert not _has_signal(torch.tensor([1.0, 1.0, float("nan")]))
-    assert not _has_signal(torch.tensor([float("nan"), 0.0]))
+    assert has_signal(torch.tensor([1.0, 0.0, float("nan")]))
+    assert not has_signal(torch.tensor([1.0, 1.0, float("nan")]))
+    assert not has_signal(torch.tensor([float("nan"), 0.0]))
 
 
 def test_prompt_stream_covers_every_row_once_per_epoch():

@@ -17,6 +17,7 @@ from r1kit.models.load import load_model, save_model
 from r1kit.models.lora import AdapterDisabledReference, is_adapter_dir
 from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig
+from r1kit.train import reference
 
 
 def distinct_reward(completions, **kw):
@@ -49,7 +50,7 @@ def lora_run(tiny_model_dir, tmp_path_factory):
     captured, copies = {}, []
     mp = pytest.MonkeyPatch()
     mp.setattr(grpo, "save_model", lambda model, tok, path: save_model(captured.setdefault("model", model), tok, path))
-    mp.setattr(grpo, "_frozen_copy", lambda model: copies.append(model))
+    mp.setattr(reference, "frozen_copy", lambda model: copies.append(model))
     try:
         run_dir = grpo.train(lora_config(tiny_model_dir, out))
     finally:
@@ -132,8 +133,8 @@ def test_lora_with_a_reference_reset_is_refused(tiny_model_dir, tmp_path):
 @pytest.mark.numerics
 def test_gradient_checkpointing_trains_the_same_adapter(tiny_model_dir, tmp_path, monkeypatch):
     # One step (two updates on one rollout): the rollout is the same either way, so the updates may
-    # differ only by float rounding (checkpointing also turns off the learner's shared prompts and its
-    # grouped-head attention on CPU). Compared as the gradients each update is given, with plain SGD
+    # differ only by float rounding (checkpointing also turns off the learner's shared prompts).
+    # Compared as the gradients each update is given, with plain SGD
     # for AdamW: Adam would turn the rounding of a near-zero gradient into a full lr step (rounding.py).
     from safetensors.torch import load_file
 

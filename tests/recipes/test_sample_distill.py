@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from rounding import sgd_for_adamw
 
-from r1kit import accel
 from r1kit import config as cfg
 from r1kit.errors import R1kitError
 from r1kit.models.tiny import TinyModelConfig, build_char_tokenizer, save_tiny
@@ -22,6 +20,7 @@ from r1kit.recipes import distill as distill_recipe
 from r1kit.recipes import rejection_sampling as rs
 from r1kit.report.logger import read_metrics
 from r1kit.rollout import RolloutBatch, left_pad
+from r1kit.train.run import Run
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "tiny-arith"
 TEACHER = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
@@ -129,8 +128,7 @@ def sample_config(model_dir, out_dir, *extra):
 @pytest.fixture
 def scripted(monkeypatch):
     calls: list = []
-    scripted_accel = SimpleNamespace(apply=accel.apply, rollout_engine=lambda model, tokenizer, processes=0: ScriptedEngine(tokenizer, calls))
-    monkeypatch.setattr(rs, "accel", scripted_accel)  # the sampler's engine only; evaluation keeps the real one
+    monkeypatch.setattr(Run, "rollout_engine", lambda self, model, tokenizer: ScriptedEngine(tokenizer, calls))  # the sampler's engine only; evaluation keeps the real one
     return calls
 
 
@@ -294,8 +292,10 @@ def test_on_policy_distillation_with_lmbda_one_trains_on_the_students_own_sample
             calls.append((len(prompt_ids), params.max_new_tokens))
             return super().generate(prompt_ids, params)
 
-    counting_accel = SimpleNamespace(apply=accel.apply, rollout_engine=lambda model, tokenizer, processes=0: CountingEngine(model, tokenizer, processes=processes))
-    monkeypatch.setattr(distill_recipe, "accel", counting_accel)  # the student's engine only; evaluation keeps the real one
+    def counting(run, model, tokenizer):
+        return CountingEngine(model, tokenizer, processes=run.config.run.rollout_processes)
+
+    monkeypatch.setattr(Run, "rollout_engine", counting)  # the student's engine only; evaluation keeps the real one
     # No data.path: prompts from the built-in task, which has no `completion` column; none is needed.
     config = distill_config(models, tmp_path, "student", "teacher", "mode=on_policy", "lmbda=1.0", "divergence=reverse_kl", "max_new_tokens=6", "batch_size=2", "data.train_size=6")
     run_dir = distill_recipe.train(config)

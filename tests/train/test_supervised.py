@@ -1,5 +1,6 @@
 """Supervised training pieces: prompt masking, eos, packing, collation, the token-sum loss, and
-grad-accumulation invariance (batch 8 x accum 1 == batch 4 x accum 2)."""
+grad-accumulation invariance (batch 8 x accum 1 == batch 4 x accum 2) through the run skeleton's
+loop (`fit_supervised`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import pytest
 import torch
 from rounding import adam_first_step_tolerance, assert_same_gradients, assert_within, gradient_atol, record_steps, relative_difference, sgd_for_adamw
 
-from r1kit.config import OptimArgs
+from r1kit.config import ModelArgs, OptimArgs, RunArgs
+from r1kit.data.stream import BatchStream
 from r1kit.errors import R1kitError
 from r1kit.models.tiny import TinyModelConfig, build_tiny_model
-from r1kit.report.logger import MetricLogger, read_metrics
-from r1kit.train.supervised import IGNORE, Example, batches, collate, pack, token_loss_sum, tokenize_examples, train_supervised
+from r1kit.recipes.sft import SFTConfig
+from r1kit.report.logger import read_metrics
+from r1kit.train.run import Run
+from r1kit.train.supervised import IGNORE, Example, collate, fit_supervised, pack, token_loss_sum, tokenize_examples
 
 PROMPT, RESPONSE = "Q: 1+2=?\nA: ", "<think>1+2=3</think><answer>3</answer>"
 
@@ -99,15 +103,24 @@ def test_collate_right_pads_with_masked_labels():
 
 
 def test_batches_cover_every_example_once_per_epoch_and_are_reproducible():
-    examples = [Example([i], [i]) for i in range(10)]
-    stream = batches(examples, 3, seed=5)
-    epoch = [next(stream) for _ in range(3)]  # 3 full batches; the 10th example waits for a reshuffle
-    seen = [e.input_ids[0] for b in epoch for e in b]
+    stream = BatchStream(10, 3, seed=5)
+    epoch = [stream.take() for _ in range(3)]  # 3 full batches; the 10th example waits for a reshuffle
+    seen = [i for b in epoch for i in b]
     assert len(seen) == 9 and len(set(seen)) == 9
-    again = batches(examples, 3, seed=5)
-    assert [[e.input_ids[0] for e in next(again)] for _ in range(3)] == [[e.input_ids[0] for e in b] for b in epoch]
-    small = batches(examples[:2], 4, seed=0)
-    assert sorted(e.input_ids[0] for e in next(small)) == [0, 1]  # fewer than a batch: all of them
+    again = BatchStream(10, 3, seed=5)
+    assert [again.take() for _ in range(3)] == epoch
+    assert sorted(BatchStream(2, 4, seed=0).take()) == [0, 1]  # fewer than a batch: all of them
+
+
+def test_a_batch_stream_restored_from_its_state_goes_on_as_the_original():
+    stream = BatchStream(10, 3, seed=5)
+    for _ in range(4):  # into the second epoch
+        stream.take()
+    state = copy.deepcopy(stream.state_dict())
+    expected = [stream.take() for _ in range(5)]
+    restored = BatchStream(10, 3, seed=0)
+    restored.load_state_dict(state)
+    assert [restored.take() for _ in range(5)] == expected
 
 
 # -- loss ----------------------------------------------------------------------------------------
@@ -149,7 +162,7 @@ def test_grad_accumulation_gives_the_full_batch_gradient(small_model, char_token
     assert n_total == n
     for h in halves:
         loss_h, _ = token_loss_sum(accum, h)
-        (loss_h / n_total).backward()  # what train_supervised does: divide by the step's tokens
+        (loss_h / n_total).backward()  # what fit_supervised does: divide by the step's tokens
 
     naive = copy.deepcopy(small_model)
     for h in halves:
@@ -160,6 +173,17 @@ def test_grad_accumulation_gives_the_full_batch_gradient(small_model, char_token
     # The check has teeth: the naive mean is off by percents on these uneven examples (4.6% here),
     # where rounding moves gradients by about 1e-6.
     assert relative_difference(grads(naive), grads(full)) > 1e-2
+
+
+def fit(model, tokenizer, examples, out, *, steps: int, batch_size: int, grad_accum: int, optim: OptimArgs, evaluate=None, eval_every: int = 0) -> Run:
+    """`fit_supervised` in a run of its own under `out` (fp32, one process)."""
+    run_args = RunArgs(output_dir=str(out), name="fit", progress=False, tensorboard=False, eval_every=eval_every)
+    config = SFTConfig(model=ModelArgs(device="cpu"), optim=optim, run=run_args, steps=steps, batch_size=batch_size, grad_accum=grad_accum)
+    with Run(config, "sft") as run:
+        run.create()
+        run.tokenizer = tokenizer
+        fit_supervised(run, model, examples, steps=steps, batch_size=batch_size, grad_accum=grad_accum, optim=optim, precision="fp32", evaluate=evaluate)
+    return run
 
 
 @pytest.mark.numerics
@@ -173,22 +197,16 @@ def test_one_step_of_batch_8_equals_batch_4_with_accum_2(small_model, char_token
         sgd_for_adamw(monkeypatch)
     examples, _ = tokenize_examples(char_tokenizer, PAIRS, max_length=64)
     # Same seed: the one shuffled order of the 8 examples is cut into 1 x 8 or 2 x 4.
-    halves = batches(examples, 4, 0)
-    assert [id(e) for e in next(batches(examples, 8, 0))] == [id(e) for e in next(halves) + next(halves)]
+    halves = BatchStream(8, 4, 0)
+    assert BatchStream(8, 8, 0).take() == halves.take() + halves.take()
     # No clipping: a clipped gradient hides a mis-scaled one.
     optim = OptimArgs(lr=0.5 if optimizer == "sgd" else 1e-2, warmup_steps=0, schedule="constant", max_grad_norm=0.0)
     trained = []
     for batch_size, grad_accum in [(8, 1), (4, 2)]:
         model = copy.deepcopy(small_model)
-        (tmp_path / f"{batch_size}x{grad_accum}").mkdir()
-        logger = MetricLogger(tmp_path / f"{batch_size}x{grad_accum}", tensorboard=False)
         with record_steps() as steps:
-            losses = train_supervised(
-                model, examples, pad_id=char_tokenizer.pad_token_id, steps=1, batch_size=batch_size, grad_accum=grad_accum,
-                optim=optim, logger=logger, seed=0, precision="fp32", progress=False,
-            )  # fmt: skip
-        logger.close()
-        trained.append((model, losses[0], steps))
+            run = fit(model, char_tokenizer, examples, tmp_path / f"{batch_size}x{grad_accum}", steps=1, batch_size=batch_size, grad_accum=grad_accum, optim=optim)
+        trained.append((model, run.results["loss_first"], steps))
     (a, loss_a, steps_a), (b, loss_b, steps_b) = trained
     assert loss_b == pytest.approx(loss_a, rel=1e-5)  # a float32 mean of ~200 token losses, summed in another order
     assert_same_gradients(steps_b, steps_a)
@@ -202,26 +220,22 @@ def test_one_step_of_batch_8_equals_batch_4_with_accum_2(small_model, char_token
         assert_within(q, p, allowed, name)
 
 
-def test_train_supervised_logs_every_step_with_the_lr_that_step_used(small_model, char_tokenizer, tmp_path):
+def test_fit_supervised_logs_every_step_with_the_lr_that_step_used(small_model, char_tokenizer, tmp_path):
     examples, _ = tokenize_examples(char_tokenizer, PAIRS, max_length=64)
     optim = OptimArgs(lr=1e-2, warmup_steps=4, schedule="linear", min_lr_ratio=0.0)
-    logger = MetricLogger(tmp_path, tensorboard=False)
     evals: list[int] = []
 
-    def on_eval(step):
-        evals.append(step)
+    def evaluate():
+        evals.append(len(evals))
         return {"acc": 0.5}
 
-    losses = train_supervised(
-        copy.deepcopy(small_model), examples, pad_id=char_tokenizer.pad_token_id, steps=6, batch_size=4, grad_accum=1,
-        optim=optim, logger=logger, seed=0, precision="fp32", eval_every=2, on_eval=on_eval, progress=False,
-    )  # fmt: skip
-    logger.close()
-    rows = read_metrics(tmp_path)
+    run = fit(copy.deepcopy(small_model), char_tokenizer, examples, tmp_path, steps=6, batch_size=4, grad_accum=1, optim=optim, evaluate=evaluate, eval_every=2)
+    rows = read_metrics(run.run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert [r["loss/sft"] for r in rows] == pytest.approx(losses, abs=1e-6)
+    assert rows[0]["loss/sft"] == pytest.approx(run.results["loss_first"], abs=1e-6)
+    assert rows[-1]["loss/sft"] == pytest.approx(run.results["loss_last"], abs=1e-6)
     # warm-up 1/4, 2/4, 3/4, 4/4 of the peak, then linear decay over the last 2 steps: 1, 1/2.
     assert [r["lr"] for r in rows] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2, 5e-3])
-    assert evals == [2, 4]  # not at the last step: the recipe evaluates there itself
+    assert evals == [0, 1]  # at steps 2 and 4, not at the last step: the recipe evaluates there itself
     assert [r.get("eval/acc") for r in rows] == [None, 0.5, None, 0.5, None, None]
     assert all(r["perf/tokens_per_s"] > 0 and r["grad_norm"] > 0 for r in rows)

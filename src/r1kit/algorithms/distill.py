@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from r1kit.algorithms.logprobs import default_chunk_rows, row_chunks
+from r1kit.algorithms.chunked import default_chunk_rows, row_chunks
 from r1kit.algorithms.masked import masked_mean
 from r1kit.algorithms.modes import check_mode
 

@@ -1,6 +1,7 @@
 """PPO's value-model loss, its explained variance, and the KL-coefficient controllers of RLHF PPO.
 
-The controllers are the only state in `r1kit.algorithms`: one float each, updated once per step.
+The controllers are the only state in `r1kit.algorithms`: one float each, updated once per step,
+kept in a checkpoint through `state_dict` / `load_state_dict`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ class FixedKLController:
     def update(self, current_kl: float, n_steps: int) -> None:
         """Nothing to adapt."""
 
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
 
 class AdaptiveKLController:
     """Adaptive KL coefficient of Ziegler et al. 2019, "Fine-Tuning LMs from Human Preferences".
@@ -91,3 +98,9 @@ class AdaptiveKLController:
         """Adapt after a batch of `n_steps` samples whose mean KL(pi || ref) was `current_kl`."""
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])

@@ -228,21 +228,6 @@ def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> PairBatch:
     return PairBatch(ids, attn, cmask, torch.tensor([p.margin for p in pairs], dtype=torch.float32))
 
 
-class PairStream:
-    """Endless shuffled batches of pair indices in [0, n), reshuffled every epoch from `seed`."""
-
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.rng = n, min(batch_size, n), random.Random(seed)
-        self.order: list[int] = []
-
-    def take(self) -> list[int]:
-        if len(self.order) < self.batch_size:
-            self.order = list(range(self.n))
-            self.rng.shuffle(self.order)
-        picked, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
-        return picked
-
-
 # --------------------------------------------------------------------------------------------
 # Rejected completions of the built-in set
 

@@ -11,8 +11,7 @@ from r1kit import accel
 from r1kit.config import DataArgs, EvalArgs, from_dict
 from r1kit.config import apply_override
 from r1kit.data.source import load_split
-from r1kit.eval.evaluate import evaluate
-from r1kit.eval.scoring import scorer_for
+from r1kit.eval.evaluate import Evaluator
 from r1kit.models.load import load_model, load_tokenizer
 from r1kit.report.logger import console
 
@@ -29,8 +28,7 @@ def run_eval(args) -> dict[str, float]:
     model = load_model(args.model)
     accel.apply(model, next(model.parameters()).device, accel.current())
     rows = load_split(data, "test", required=("prompt", "answer"))
-    score, extract = scorer_for(data)
-    result = evaluate(model, tokenizer, rows, score, extract, eval_args, data.template, data.system_prompt)
+    result = Evaluator.for_data(tokenizer, data, eval_args, rows=rows)(model)
     table = Table(title=f"{args.model} on {args.data or args.task} ({len(rows)} rows, k={eval_args.k})")
     for key in result:
         table.add_column(key, justify="right")

@@ -1,6 +1,10 @@
 """Evaluate a model on held-out rows: greedy accuracy, pass@1 averaged over k samples, unbiased
 pass@k, maj@k and mean completion length. The same reward code scores training and evaluation:
 a sample is correct when the task's reward gives it full marks.
+
+`Evaluator` binds `evaluate` to a run's rows, verifier, settings and template once, so a recipe
+evaluates with `evaluator(model)`; `Evaluator.for_data` reads them from the data and eval
+sections of a config.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from r1kit import accel
-from r1kit.config import EvalArgs
+from r1kit.config import DataArgs, EvalArgs
 from r1kit.data.templates import render_prompt
 from r1kit.eval.metrics import maj_at_k, pass_at_k
 from r1kit.rollout import SamplingParams
@@ -58,6 +62,31 @@ def evaluate(
         out["length_mean"] = sum(lengths) / len(lengths)
     engine.close()
     return out
+
+
+class Evaluator:
+    """`evaluate` with everything but the model fixed: `evaluator(model)` gives its metrics,
+    `evaluator(model, samples)` also appends the greedy completions to `samples`."""
+
+    def __init__(self, tokenizer, rows: Sequence[dict[str, Any]], score: ScoreFn, extract: Callable[[str], Any], args: EvalArgs,
+                 template: str = "tiny", system_prompt: str = "", processes: int = 0):  # fmt: skip
+        self.tokenizer, self.rows, self.score, self.extract, self.args = tokenizer, rows, score, extract, args
+        self.template, self.system_prompt, self.processes = template, system_prompt, processes
+
+    @classmethod
+    def for_data(cls, tokenizer, data: DataArgs, args: EvalArgs, processes: int = 0, rows: Sequence[dict[str, Any]] | None = None) -> Evaluator:
+        """The test split of `data` (or `rows`) scored by its verifier (`scorer_for`), rendered
+        with data.template; `processes` is run.rollout_processes."""
+        from r1kit.data.source import load_split
+        from r1kit.eval.scoring import scorer_for
+
+        score, extract = scorer_for(data)
+        rows = load_split(data, "test") if rows is None else rows
+        return cls(tokenizer, rows, score, extract, args, data.template, data.system_prompt, processes)
+
+    def __call__(self, model, samples_out: list[dict[str, Any]] | None = None) -> dict[str, float]:
+        return evaluate(model, self.tokenizer, self.rows, self.score, self.extract, self.args, self.template, self.system_prompt,
+                        samples_out=samples_out, processes=self.processes)  # fmt: skip
 
 
 def g_correct_samples(rows, g_correct) -> list[dict[str, Any]]:

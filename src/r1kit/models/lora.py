@@ -42,13 +42,14 @@ def is_peft_model(model: Any) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 
 
-def apply_lora(model: torch.nn.Module, args: ModelArgs) -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, args: ModelArgs, task_type: str = "CAUSAL_LM") -> torch.nn.Module:
     """Wrap `model` with fresh LoRA adapters per `args` (lora_r, lora_alpha, lora_dropout,
     lora_target_modules); the base weights are frozen. lora_B starts at zero, so the wrapped model
-    computes exactly what the base does until the first update."""
+    computes exactly what the base does until the first update. task_type `SEQ_CLS` (a scalar-head
+    model) also trains the new head in full (PEFT's modules_to_save)."""
     peft = _peft()
     targets: Any = list(args.lora_target_modules) or "all-linear"
-    config = peft.LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+    config = peft.LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets, task_type=task_type)
     try:
         return peft.get_peft_model(model, config)
     except ValueError as e:

@@ -29,6 +29,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from r1kit.algorithms import masked_sum, position_ids_from_mask
+from r1kit.algorithms.logprobs import inner_model
 from r1kit.errors import R1kitError
 from r1kit.models.load import DTYPES, _check_exists, resolve_device
 
@@ -64,7 +65,21 @@ def token_scalars(model: PreTrainedModel, input_ids: torch.Tensor, attention_mas
 
     input_ids, attention_mask  # [B, L]
     Returns                    # [B, L] float32; values at padding are meaningless (mask them)
+
+    A model wrapped in DDP or PEFT is called through the wrapper (DDP needs its forward to
+    all-reduce the gradients; PEFT routes the head to its trained copy): the whole model runs, and
+    the head's output at every position (which its forward computes before pooling) is taken from
+    a hook.
     """
+    inner = inner_model(model)
+    if inner is not model:
+        kept: list[torch.Tensor] = []
+        handle = _head(inner).register_forward_hook(lambda module, args, output: kept.append(output))
+        try:
+            model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+        finally:
+            handle.remove()
+        return kept[-1].squeeze(-1).float()
     backbone = getattr(model, model.base_model_prefix)
     hidden = backbone(
         input_ids=input_ids,

@@ -21,39 +21,42 @@ vocabulary and the same bos/eos/unk tokens. The models' vocabulary sizes may sti
 padding rows (Qwen2.5-0.5B has 151936 logits, Qwen2.5-7B 152064, one tokenizer): logits are cut to
 the shorter, which still covers every token the tokenizer can produce.
 
-Simplifications: one process, the teacher held in memory beside the student; with grad_accum a
-step's loss is the mean of its micro-batch losses (not weighted by token counts); the hard-label
-term applies to data batches only (on a student-sampled batch it would teach the student its own
-samples); GKD's sequence-level KD (teacher-sampled outputs) is a `sample` stage + mode sft.
+The run skeleton (r1kit/train/run.py) gives it LoRA on the student (model.lora_r), checkpoints
+that resume exactly (the data position and GKD's coin included), the Ctrl-C / SIGTERM guard and
+torchrun: each rank takes batch_size / world_size rows of every batch and holds its own teacher.
+
+Simplifications: the teacher is held in memory beside the student; with grad_accum (and under
+torchrun) a step's loss is the mean of its batches' losses (not weighted by token counts); the
+hard-label term applies to data batches only (on a student-sampled batch it would teach the student
+its own samples); GKD's sequence-level KD (teacher-sampled outputs) is a `sample` stage + mode sft.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import torch
 
-from r1kit import accel
 from r1kit.algorithms import distill_loss, position_ids_from_mask
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
-from r1kit.eval.evaluate import evaluate
-from r1kit.eval.scoring import scorer_for
-from r1kit.models.load import load_model, load_tokenizer, load_trainable, resolve_device, save_model
-from r1kit.report.logger import MetricLogger, console, format_line
+from r1kit.data.stream import BatchStream, set_random_state
+from r1kit.eval.evaluate import Evaluator
+from r1kit.models.load import load_tokenizer, save_model
+from r1kit.report.logger import console
 from r1kit.rollout import RolloutEngine, SamplingParams
-from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
+from r1kit.train.distributed import rank_slice
+from r1kit.train.microbatch import backward_pieces
+from r1kit.train.optim import optimizer_step
 from r1kit.train.precision import autocast
-from r1kit.train.progress import progress_bar
-from r1kit.train.run import create_run
-from r1kit.train.supervised import IGNORE, Example, batches, collate, pack, tokenize_examples, train_supervised
+from r1kit.train.reference import load_frozen
+from r1kit.train.run import Run
+from r1kit.train.supervised import IGNORE, Example, collate, fit_supervised, pack, tokenize_examples
 
 SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token")
 """Special tokens whose role must agree for logit distillation. Padding is left out: it is masked."""
@@ -102,7 +105,7 @@ class DistillConfig:
     steps: int = 200
     """Optimizer steps."""
     batch_size: int = 16
-    """Examples per micro-batch."""
+    """Examples per micro-batch (under torchrun, split among the ranks)."""
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
     max_length: int = 256
@@ -122,52 +125,41 @@ class DistillConfig:
 def train(config: DistillConfig) -> Path:
     """Distil the teacher into the student; returns the run directory (the student in run_dir/model)."""
     _check(config)
-    device = resolve_device(config.model.device)
-    run_dir = create_run(config, "distill", str(device))
-    tokenizer = load_tokenizer(config.model.path)
-    if config.mode != "sft":
-        check_shared_tokenizer(tokenizer, load_tokenizer(config.teacher.path), config.model.path, config.teacher.path, config.mode)
-    needs_responses = not (config.mode == "on_policy" and config.lmbda >= 1.0)
-    rows = load_split(config.data, "train", required=("prompt", config.response_column) if needs_responses else ("prompt",))
-    prompt_ids, examples, truncated = encode(config, tokenizer, rows, needs_responses)
-    test_rows = load_split(config.data, "test")
-    model = accel.apply(load_trainable(config.model), device, config.run.accel)
-    teacher = _frozen(config.teacher) if config.mode != "sft" or config.eval_teacher else None
-    if config.mode != "sft":
-        check_vocab_sizes(model, teacher, tokenizer, config)
-    score, extract = scorer_for(config.data)
+    with Run(config, "distill") as run:
+        tokenizer = load_tokenizer(config.model.path)
+        if config.mode != "sft":
+            check_shared_tokenizer(tokenizer, load_tokenizer(config.teacher.path), config.model.path, config.teacher.path, config.mode)
+        needs_responses = not (config.mode == "on_policy" and config.lmbda >= 1.0)
+        rows = load_split(config.data, "train", required=("prompt", config.response_column) if needs_responses else ("prompt",))
+        prompt_ids, examples, truncated = encode(config, tokenizer, rows, needs_responses)
+        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
+        model = run.policy(config.model)
+        teacher = load_frozen(config.teacher, device=run.device) if config.mode != "sft" or config.eval_teacher else None
+        if config.mode != "sft":
+            check_vocab_sizes(model, teacher, tokenizer, config)
+        run_dir = run.create()
+        run.tokenizer = tokenizer
+        run.evaluate_before((lambda: evaluator(model)) if config.eval_before else None, **{"data/examples": len(prompt_ids), "data/truncated": truncated})
+        if config.eval_teacher and run.is_main and "teacher" not in run.results:
+            run.results["teacher"] = evaluator(teacher)
+        if run.is_main:
+            console.print(f"distill ({config.mode}{'' if config.mode == 'sft' else ', ' + config.divergence}): {len(prompt_ids)} rows into {config.model.path}" + ("" if teacher is None else f" from {config.teacher.path}"))
 
-    def run_eval(target=None) -> dict[str, float]:
-        return evaluate(model if target is None else target, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
+        if config.mode == "sft":
+            fit_supervised(
+                run, model, pack(examples, config.max_length) if config.packing else examples, steps=config.steps, batch_size=config.batch_size,
+                grad_accum=config.grad_accum, optim=config.optim, precision=config.precision, chunked_head=config.model.chunked_lm_head,
+                evaluate=lambda: evaluator(model),
+            )  # fmt: skip
+        else:
+            fit_kd(config, run, model, teacher, tokenizer, prompt_ids, examples, evaluate=lambda: evaluator(model))
 
-    results: dict[str, Any] = {}
-    if config.eval_before:
-        results["before"] = run_eval()
-    if config.eval_teacher:
-        results["teacher"] = run_eval(teacher)
-    logger = MetricLogger(run_dir, config.run.tensorboard)
-    logger.log({"data/examples": len(prompt_ids), "data/truncated": truncated}, 0)
-    console.print(f"distill ({config.mode}{'' if config.mode == 'sft' else ', ' + config.divergence}): {len(prompt_ids)} rows into {config.model.path}" + ("" if teacher is None else f" from {config.teacher.path}"))
-    if config.mode == "sft":
-        losses = train_supervised(
-            model, pack(examples, config.max_length) if config.packing else examples, pad_id=tokenizer.pad_token_id,
-            steps=config.steps, batch_size=config.batch_size, grad_accum=config.grad_accum, optim=config.optim,
-            logger=logger, seed=config.run.seed, precision=config.precision, log_every=config.run.log_every,
-            eval_every=config.run.eval_every, on_eval=lambda step: run_eval(), progress=config.run.progress, description="distill",
-            chunked_head=config.model.chunked_lm_head,
-        )  # fmt: skip
-    else:
-        losses = train_kd(config, model, teacher, tokenizer, prompt_ids, examples, logger, run_eval)
-    samples: list[dict] = []
-    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples, processes=config.run.rollout_processes)
-    logger.log({f"eval/{k}": v for k, v in results["after"].items()}, config.steps)
-    logger.close()
-    results["loss_first"], results["loss_last"] = losses[0], losses[-1]
-    save_model(model, tokenizer, run_dir / "model")
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
-    (run_dir / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples[:50]))
-    before = results.get("before", {}).get("greedy_acc", float("nan"))
-    console.print(f"distill done: loss {losses[0]:.3f} -> {losses[-1]:.3f}; greedy acc {before:.3f} -> {results['after']['greedy_acc']:.3f}; run {run_dir}")
+        samples = run.evaluate_after(lambda out: evaluator(model, out), config.steps)
+        if run.is_main:
+            save_model(model, tokenizer, run_dir / "model")
+            run.write_results(samples)
+            r = run.results
+            console.print(f"distill done: loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}; greedy acc {r.get('before', {}).get('greedy_acc', float('nan')):.3f} -> {r['after']['greedy_acc']:.3f}; run {run_dir}")
     return run_dir
 
 
@@ -240,14 +232,6 @@ def check_shared_tokenizer(student, teacher, student_name: str, teacher_name: st
         )
 
 
-def _frozen(args: ModelArgs) -> torch.nn.Module:
-    teacher = load_model(args.path, args.dtype, args.device, args.attn_implementation)
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
-
-
 # --------------------------------------------------------------------------------------------
 # Logit distillation
 
@@ -306,66 +290,74 @@ def kd_loss(config: DistillConfig, student, teacher, batch: KDBatch) -> tuple[to
     return loss, metrics
 
 
-def train_kd(
-    config: DistillConfig,
-    model,
-    teacher,
-    tokenizer,
-    prompt_ids: list[list[int]],
-    examples: list[Example] | None,
-    logger: MetricLogger,
-    on_eval: Callable[[], dict[str, float]],
-) -> list[float]:
-    """The logits / on_policy loop; returns loss/distill of every step.
+class Coin:
+    """GKD's draw of a batch's source, on-policy with probability lmbda, from a generator of its
+    own (so the data order does not depend on lmbda); its state is part of a checkpoint."""
 
-    prompt_ids[i] is the prompt of examples[i] (examples is None when every batch is sampled).
-    """
-    engine = accel.rollout_engine(model, tokenizer, processes=config.run.rollout_processes) if config.mode == "on_policy" and config.lmbda > 0 else None
+    def __init__(self, seed: int):
+        self.rng = random.Random(f"{seed}-gkd")
+
+    def __call__(self, p: float) -> bool:
+        return self.rng.random() < p
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_random_state(self.rng, state["rng"])
+
+
+def fit_kd(config: DistillConfig, run, model, teacher, tokenizer, prompt_ids: list[list[int]], examples: list[Example] | None, evaluate: Callable[[], dict[str, float]]) -> None:
+    """The logits / on_policy loop in `run`: grad_accum batches a step, each from the data or
+    (with probability lmbda) sampled by the student; prompt_ids[i] is the prompt of examples[i]
+    (examples is None when every batch is sampled)."""
+    learner = run.learner(model)
+    engine = run.rollout_engine(model, tokenizer) if config.mode == "on_policy" and config.lmbda > 0 else None
     lmbda = config.lmbda if engine is not None else 0.0
-    opt = build_optimizer(model.parameters(), config.optim)
-    sched = build_scheduler(opt, config.optim, config.steps)
-    stream = batches(range(len(prompt_ids)), config.batch_size, config.run.seed)
-    coin = random.Random(f"{config.run.seed}-gkd")  # its own generator: the data order does not depend on lmbda
-    losses: list[float] = []
+    opt, sched = run.optimizer(model.parameters(), config.optim, config.steps)
+    stream, coin = BatchStream(len(prompt_ids), config.batch_size, config.run.seed), Coin(config.run.seed)
+    run.track(stream=stream, coin=coin)
     model.train()
-    with progress_bar("distill", config.steps, config.run.progress) as bar:
-        for step in range(1, config.steps + 1):
-            t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            on_policy, tokens, sampled = 0, 0, []
+    with run.loop(config.steps, evaluate=evaluate, model=model, line_keys=("loss/distill", "loss/hard", "distill/on_policy_frac")) as loop:
+        for step in loop:
+            batches = []
             for micro in range(config.grad_accum):
-                idx = next(stream)
-                if coin.random() < lmbda:
-                    seed = config.run.seed * 1_000_003 + step * config.grad_accum + micro
+                idx = rank_slice(stream.take(), run.dist, "batch_size")
+                if coin(lmbda):
+                    seed = config.run.seed * 1_000_003 + step * config.grad_accum + micro + (run.dist.rank << 40)
                     params = SamplingParams(temperature=config.sample_temperature, top_p=config.sample_top_p, max_new_tokens=config.max_new_tokens, stop=list(config.stop), n=1, seed=seed)
-                    batch = student_batch(engine, [prompt_ids[i] for i in idx], params)
-                    on_policy += 1
-                    sampled.extend(batch.targets.sum(dim=1).tolist())
+                    batches.append(student_batch(engine, [prompt_ids[i] for i in idx], params))
                 else:
-                    batch = data_batch([examples[i] for i in idx], tokenizer.pad_token_id)
-                loss, m = kd_loss(config, model, teacher, batch)
-                (loss / config.grad_accum).backward()
-                tokens += int(batch.targets[:, 1:].sum())
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + v
-            grad_norm, lr = optimizer_step(model, opt, sched, config.optim.max_grad_norm)
-            if engine is not None:
-                engine.sync_weights(model)
-            dt = time.perf_counter() - t0
-            metrics: dict[str, Any] = {k: v / config.grad_accum for k, v in sums.items()}
-            metrics.update({"distill/on_policy_frac": on_policy / config.grad_accum, "grad_norm": grad_norm, "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt})
-            if sampled:
-                metrics["completion/length_mean"] = sum(sampled) / len(sampled)
-            losses.append(metrics["loss/distill"])
-            if config.run.eval_every and step % config.run.eval_every == 0 and step != config.steps:
-                metrics.update({f"eval/{k}": v for k, v in on_eval().items()})
-                model.train()
-            if step % config.run.log_every == 0 or step == config.steps:
-                logger.log(metrics, step)
-            bar.advance(1, info=f"kd {metrics['loss/distill']:.4f}")
-            if not config.run.progress and step % max(1, config.run.log_every) == 0:
-                console.print(format_line(step, metrics, ("loss/distill", "loss/hard", "distill/on_policy_frac")))
-    return losses
+                    batches.append(data_batch([examples[i] for i in idx], tokenizer.pad_token_id))
+            with loop.guard:
+                metrics, finite = kd_backward(config, learner, teacher, batches, run.dist)
+                grad_norm, lr = optimizer_step(learner, opt, sched, config.optim.max_grad_norm, finite)
+                if engine is not None:
+                    engine.sync_weights(model)
+                run.results.setdefault("loss_first", metrics["loss/distill"])
+                run.results["loss_last"] = metrics["loss/distill"]
+                tokens = sum(int(b.targets[:, 1:].sum()) for b in batches)
+                loop.end_step(step, {**metrics, "grad_norm": grad_norm, "lr": lr}, tokens=tokens)
+
+
+def kd_backward(config: DistillConfig, learner, teacher, batches: list[KDBatch], dist) -> tuple[dict[str, float], bool]:
+    """Back-propagate the mean of the batches' losses; returns their mean metrics (with the share
+    of on-policy batches and the sampled completions' mean length) and whether all were finite."""
+    sums: dict[str, float] = {}
+
+    def loss_of(batch: KDBatch) -> torch.Tensor:
+        loss, m = kd_loss(config, learner, teacher, batch)
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + v
+        return loss / len(batches)
+
+    finite = backward_pieces(learner, batches, loss_of, dist)
+    metrics: dict[str, Any] = {k: v / len(batches) for k, v in sums.items()}
+    metrics["distill/on_policy_frac"] = sum(b.on_policy for b in batches) / len(batches)
+    sampled = [n for b in batches if b.on_policy for n in b.targets.sum(dim=1).tolist()]
+    if sampled:
+        metrics["completion/length_mean"] = sum(sampled) / len(sampled)
+    return metrics, finite
 
 
 def check_vocab_sizes(model, teacher, tokenizer, config: DistillConfig) -> None:

@@ -20,28 +20,30 @@ task's test split, greedy accuracy and pass@1 (r1kit.eval.evaluate), to show whe
 tuning costs task accuracy.
 Completions end with the eos token, so the policy also learns where to stop.
 Simplifications: no padding-free packing; the pairs' prompts are rendered with data.template.
+
+The run skeleton (r1kit/train/run.py) gives it LoRA (model.lora_r: the adapters start at zero, so
+the starting policy, and with it the reference, is the base model), checkpoints that resume
+exactly (the reference log-probs are kept in them), the Ctrl-C / SIGTERM guard and torchrun (each
+rank takes batch_size / world_size pairs a step and computes the reference log-probs itself).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from r1kit import accel
 from r1kit.algorithms import chosen_nll, completion_logprobs, dpo_loss, masked_sum
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
-from r1kit.data.preference import EncodedPair, PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
+from r1kit.data.preference import EncodedPair, PairBatch, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
 from r1kit.data.tasks import get_task
-from r1kit.eval.evaluate import evaluate
-from r1kit.models.load import check_chunked_head, load_model, load_tokenizer, load_trainable, resolve_device, save_model
-from r1kit.report.logger import MetricLogger, console
-from r1kit.train.optim import build_optimizer, build_scheduler
-from r1kit.train.pairs import fit_pairs, prefixed
-from r1kit.train.run import create_run
+from r1kit.eval.evaluate import Evaluator
+from r1kit.models.load import check_chunked_head, load_model, load_tokenizer, save_model
+from r1kit.report.logger import console
+from r1kit.train.pairs import fit_pairs
+from r1kit.train.run import Run
 
 
 @dataclass
@@ -72,7 +74,15 @@ class DPOConfig:
     steps: int = 200
     """Optimizer steps."""
     batch_size: int = 16
-    """Pairs per step."""
+    """Pairs per step (under torchrun, split among the ranks)."""
+    micro_batch_pairs: int = 0
+    """Pairs per forward/backward pass; 0: the whole batch. The step's gradient is accumulated over
+    passes of at most this many pairs (each weighted by its share of the batch's pairs), which
+    bounds activation memory without changing the update; RPO's NLL term is a token mean per pass
+    (the batch's token mean when the passes' chosen completions have equal total lengths)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16 autocast for the policy's forward passes in training (weights and AdamW stay fp32);
+    auto = bf16 on a CUDA device that supports it, else fp32."""
     max_length: int = 256
     """Longest prompt + completion in tokens (completions are cut to fit)."""
     eval_batch_size: int = 64
@@ -90,50 +100,52 @@ class DPOConfig:
 
 
 def train(config: DPOConfig) -> Path:
-    """Run DPO; returns the run directory (the policy is saved in run_dir/model)."""
-    device = resolve_device(config.model.device)
-    run_dir = create_run(config, "dpo", str(device))
-    tokenizer = load_tokenizer(config.model.path)
-    model = accel.apply(load_trainable(config.model), device, config.run.accel)
-    train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
-    encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length, add_eos=True)
-    train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
-    test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
-    pad = tokenizer.pad_token_id
-    ref_train, ref_test = reference_logps(config, model, train_pairs, test_pairs, pad)
-    stream = PairStream(len(train_pairs), config.batch_size, config.run.seed)
-    opt = build_optimizer(model.parameters(), config.optim)
-    sched = build_scheduler(opt, config.optim, config.steps)
-    logger = MetricLogger(run_dir, config.run.tensorboard)
-    task_eval = _task_evaluator(config, model, tokenizer)
+    """Run DPO; returns the run directory (the policy, or its LoRA adapter, is saved in run_dir/model)."""
+    with Run(config, "dpo") as run:
+        tokenizer = load_tokenizer(config.model.path)
+        train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
+        encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length, add_eos=True)
+        train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
+        test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
+        task_eval = _task_evaluator(config, tokenizer)
+        model = run.policy(config.model)
+        run_dir = run.create()
+        run.tokenizer, pad = tokenizer, tokenizer.pad_token_id
+        # From the starting weights, so a resumed run takes them from its checkpoint.
+        ref_train, ref_test = run.once("reference_logps", lambda: reference_logps(config, model, train_pairs, test_pairs, pad))
 
-    def run_eval() -> dict[str, float]:
-        return {**evaluate_pairs(config, model, test_pairs, ref_test, pad), **task_eval()}
+        def run_eval() -> dict[str, float]:
+            return {**evaluate_pairs(config, model, test_pairs, ref_test, pad), **(task_eval(model) if task_eval else {})}
 
-    results: dict[str, Any] = {"before": run_eval()}
-    flipped = sum(bool(r.get("flipped")) for r in train_rows)
-    logger.log({"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated, **prefixed(results["before"])}, 0)
-    console.print(f"dpo ({config.loss_type}, beta {config.beta}, rpo_alpha {config.rpo_alpha}): {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out")
+        def step_loss(learner, idx: list[int], batch: PairBatch) -> tuple[torch.Tensor, dict[str, float]]:
+            ref = None if ref_train is None else tuple(r[idx].to(batch.input_ids.device) for r in ref_train)
+            return pair_loss(config, learner, batch, ref)
 
-    def step_loss(idx: list[int], batch: PairBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        ref = None if ref_train is None else tuple(r[idx].to(device) for r in ref_train)
-        return pair_loss(config, model, batch, ref)
+        flipped = sum(bool(r.get("flipped")) for r in train_rows)
+        run.evaluate_before(run_eval, **{"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated})
+        if run.is_main:
+            console.print(f"dpo ({config.loss_type}, beta {config.beta}, rpo_alpha {config.rpo_alpha}): {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out")
 
-    fit_pairs(
-        "dpo", model, opt, sched, train_pairs, stream, step_loss, run_eval, logger, config.optim, config.run, config.steps, pad, device,
-        loss_key="loss/dpo", line_keys=("loss/dpo", "rewards/accuracy", "rewards/margin"),
-    )
-    results["after"] = run_eval()
-    logger.log(prefixed(results["after"]), config.steps)
-    logger.close()
-    save_model(model, tokenizer, run_dir / "model")
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+        fit_pairs(
+            run, model, train_pairs, step_loss, steps=config.steps, batch_size=config.batch_size, optim=config.optim,
+            micro_batch_pairs=config.micro_batch_pairs, precision=config.precision, evaluate=run_eval,
+            line_keys=("loss/dpo", "rewards/accuracy", "rewards/margin"),
+        )  # fmt: skip
+
+        run.evaluate_after(lambda samples: run_eval(), config.steps)
+        if run.is_main:
+            save_model(model, tokenizer, run_dir / "model")
+            run.write_results()
+            _print_summary(run.results, run_dir)
+    return run_dir
+
+
+def _print_summary(results: dict[str, Any], run_dir: Path) -> None:
     b, a = results["before"], results["after"]
     line = f"dpo done: held-out pref accuracy {b['pref/accuracy']:.3f} -> {a['pref/accuracy']:.3f} (log-lik {b['pref/logp_accuracy']:.3f} -> {a['pref/logp_accuracy']:.3f})"
     if "greedy_acc" in a:
         line += f"; task greedy acc {b['greedy_acc']:.3f} -> {a['greedy_acc']:.3f}, pass@1 {b.get('pass@1', float('nan')):.3f} -> {a.get('pass@1', float('nan')):.3f}"
     console.print(f"{line}; run {run_dir}")
-    return run_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +182,8 @@ def reference_logps(config: DPOConfig, policy, train_pairs, test_pairs, pad_id: 
         return None, None
     ref = policy  # the starting weights: scored before any update, so no copy is needed
     if config.ref_model:
-        ref = check_chunked_head(load_model(config.ref_model, config.model.dtype, config.model.device, config.model.attn_implementation), config.model)
+        device = str(next(policy.parameters()).device)
+        ref = check_chunked_head(load_model(config.ref_model, config.model.dtype, device, config.model.attn_implementation), config.model)
     return tuple(score_pairs(ref, pairs, pad_id, config.eval_batch_size, config.model.chunked_lm_head) for pairs in (train_pairs, test_pairs))
 
 
@@ -223,14 +236,10 @@ def evaluate_pairs(config: DPOConfig, model, pairs: list[EncodedPair], ref: tupl
     }
 
 
-def _task_evaluator(config: DPOConfig, model, tokenizer):
-    """A function giving greedy accuracy, pass@1 ... on the task's test split (or nothing)."""
+def _task_evaluator(config: DPOConfig, tokenizer) -> Evaluator | None:
+    """Greedy accuracy, pass@1 ... on the task's test split, or None without task_eval or a task."""
     if not (config.task_eval and config.data.task):
-        return lambda: {}
+        return None
     task = get_task(config.data.task, **config.data.task_params)
     rows = task.generate("test", config.task_eval_size, seed=config.data.seed)
-
-    def run() -> dict[str, float]:
-        return evaluate(model, tokenizer, rows, task.reward, task.extract_answer, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
-
-    return run
+    return Evaluator(tokenizer, rows, task.reward, task.extract_answer, config.eval, config.data.template, config.data.system_prompt, config.run.rollout_processes)

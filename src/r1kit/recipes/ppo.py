@@ -23,13 +23,17 @@ Simplifications: one completion per prompt; the old log-probs are the rollout en
 log-probs (same model, same temperature; the rollout tests check they equal a recomputation in
 fp32; under bf16 autocast they are recomputed with a forward pass); the reward is not whitened or
 clipped.
+
+Sampling and scoring are GRPO's (r1kit/train/rollouts.py, groups of one); the run skeleton
+(r1kit/train/run.py) gives LoRA on the policy (model.lora_r; the reference is then the base with
+the adapters disabled; the value model is trained in full), checkpoints that resume exactly (the
+value model, both optimizers and the KL controller included), the Ctrl-C / SIGTERM guard and
+torchrun: each rank samples B / world_size prompts and whitens its own advantages.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +41,6 @@ from typing import Any, Literal
 
 import torch
 
-from r1kit import accel
 from r1kit.algorithms import (
     AdaptiveKLController,
     FixedKLController,
@@ -50,21 +53,22 @@ from r1kit.algorithms import (
     value_loss,
     whiten,
 )
-from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
-from r1kit.data.source import load_split
-from r1kit.data.templates import render_prompt
-from r1kit.eval.evaluate import evaluate
-from r1kit.eval.scoring import scorer_for
-from r1kit.models.load import load_tokenizer, load_trainable, resolve_device, save_model, training_options
+from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs, SamplingArgs
+from r1kit.data.stream import PromptStream
+from r1kit.eval.evaluate import Evaluator
+from r1kit.models.load import load_tokenizer, save_model, training_options
 from r1kit.models.value_head import load_scalar_model, save_scalar_model, token_scalars
-from r1kit.recipes.grpo import PromptStream, SamplingArgs
-from r1kit.report.logger import MetricLogger, console, format_line
+from r1kit.report.logger import console
 from r1kit.rewards.compose import RewardComposer
-from r1kit.rollout import RolloutBatch, RolloutEngine, SamplingParams
-from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
+from r1kit.rollout import RolloutBatch
+from r1kit.train import distributed as dist_
+from r1kit.train.distributed import SINGLE, Dist
+from r1kit.train.microbatch import backward_pieces, mini_batches, row_pieces
+from r1kit.train.optim import optimizer_step
 from r1kit.train.precision import autocast, uses_bf16
-from r1kit.train.progress import progress_bar
-from r1kit.train.run import create_run
+from r1kit.train.reference import reference_model
+from r1kit.train.rollouts import collect, fit_prompts, load_prompts
+from r1kit.train.run import Run
 
 
 @dataclass
@@ -74,11 +78,15 @@ class PPOArgs:
     steps: int = 100
     """Rollout-and-update steps."""
     prompts_per_step: int = 16
-    """B: prompts per step, one completion each."""
+    """B: prompts per step, one completion each (under torchrun, split among the ranks)."""
     ppo_epochs: int = 4
     """Passes over each batch of rollouts."""
     mini_batches: int = 4
-    """Optimizer steps per pass: the batch is split into this many mini-batches."""
+    """Optimizer steps per pass: the batch is split into this many mini-batches (sizes within one row)."""
+    micro_batch_rows: int = 0
+    """Rows per forward/backward pass; 0: a whole mini-batch. A mini-batch's gradients (policy and
+    value model) are accumulated over passes of at most this many rows, each weighted by its share
+    of the mini-batch's tokens, before its one optimizer step: the same update in less memory."""
     gamma: float = 1.0
     """Discount of GAE (1: the score at the end counts fully at every token)."""
     lam: float = 0.95
@@ -133,68 +141,53 @@ class PPOConfig:
 def train(config: PPOConfig) -> Path:
     """Run PPO; returns the run directory (the policy in run_dir/model, the value model in run_dir/value_model)."""
     p = config.ppo
-    device = resolve_device(config.model.device)
-    run_dir = create_run(config, "ppo", str(device))
-    tokenizer = load_tokenizer(config.model.path)
-    model = accel.apply(load_trainable(config.model), device, config.run.accel)
-    ref = _frozen_copy(model)
-    value_model = accel.apply(training_options(load_scalar_model(p.value_model or config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device), config.model), device, config.run.accel)
-    engine = accel.rollout_engine(model, tokenizer, processes=config.run.rollout_processes)
-    composer = RewardComposer(list(config.rewards) or [config.data.task or "math"])
-    rows = load_split(config.data, "train", required=("prompt",))
-    test_rows = load_split(config.data, "test")
-    score, extract = scorer_for(config.data)
-    stream = PromptStream(rows, config.run.seed)
-    updates = p.steps * p.ppo_epochs * p.mini_batches
-    opt, v_opt = build_optimizer(model.parameters(), config.optim), build_optimizer(value_model.parameters(), _value_optim(config))
-    sched, v_sched = build_scheduler(opt, config.optim, updates), build_scheduler(v_opt, _value_optim(config), updates)
-    kl_ctl = AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl else FixedKLController(p.kl_coef)
-    logger = MetricLogger(run_dir, config.run.tensorboard)
+    with Run(config, "ppo") as run:
+        dist_.rank_rows(p.prompts_per_step, 1, p.mini_batches, run.dist, "ppo")  # B must divide by the number of processes
+        tokenizer = load_tokenizer(config.model.path)
+        composer = RewardComposer(list(config.rewards) or [config.data.task or "math"])
+        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
+        model = run.policy(config.model)
+        ref = reference_model(model, config.model, run.checkpoint)  # frozen: a copy, or the base under LoRA
+        value_path = run.weights("value_model") or p.value_model or config.model.path
+        value_model = training_options(load_scalar_model(str(value_path), tokenizer.pad_token_id, config.model.dtype, str(run.device)), config.model)
+        rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "ppo")
+        run_dir = run.create()
+        run.tokenizer = tokenizer
+        learners = run.learner(model), run.learner(value_model, "value_model")
+        engine = run.rollout_engine(model, tokenizer)  # generation runs on the plain module, the update through DDP
+        updates = p.steps * p.ppo_epochs * p.mini_batches
+        opt, sched = run.optimizer(model.parameters(), config.optim, updates)
+        v_opt, v_sched = run.optimizer(value_model.parameters(), _value_optim(config), updates, name="value")
+        kl_ctl = AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl else FixedKLController(p.kl_coef)
+        stream = PromptStream(rows, config.run.seed)
+        run.track(stream=stream, kl_ctl=kl_ctl)
+        run.evaluate_before((lambda: evaluator(model)) if config.eval_before else None)
+        if run.is_main:
+            console.print(f"ppo: {len(rows)} prompts, B={p.prompts_per_step}, {p.ppo_epochs} epochs x {p.mini_batches} mini-batches, beta={p.kl_coef}, rewards {composer.names}")
 
-    def run_eval() -> dict[str, float]:
-        return evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
+        with run.loop(p.steps, evaluate=lambda: evaluator(model), line_keys=("reward/mean", "objective/kl", "vf/explained_var", "eval/pass@1")) as loop:
+            for step in loop:
+                batch, scores, metrics, _ = collect(
+                    engine, tokenizer, composer, stream, step, prompts=p.prompts_per_step, group_size=1, sampling=config.sampling,
+                    data=config.data, seed=config.run.seed, precision=config.precision, dist=run.dist, truncate_to=truncate_to,
+                )  # fmt: skip
+                metrics["perf/rollout_s"] = time.perf_counter() - loop.step_start
+                with loop.guard:  # Ctrl-C waits until the step is complete and consistent
+                    scores = torch.nan_to_num(scores, nan=0.0)  # a None score counts 0
+                    metrics.update(update(config, learners, ref, (opt, v_opt), (sched, v_sched), batch, scores, kl_ctl, run.dist))
+                    engine.sync_weights(model)
+                    kl_ctl.update(dist_.sum_float(metrics["objective/kl"], run.dist) / run.dist.world_size, p.prompts_per_step)
+                    metrics["data/skipped_long_prompts"] = skipped_long
+                    loop.end_step(step, metrics, tokens=int(batch.completion_mask.sum()))
 
-    results: dict[str, Any] = {}
-    if config.eval_before:
-        results["before"] = run_eval()
-        logger.log({f"eval/{k}": v for k, v in results["before"].items()}, 0)
-    console.print(f"ppo: {len(rows)} prompts, B={p.prompts_per_step}, {p.ppo_epochs} epochs x {p.mini_batches} mini-batches, beta={p.kl_coef}, rewards {composer.names}")
-    with progress_bar("ppo", p.steps, config.run.progress) as bar:
-        for step in range(1, p.steps + 1):
-            t0 = time.perf_counter()
-            batch, scores, metrics = rollout(config, engine, tokenizer, composer, stream, step)
-            t_rollout = time.perf_counter() - t0
-            metrics.update(update(config, model, ref, value_model, (opt, v_opt), (sched, v_sched), batch, scores, kl_ctl))
-            engine.sync_weights(model)
-            kl_ctl.update(metrics["objective/kl"], len(batch))
-            dt = time.perf_counter() - t0
-            metrics.update({"perf/step_s": dt, "perf/rollout_s": t_rollout, "perf/tokens_per_s": int(batch.completion_mask.sum()) / dt})
-            if config.run.eval_every and step % config.run.eval_every == 0 and step != p.steps:
-                metrics.update({f"eval/{k}": v for k, v in run_eval().items()})
-            if step % config.run.log_every == 0 or step == p.steps:
-                logger.log(metrics, step)
-            bar.advance(1, info=f"reward {metrics.get('reward/mean', float('nan')):.3f}")
-            if not config.run.progress and step % max(1, config.run.log_every) == 0:
-                console.print(format_line(step, metrics, ("reward/mean", "objective/kl", "vf/explained_var", "eval/pass@1")))
-    samples: list[dict] = []
-    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples, processes=config.run.rollout_processes)
-    logger.log({f"eval/{k}": v for k, v in results["after"].items()}, p.steps)
-    logger.close()
-    save_model(model, tokenizer, run_dir / "model")
-    save_scalar_model(value_model, tokenizer, run_dir / "value_model")
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
-    (run_dir / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples[:50]))
-    before = f"{results['before'].get('pass@1', float('nan')):.3f} -> " if "before" in results else ""
-    console.print(f"ppo done: pass@1 {before}{results['after'].get('pass@1', float('nan')):.3f}; run {run_dir}")
+        samples = run.evaluate_after(lambda out: evaluator(model, out), p.steps)
+        if run.is_main:
+            save_model(model, tokenizer, run_dir / "model")
+            save_scalar_model(value_model, tokenizer, run_dir / "value_model")
+            run.write_results(samples)
+            before = f"{run.results['before'].get('pass@1', float('nan')):.3f} -> " if "before" in run.results else ""
+            console.print(f"ppo done: pass@1 {before}{run.results['after'].get('pass@1', float('nan')):.3f}; run {run_dir}")
     return run_dir
-
-
-def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    ref = copy.deepcopy(model)
-    ref.eval()
-    for q in ref.parameters():
-        q.requires_grad_(False)
-    return ref
 
 
 def _value_optim(config: PPOConfig) -> OptimArgs:
@@ -202,30 +195,7 @@ def _value_optim(config: PPOConfig) -> OptimArgs:
 
 
 # --------------------------------------------------------------------------------------------
-# Rollout and rewards
-
-
-def rollout(config: PPOConfig, engine: RolloutEngine, tokenizer, composer: RewardComposer, stream: PromptStream, step: int):
-    """B prompts, one completion each; returns the batch, the sequence scores [B] and metrics."""
-    s = config.sampling
-    rows = stream.take(config.ppo.prompts_per_step)
-    prompts = [render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt) for r in rows]
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
-    params = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens, stop=list(s.stop), n=1, seed=config.run.seed * 1_000_003 + step * 7919)
-    with autocast(engine.device, config.precision):
-        batch = engine.generate(ids, params)
-    columns = {k: [r.get(k) for r in rows] for k in rows[0]}  # `prompt` included: model:PATH scores prompt + completion
-    columns["completion_lengths"] = batch.completion_lengths.tolist()
-    result = composer(batch.texts, columns)
-    scores = torch.tensor([0.0 if t is None else t for t in result.total], dtype=torch.float32)  # None scores 0
-    lengths = batch.completion_lengths.float()
-    metrics = dict(result.metrics)
-    metrics.update({
-        "reward/none_frac": sum(t is None for t in result.total) / len(rows),
-        "completion/length_mean": float(lengths.mean()),
-        "completion/truncated_frac": sum(r == "length" for r in batch.finish_reason) / len(rows),
-    })  # fmt: skip
-    return batch, scores, metrics
+# Rewards and update
 
 
 def token_rewards(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor, kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,9 +224,11 @@ def values_of(value_model, batch: RolloutBatch) -> torch.Tensor:
     return token_scalars(value_model, batch.input_ids, batch.attention_mask)[:, P - 1 : P + C - 1]
 
 
-def update(config: PPOConfig, model, ref, value_model, opts, scheds, batch: RolloutBatch, scores: torch.Tensor, kl_ctl) -> dict[str, float]:
-    """Advantages from the rollout, then ppo_epochs passes of mini-batch updates; averaged metrics."""
+def update(config: PPOConfig, learners, ref, opts, scheds, batch: RolloutBatch, scores: torch.Tensor, kl_ctl, dist: Dist = SINGLE) -> dict[str, float]:
+    """Advantages from the rollout, then ppo_epochs passes of mini-batch updates; averaged metrics.
+    `learners` are (policy, value model), DDP-wrapped under torchrun."""
     p = config.ppo
+    model, value_model = learners
     device = next(model.parameters()).device
     batch, scores = batch.to(device), scores.to(device)
     ids, attn, C = batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1]
@@ -287,37 +259,48 @@ def update(config: PPOConfig, model, ref, value_model, opts, scheds, batch: Roll
     model.train()
     value_model.train()
     for _ in range(p.ppo_epochs):
-        for chunk in torch.randperm(len(batch)).chunk(p.mini_batches):
-            m = mini_batch_step(config, model, value_model, opts, scheds, batch, chunk, old_logp, old_values, adv, returns, mask, temperature)
-            for k, v in m.items():
+        for rows in mini_batches(len(batch), p.mini_batches):
+            m, finite = mini_batch_backward(config, learners, batch, rows, old_logp, old_values, adv, returns, mask, dist)
+            grad_norm, lr = optimizer_step(model, opts[0], scheds[0], config.optim.max_grad_norm, finite)
+            v_grad_norm, _ = optimizer_step(value_model, opts[1], scheds[1], config.optim.max_grad_norm, finite)
+            for k, v in {**m, "grad_norm": grad_norm, "grad_norm_value": v_grad_norm, "lr": lr}.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
     metrics.update({k: v / count for k, v in sums.items()})
     return metrics
 
 
-def mini_batch_step(config, model, value_model, opts, scheds, batch, chunk, old_logp, old_values, adv, returns, mask, temperature) -> dict[str, float]:
-    """One optimizer step of the policy (clipped surrogate) and the value model (clipped value loss)."""
+def mini_batch_backward(config: PPOConfig, learners, batch: RolloutBatch, rows, old_logp, old_values, adv, returns, mask, dist: Dist) -> tuple[dict[str, float], bool]:
+    """Backward of one mini-batch's clipped policy loss plus clipped value loss (both token means;
+    separate models, so each loss reaches its own weights only), micro-batch by micro-batch
+    (ppo.micro_batch_rows), each weighted by its share of the mini-batch's tokens. Returns the
+    mini-batch's metrics and whether every loss was finite."""
     p = config.ppo
+    model, value_model = learners
     P, C = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
-    ids, attn, m = batch.input_ids[chunk], batch.attention_mask[chunk], mask[chunk]
-    with autocast(batch.input_ids.device, config.precision):
-        logp, entropy = completion_logprobs(model, ids, attn, C, temperature, with_entropy=True, chunked_head=config.model.chunked_lm_head)
-        values = token_scalars(value_model, ids, attn)[:, P - 1 : P + C - 1].float()
-    pg_loss, metrics = policy_loss(logp, old_logp[chunk], adv[chunk], m, eps_low=p.cliprange, loss_agg="token_mean")
-    vf_loss, v_metrics = value_loss(values, old_values[chunk], returns[chunk], m, p.cliprange_value or None)
-    (pg_loss + vf_loss).backward()  # separate models: each loss reaches its own weights only
-    grad_norm, lr = optimizer_step(model, opts[0], scheds[0], config.optim.max_grad_norm)
-    v_grad_norm, _ = optimizer_step(value_model, opts[1], scheds[1], config.optim.max_grad_norm)
-    log_ratio = (logp - old_logp[chunk]).detach()
-    metrics.update(v_metrics)
-    metrics.update({
-        "loss/policy": float(pg_loss.detach()),
-        "loss/value": float(vf_loss.detach()),
-        "ppo/approx_kl": float(masked_mean(0.5 * log_ratio**2, m)),
-        "entropy": float(masked_mean(entropy.detach(), m)),
-        "grad_norm": grad_norm,
-        "grad_norm_value": v_grad_norm,
-        "lr": lr,
-    })  # fmt: skip
-    return metrics
+    tokens = float(mask[rows].sum())
+    scale = dist_.token_mean_scale(tokens, dist)
+    pieces = row_pieces(rows, p.micro_batch_rows)
+    metrics: dict[str, float] = {}
+
+    def loss_of(piece: torch.Tensor) -> torch.Tensor:
+        ids, attn, m = batch.input_ids[piece], batch.attention_mask[piece], mask[piece]
+        with autocast(ids.device, config.precision):
+            logp, entropy = completion_logprobs(model, ids, attn, C, config.sampling.temperature or 1.0, with_entropy=True, chunked_head=config.model.chunked_lm_head)
+            values = token_scalars(value_model, ids, attn)[:, P - 1 : P + C - 1].float()
+        pg_loss, pm = policy_loss(logp, old_logp[piece], adv[piece], m, eps_low=p.cliprange, loss_agg="token_mean")
+        vf_loss, vm = value_loss(values, old_values[piece], returns[piece], m, p.cliprange_value or None)
+        share = (float(m.sum()) / tokens if tokens > 0 else 0.0) if len(pieces) > 1 else 1.0
+        log_ratio = (logp - old_logp[piece]).detach()
+        pm.update(vm)
+        pm.update({
+            "loss/policy": float(pg_loss.detach()),
+            "loss/value": float(vf_loss.detach()),
+            "ppo/approx_kl": float(masked_mean(0.5 * log_ratio**2, m)),
+            "entropy": float(masked_mean(entropy.detach(), m)),
+        })  # fmt: skip
+        for k, v in pm.items():
+            metrics[k] = metrics.get(k, 0.0) + share * v
+        return (pg_loss + vf_loss) * (share * scale)
+
+    return metrics, backward_pieces(learners, pieces, loss_of, dist)

@@ -5,6 +5,9 @@ The corpus mixes styles (bare answers, untagged working, the tagged R1 format), 
 plausible stand-in for a pretrained LM: it sometimes reasons, sometimes uses the tags and is
 sometimes right, leaving room for RL. The result is cached under `cache_dir`, keyed by a hash of
 everything that shapes it, so a second `make demo` reuses it.
+
+It trains in the run skeleton (r1kit/train/run.py) like every recipe: checkpoints that resume
+exactly (with cache=false: a cached build starts afresh), the Ctrl-C / SIGTERM guard, torchrun.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from pathlib import Path
 from r1kit.config import EvalArgs, OptimArgs, RunArgs
 from r1kit.data.tasks import get_task
 from r1kit.errors import R1kitError
-from r1kit.eval.evaluate import evaluate
-from r1kit.models.load import resolve_device, save_model
+from r1kit.eval.evaluate import Evaluator
+from r1kit.models.load import load_model, save_model
 from r1kit.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_model
-from r1kit.report.logger import MetricLogger, console
-from r1kit.train.run import create_run
-from r1kit.train.supervised import pack, tokenize_examples, train_supervised
+from r1kit.report.logger import console
+from r1kit.train.run import Run
+from r1kit.train.supervised import fit_supervised, pack, tokenize_examples
 
 
 @dataclass
@@ -77,36 +80,39 @@ def train(config: PretrainConfig) -> Path:
         if _complete(cached):
             console.print(f"pretrain: reusing cached base model {cached}")
             return cached
+        if config.run.resume:
+            raise R1kitError(f"pretrain cannot honour run.resume={config.run.resume!r} with cache=true (each attempt builds the base in a directory of its own); set cache=false to resume a pretraining run")
         # Build under a private name and rename when complete, so two processes building the same
         # base never see each other's half-written directory.
         config.run.output_dir, config.run.name = config.cache_dir, f"{cached.name}.partial-{os.getpid()}"
     task = get_task(config.task, **config.task_params)
     if not hasattr(task, "pretrain_documents"):
         raise R1kitError(f"task {config.task!r} cannot write a pretraining corpus; use arithmetic")
-    device = resolve_device(config.device)
-    run_dir = create_run(config, "pretrain", str(device))
-    tokenizer = build_char_tokenizer()
-    model = build_tiny_model(tokenizer, config.tiny, seed=config.run.seed).to(device)
-    docs = task.pretrain_documents(config.documents, seed=config.run.seed, style_weights=config.style_weights)
-    examples, _ = tokenize_examples(tokenizer, [("", d) for d in docs], config.max_length, completion_only=False)
-    rows = pack(examples, config.max_length)
-    logger = MetricLogger(run_dir, config.run.tensorboard)
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.log({"model/params": n_params, "data/documents": len(docs), "data/rows": len(rows)}, 0)
-    console.print(f"pretrain: {n_params / 1e6:.2f}M-parameter {config.tiny.arch} on {len(docs)} documents ({len(rows)} rows of {config.max_length} tokens)")
-    losses = train_supervised(
-        model, rows, pad_id=tokenizer.pad_token_id, steps=config.steps, batch_size=config.batch_size,
-        grad_accum=1, optim=config.optim, logger=logger, seed=config.run.seed, precision="auto",
-        log_every=config.run.log_every, progress=config.run.progress, description="pretrain",
-    )
-    save_model(model, tokenizer, run_dir / "model")  # before evaluation: nothing trained is lost
-    test_rows = task.generate("test", config.test_size, seed=0)
-    result = evaluate(model, tokenizer, test_rows, task.reward, task.extract_answer, config.eval, "tiny", processes=config.run.rollout_processes)
-    logger.log({f"eval/{k}": v for k, v in result.items()}, config.steps)
-    logger.close()
-    (run_dir / "eval.json").write_text(json.dumps({"after": result, "loss_first": losses[0], "loss_last": losses[-1]}, indent=2))
-    console.print(f"pretrain done: loss {losses[0]:.3f} -> {losses[-1]:.3f}; base greedy acc {result['greedy_acc']:.3f}, pass@1 {result.get('pass@1', float('nan')):.3f}")
-    if cached is None:
+    with Run(config, "pretrain") as run:
+        tokenizer = build_char_tokenizer()
+        saved = run.weights("model")
+        model = load_model(str(saved), device=str(run.device)) if saved else build_tiny_model(tokenizer, config.tiny, seed=config.run.seed).to(run.device)
+        docs = task.pretrain_documents(config.documents, seed=config.run.seed, style_weights=config.style_weights)
+        examples, _ = tokenize_examples(tokenizer, [("", d) for d in docs], config.max_length, completion_only=False)
+        rows = pack(examples, config.max_length)
+        evaluator = Evaluator(tokenizer, task.generate("test", config.test_size, seed=0), task.reward, task.extract_answer, config.eval, "tiny", processes=config.run.rollout_processes)
+        run_dir = run.create()
+        run.tokenizer = tokenizer
+        n_params = sum(p.numel() for p in model.parameters())
+        run.evaluate_before(None, **{"model/params": n_params, "data/documents": len(docs), "data/rows": len(rows)})
+        if run.is_main:
+            console.print(f"pretrain: {n_params / 1e6:.2f}M-parameter {config.tiny.arch} on {len(docs)} documents ({len(rows)} rows of {config.max_length} tokens)")
+
+        fit_supervised(run, model, rows, steps=config.steps, batch_size=config.batch_size, grad_accum=1, optim=config.optim)
+
+        if run.is_main:
+            save_model(model, tokenizer, run_dir / "model")  # before evaluation: nothing trained is lost
+        run.evaluate_after(lambda samples: evaluator(model), config.steps)
+        run.write_results()
+        if run.is_main:
+            r = run.results
+            console.print(f"pretrain done: loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}; base greedy acc {r['after']['greedy_acc']:.3f}, pass@1 {r['after'].get('pass@1', float('nan')):.3f}")
+    if cached is None or not run.is_main:
         return run_dir
     if cached.exists() and not _complete(cached):
         shutil.rmtree(cached, ignore_errors=True)  # left by an interrupted run of an older version

@@ -29,7 +29,6 @@ training prompts, not the held-out split; `evaluate: true` puts a held-out evalu
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -39,23 +38,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from r1kit import accel
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, RunArgs
 from r1kit.data.io import load_rows, write_jsonl
 from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
-from r1kit.eval.evaluate import evaluate
+from r1kit.eval.evaluate import Evaluator
 from r1kit.eval.metrics import maj_at_k, pass_at_k
 from r1kit.eval.scoring import scorer_for
-from r1kit.models.load import load_model, load_tokenizer, resolve_device
-from r1kit.report.logger import MetricLogger, console, format_line, read_metrics
+from r1kit.models.load import load_model, load_tokenizer
+from r1kit.report.logger import console, format_line, read_metrics
 from r1kit.rewards.compose import RewardComposer
 from r1kit.rewards.format import think_text
 from r1kit.rewards.language import word_scripts
-from r1kit.rollout import RolloutBatch, SamplingParams
+from r1kit.rollout import RolloutBatch, RolloutEngine, SamplingParams
 from r1kit.train.progress import progress_bar
-from r1kit.train.run import create_run
+from r1kit.train.run import Run
 
 FILTERS = ("incorrect", "format", "language", "overlong", "duplicate", "cap")
 """Why a completion is dropped, in the order the filters apply."""
@@ -106,23 +104,50 @@ class SampleConfig:
 def train(config: SampleConfig) -> Path:
     """Sample, filter and write `samples.jsonl`; returns the run directory."""
     _check(config)
-    device = resolve_device(config.model.device)
-    run_dir = create_run(config, "sample", str(device))
-    rows = load_split(config.data, "train", required=("prompt",))
-    if not any(c in rows[0] for c in ("answer", "solution")):
-        raise R1kitError(f"the prompts have no gold `answer` column (columns: {sorted(rows[0])}), so nothing can be verified; map yours with data.columns, e.g. {{answer: solution}}")
-    mix_rows = load_rows(config.mix_path, required={"prompt": str, "completion": str}) if config.mix_path else []
-    score, extract = scorer_for(config.data)
-    composer = RewardComposer([_named(score, verifier_name(config.data)), "format", {"name": "language", "kwargs": {"target": config.language}}])
-    tokenizer = load_tokenizer(config.model.path)
-    model = accel.apply(load_model(config.model.path, config.model.dtype, config.model.device, config.model.attn_implementation), device, config.run.accel)
-    engine = accel.rollout_engine(model, tokenizer, processes=config.run.rollout_processes)
-    provenance = {"model": config.model.path, "step": source_step(config.model.path)}
-    logger = MetricLogger(run_dir, config.run.tensorboard)
+    with Run(config, "sample") as run:
+        rows = load_split(config.data, "train", required=("prompt",))
+        if not any(c in rows[0] for c in ("answer", "solution")):
+            raise R1kitError(f"the prompts have no gold `answer` column (columns: {sorted(rows[0])}), so nothing can be verified; map yours with data.columns, e.g. {{answer: solution}}")
+        mix_rows = load_rows(config.mix_path, required={"prompt": str, "completion": str}) if config.mix_path else []
+        score, extract = scorer_for(config.data)
+        composer = RewardComposer([_named(score, verifier_name(config.data)), "format", {"name": "language", "kwargs": {"target": config.language}}])
+        tokenizer = load_tokenizer(config.model.path)
+        model = run.accelerate(load_model(config.model.path, config.model.dtype, str(run.device), config.model.attn_implementation))
+        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes) if config.evaluate else None
+        run_dir = run.create()
+        tally = sample_all(config, run, run.rollout_engine(model, tokenizer), tokenizer, rows, composer, extract)
+        kept = tally.kept
+        mixed = mix(kept, mix_rows, config.mix_fraction, config.run.seed)
+        out = kept + mixed
+        random.Random(config.run.seed).shuffle(out)
+        write_jsonl(run_dir / "samples.jsonl", out)
 
+        sampling = tally.sampling_metrics()
+        run.results.update({"after": sampling, "split": "train (sampled prompts)"})
+        final = {**tally.totals(), **{f"sample/{key}": v for key, v in sampling.items()}, "sample/mixed": len(mixed), "sample/rows": len(out)}
+        if evaluator is not None:
+            run.results.clear()
+            run.results.update({"after": evaluator(model), "sampling": sampling})
+            final.update({f"eval/{key}": v for key, v in run.results["after"].items()})
+        n = tally.completions
+        run.results.update({"kept": len(kept), "kept_frac": len(kept) / n, "mixed": len(mixed), "rows": len(out)})
+        run.log(final, math.ceil(len(rows) / config.batch_size))
+        run.write_results()
+    if not kept:
+        raise R1kitError(
+            f"rejection sampling kept none of the {n} completions of {config.model.path!r} (dropped: {dict(tally.drops)}); "
+            "sample more (samples_per_prompt, data.train_size), raise max_new_tokens or start from a stronger checkpoint"
+        )
+    console.print(f"sample done: kept {len(kept)} of {n} ({len(kept) / n:.1%}), {tally.prompts_with_kept}/{tally.prompts} prompts with one or more, {len(mixed)} mixed in; run {run_dir}")
+    return run_dir
+
+
+def sample_all(config: SampleConfig, run: Run, engine: RolloutEngine, tokenizer, rows: Sequence[dict[str, Any]], composer: RewardComposer, extract) -> Tally:
+    """Sample k completions of every prompt, batch by batch, score and filter them; log a row per batch."""
     k, B = config.samples_per_prompt, config.batch_size
     n_batches = math.ceil(len(rows) / B)
     tally = Tally(k)
+    provenance = {"model": config.model.path, "step": source_step(config.model.path)}
     console.print(f"sample: {len(rows)} prompts x {k} from {config.model.path}; filters {', '.join(FILTERS)}")
     with progress_bar("sample", n_batches, config.run.progress) as bar:
         for b in range(n_batches):
@@ -141,36 +166,11 @@ def train(config: SampleConfig) -> Path:
             lengths = batch.completion_lengths.float()
             # The composer's reward/mean would add up unrelated scores; its per-function means stay.
             metrics = {**{key: v for key, v in result.metrics.items() if key != "reward/mean"}, "sample/batch_kept_frac": (len(tally.kept) - before) / len(batch), "completion/length_mean": float(lengths.mean()), "perf/step_s": dt, "perf/tokens_per_s": float(lengths.sum()) / dt}
-            logger.log(metrics, b + 1)
+            run.log(metrics, b + 1)
             bar.advance(1, info=f"kept {len(tally.kept)}")
             if not config.run.progress:
                 console.print(format_line(b + 1, metrics, ("sample/batch_kept_frac", f"reward/{composer.names[0]}/mean", "completion/length_mean")))
-    kept = tally.kept
-    mixed = mix(kept, mix_rows, config.mix_fraction, config.run.seed)
-    out = kept + mixed
-    random.Random(config.run.seed).shuffle(out)
-    write_jsonl(run_dir / "samples.jsonl", out)
-
-    sampling = tally.sampling_metrics()
-    results: dict[str, Any] = {"after": sampling, "split": "train (sampled prompts)"}
-    final = {**tally.totals(), **{f"sample/{key}": v for key, v in sampling.items()}, "sample/mixed": len(mixed), "sample/rows": len(out)}
-    if config.evaluate:
-        test_rows = load_split(config.data, "test")
-        after = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
-        results = {"after": after, "sampling": sampling}
-        final.update({f"eval/{key}": v for key, v in after.items()})
-    n = tally.completions
-    results.update({"kept": len(kept), "kept_frac": len(kept) / n, "mixed": len(mixed), "rows": len(out)})
-    logger.log(final, n_batches)
-    logger.close()
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
-    if not kept:
-        raise R1kitError(
-            f"rejection sampling kept none of the {n} completions of {config.model.path!r} (dropped: {dict(tally.drops)}); "
-            "sample more (samples_per_prompt, data.train_size), raise max_new_tokens or start from a stronger checkpoint"
-        )
-    console.print(f"sample done: kept {len(kept)} of {n} ({len(kept) / n:.1%}), {tally.prompts_with_kept}/{tally.prompts} prompts with one or more, {len(mixed)} mixed in; run {run_dir}")
-    return run_dir
+    return tally
 
 
 class Tally:

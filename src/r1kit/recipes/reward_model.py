@@ -19,6 +19,11 @@ Sequences are scored without an eos token, because reward functions see decoded 
 weights, `r1kit_reward.json` records the template and the pooling (last token or sum), which
 `r1kit.rewards.model` needs to score completions as training did.
 Simplifications: one epoch-free stream of shuffled pairs; no ensembling.
+
+The run skeleton (r1kit/train/run.py) gives it checkpoints that resume exactly (run.save_every,
+--resume), the Ctrl-C / SIGTERM guard and torchrun (each rank takes batch_size / world_size pairs a
+step) and LoRA (model.lora_r: adapters on the backbone, the new head trained in full, merged into a
+full directory at the end so that `model:PATH` loads it).
 """
 
 from __future__ import annotations
@@ -27,22 +32,21 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from r1kit import accel
 from r1kit.algorithms import bradley_terry_loss, christiano_pair_loss
 from r1kit.config import DataArgs, ModelArgs, OptimArgs, RunArgs
-from r1kit.data.preference import PairBatch, PairStream, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
+from r1kit.data.preference import PairBatch, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
 from r1kit.errors import R1kitError
-from r1kit.models.load import load_tokenizer, resolve_device, training_options
+from r1kit.models.load import load_tokenizer, training_options
+from r1kit.models.lora import apply_lora, is_peft_model, load_adapter
 from r1kit.models.value_head import load_scalar_model, save_scalar_model, sequence_scalar, token_scalars
-from r1kit.report.logger import MetricLogger, console
+from r1kit.report.logger import console
 from r1kit.rewards.model import META_FILE
-from r1kit.train.optim import build_optimizer, build_scheduler
-from r1kit.train.pairs import fit_pairs, prefixed
-from r1kit.train.run import create_run
+from r1kit.train.pairs import fit_pairs
+from r1kit.train.run import Run
 
 POOLING = {"bradley_terry": "last", "christiano": "sum"}
 
@@ -67,7 +71,14 @@ class RewardModelConfig:
     steps: int = 200
     """Optimizer steps."""
     batch_size: int = 16
-    """Pairs per step."""
+    """Pairs per step (under torchrun, split among the ranks)."""
+    micro_batch_pairs: int = 0
+    """Pairs per forward/backward pass; 0: the whole batch. The step's gradient is accumulated over
+    passes of at most this many pairs, each weighted by its share of the batch's pairs, which
+    bounds activation memory without changing the update."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16 autocast for the forward passes in training (weights and AdamW stay fp32); auto = bf16
+    on a CUDA device that supports it, else fp32."""
     max_length: int = 256
     """Longest prompt + completion in tokens (completions are cut to fit)."""
     eval_batch_size: int = 64
@@ -80,40 +91,52 @@ class RewardModelConfig:
 
 def train(config: RewardModelConfig) -> Path:
     """Train a reward model; returns the run directory (the model is in run_dir/model)."""
+    _check(config)
+    with Run(config, "rm") as run:
+        tokenizer = load_tokenizer(config.model.path)
+        train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
+        encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length)
+        train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
+        test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
+        model = load_reward_model(config, tokenizer.pad_token_id, run.device, run.weights("model"))
+        run_dir = run.create()
+        run.tokenizer, pad = tokenizer, tokenizer.pad_token_id
+
+        def run_eval() -> dict[str, float]:
+            return evaluate_pairs(model, test_pairs, test_rows, pad, POOLING[config.loss], config.eval_batch_size)
+
+        flipped = sum(bool(r.get("flipped")) for r in train_rows)
+        run.evaluate_before(run_eval, **{"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated})
+        if run.is_main:
+            console.print(f"rm: {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out, loss {config.loss}; held-out accuracy {run.results['before']['accuracy']:.3f}")
+
+        fit_pairs(
+            run, model, train_pairs, lambda learner, idx, batch: pair_loss(learner, batch, config), steps=config.steps,
+            batch_size=config.batch_size, optim=config.optim, micro_batch_pairs=config.micro_batch_pairs, precision=config.precision,
+            evaluate=run_eval, line_keys=("loss/rm", "rm/accuracy", "rm/margin", "eval/accuracy"),
+        )  # fmt: skip
+
+        run.evaluate_after(lambda samples: run_eval(), config.steps)
+        if run.is_main:  # a LoRA run's adapter is merged: `model:PATH` loads a full directory
+            save_reward_model(model.merge_and_unload() if is_peft_model(model) else model, tokenizer, run_dir / "model", config)
+            run.write_results()
+            console.print(f"rm done: held-out accuracy {run.results['before']['accuracy']:.3f} -> {run.results['after']['accuracy']:.3f}; run {run_dir}")
+    return run_dir
+
+
+def _check(config: RewardModelConfig) -> None:
     if config.loss == "christiano" and config.center_coef:
         raise R1kitError("center_coef applies to loss=bradley_terry only; set it to 0 for christiano")
-    device = resolve_device(config.model.device)
-    run_dir = create_run(config, "rm", str(device))
-    tokenizer = load_tokenizer(config.model.path)
-    model = accel.apply(training_options(load_scalar_model(config.model.path, tokenizer.pad_token_id, config.model.dtype, config.model.device), config.model), device, config.run.accel)
-    train_rows, test_rows = load_pairs(config.data, config.pref, "train"), load_pairs(config.data, config.pref, "test")
-    encode = dict(template=config.data.template, system_prompt=config.data.system_prompt, max_length=config.max_length)
-    train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
-    test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
-    stream = PairStream(len(train_pairs), config.batch_size, config.run.seed)
-    opt = build_optimizer(model.parameters(), config.optim)
-    sched = build_scheduler(opt, config.optim, config.steps)
-    logger = MetricLogger(run_dir, config.run.tensorboard)
-    pad = tokenizer.pad_token_id
 
-    def run_eval() -> dict[str, float]:
-        return evaluate_pairs(model, test_pairs, test_rows, pad, POOLING[config.loss], config.eval_batch_size)
 
-    results: dict[str, Any] = {"before": run_eval()}
-    flipped = sum(bool(r.get("flipped")) for r in train_rows)
-    logger.log({"data/pairs": len(train_pairs), "data/flipped": flipped, "data/truncated": truncated, **prefixed(results["before"])}, 0)
-    console.print(f"rm: {len(train_pairs)} pairs ({flipped} flipped), {len(test_pairs)} held out, loss {config.loss}; held-out accuracy {results['before']['accuracy']:.3f}")
-    fit_pairs(
-        "rm", model, opt, sched, train_pairs, stream, lambda idx, batch: pair_loss(model, batch, config), run_eval, logger, config.optim,
-        config.run, config.steps, pad, device, loss_key="loss/rm", line_keys=("loss/rm", "rm/accuracy", "rm/margin", "eval/accuracy"),
-    )
-    results["after"] = run_eval()
-    logger.log(prefixed(results["after"]), config.steps)
-    logger.close()
-    save_reward_model(model, tokenizer, run_dir / "model", config)
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
-    console.print(f"rm done: held-out accuracy {results['before']['accuracy']:.3f} -> {results['after']['accuracy']:.3f}; run {run_dir}")
-    return run_dir
+def load_reward_model(config: RewardModelConfig, pad_token_id: int, device, checkpoint: Path | None):
+    """The scalar-head model to train: from model.path (a new head) or the checkpoint's weights;
+    with model.lora_r, LoRA adapters on the backbone and the head trained in full."""
+    path = checkpoint if checkpoint is not None and not config.model.lora_r else config.model.path
+    model = training_options(load_scalar_model(str(path), pad_token_id, config.model.dtype, str(device)), config.model)
+    if not config.model.lora_r:
+        return model
+    return load_adapter(model, checkpoint) if checkpoint is not None else apply_lora(model, config.model, task_type="SEQ_CLS")
 
 
 def pair_loss(model, batch: PairBatch, config: RewardModelConfig) -> tuple[torch.Tensor, dict[str, float]]:

@@ -6,26 +6,27 @@ prompt and a response column. Simplifications: packing lets attention cross exam
 evaluation is greedy accuracy and pass@1 over k samples on the task's test split.
 
     build (model, rows) -> evaluate before -> train -> evaluate after -> save model/ and eval.json
+
+The run skeleton (r1kit/train/run.py) gives it LoRA (model.lora_r), checkpoints that resume
+exactly (run.save_every, --resume), the Ctrl-C / SIGTERM guard and torchrun: each rank takes
+batch_size / world_size of every micro-batch.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from r1kit import accel
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
-from r1kit.eval.evaluate import evaluate
-from r1kit.eval.scoring import scorer_for
-from r1kit.models.load import load_tokenizer, load_trainable, resolve_device, save_model
-from r1kit.report.logger import MetricLogger, console
-from r1kit.train.run import create_run
-from r1kit.train.supervised import pack, tokenize_examples, train_supervised
+from r1kit.eval.evaluate import Evaluator
+from r1kit.models.load import load_tokenizer, save_model
+from r1kit.report.logger import console
+from r1kit.train.run import Run
+from r1kit.train.supervised import fit_supervised, pack, tokenize_examples
 
 
 @dataclass
@@ -45,7 +46,7 @@ class SFTConfig:
     steps: int = 200
     """Optimizer steps."""
     batch_size: int = 32
-    """Examples (or packed rows) per micro-batch."""
+    """Examples (or packed rows) per micro-batch (under torchrun, split among the ranks)."""
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
     max_length: int = 256
@@ -63,42 +64,31 @@ class SFTConfig:
 
 
 def train(config: SFTConfig) -> Path:
-    """Run SFT; returns the run directory (the model is in run_dir/model)."""
-    device = resolve_device(config.model.device)
-    run_dir = create_run(config, "sft", str(device))
-    tokenizer = load_tokenizer(config.model.path)
-    model = accel.apply(load_trainable(config.model), device, config.run.accel)
-    rows = load_split(config.data, "train", required=("prompt", config.response_column))
-    test_rows = load_split(config.data, "test")
-    pairs = [(render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt), _text(r[config.response_column], config.response_column)) for r in rows]
-    examples, truncated = tokenize_examples(tokenizer, pairs, config.max_length, config.completion_only)
-    if config.packing:
-        examples = pack(examples, config.max_length)
-    score, extract = scorer_for(config.data)
+    """Run SFT; returns the run directory (the model, or the LoRA adapter, is in run_dir/model)."""
+    with Run(config, "sft") as run:
+        tokenizer = load_tokenizer(config.model.path)
+        rows = load_split(config.data, "train", required=("prompt", config.response_column))
+        pairs = [(render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt), _text(r[config.response_column], config.response_column)) for r in rows]
+        examples, truncated = tokenize_examples(tokenizer, pairs, config.max_length, config.completion_only)
+        if config.packing:
+            examples = pack(examples, config.max_length)
+        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
+        model = run.policy(config.model)
+        run_dir = run.create()
+        run.tokenizer = tokenizer
+        run.evaluate_before((lambda: evaluator(model)) if config.eval_before else None, **{"data/examples": len(examples), "data/truncated": truncated})
 
-    def run_eval(step: int) -> dict[str, float]:
-        return evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, processes=config.run.rollout_processes)
+        fit_supervised(
+            run, model, examples, steps=config.steps, batch_size=config.batch_size, grad_accum=config.grad_accum, optim=config.optim,
+            precision=config.precision, chunked_head=config.model.chunked_lm_head, evaluate=lambda: evaluator(model),
+        )  # fmt: skip
 
-    results = {}
-    if config.eval_before:
-        results["before"] = run_eval(0)
-    logger = MetricLogger(run_dir, config.run.tensorboard)
-    logger.log({"data/examples": len(examples), "data/truncated": truncated}, 0)
-    losses = train_supervised(
-        model, examples, pad_id=tokenizer.pad_token_id, steps=config.steps, batch_size=config.batch_size,
-        grad_accum=config.grad_accum, optim=config.optim, logger=logger, seed=config.run.seed,
-        precision=config.precision, log_every=config.run.log_every, eval_every=config.run.eval_every,
-        on_eval=run_eval, progress=config.run.progress, description="sft", chunked_head=config.model.chunked_lm_head,
-    )
-    samples: list[dict] = []
-    results["after"] = evaluate(model, tokenizer, test_rows, score, extract, config.eval, config.data.template, config.data.system_prompt, samples_out=samples, processes=config.run.rollout_processes)
-    logger.log({f"eval/{k}": v for k, v in results["after"].items()}, config.steps)
-    logger.close()
-    results["loss_first"], results["loss_last"] = losses[0], losses[-1]
-    save_model(model, tokenizer, run_dir / "model")
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
-    (run_dir / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples[:50]))
-    console.print(f"sft done: loss {losses[0]:.3f} -> {losses[-1]:.3f}; greedy acc {results.get('before', {}).get('greedy_acc', float('nan')):.3f} -> {results['after']['greedy_acc']:.3f}; run {run_dir}")
+        samples = run.evaluate_after(lambda out: evaluator(model, out), config.steps)
+        if run.is_main:
+            save_model(model, tokenizer, run_dir / "model")
+            run.write_results(samples)
+            r = run.results
+            console.print(f"sft done: loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}; greedy acc {r.get('before', {}).get('greedy_acc', float('nan')):.3f} -> {r['after']['greedy_acc']:.3f}; run {run_dir}")
     return run_dir
 
 

@@ -20,11 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import yaml
-
 from r1kit.errors import R1kitError
-from r1kit.report.logger import read_metrics
 from r1kit.report.plots import Plot, comparison_plots, run_plots, stage_bars
+from r1kit.report.rundirs import RUN_MARKERS, read_config, read_json, read_jsonl, read_run_metrics, recorded_stages, stage_dirs, stage_results, stages_on_disk
 
 REPORT_NAME = "report.html"
 MAX_TEXT_CHARS = 3000
@@ -34,7 +32,6 @@ SAMPLE_STEPS = 6
 SAMPLES_PER_STEP = 3
 FINAL_SAMPLES = 8
 """How many greedy completions from samples.jsonl a page shows."""
-RUN_MARKERS = ("metrics.jsonl", "eval.json", "config.yaml")
 PIPELINE_MARKERS = ("stages.json", "results.json")
 
 
@@ -58,7 +55,7 @@ def directory_kind(root: Path) -> str:
         return "pipeline"
     if any((root / m).is_file() for m in RUN_MARKERS):
         return "run"
-    if _stages_on_disk(root):
+    if stages_on_disk(root):
         return "pipeline"
     raise R1kitError(
         f"{root} is neither a run directory (it has none of {', '.join(RUN_MARKERS)}) nor a pipeline "
@@ -71,7 +68,7 @@ def directory_kind(root: Path) -> str:
 
 def run_page(run_dir: Path) -> str:
     """The full page of a single run."""
-    config = _config(run_dir)
+    config = read_config(run_dir)
     title = f"{run_dir.name} ({config['recipe']})" if isinstance(config.get("recipe"), str) else run_dir.name
     body = f"<h1>r1kit report: {_e(title)}</h1>\n" + run_sections(run_dir, level=2, collapse_samples=False)
     return _page(f"r1kit report: {title}", body)
@@ -80,12 +77,12 @@ def run_page(run_dir: Path) -> str:
 def run_sections(run_dir: Path, level: int, collapse_samples: bool, prefix: str = "") -> str:
     """The body of a run: config, evaluation, curves, samples, environment. Shared by the run page
     and each stage section of a pipeline page (`level` is the heading level of its sections)."""
-    rows, warning = _metrics(run_dir)
+    rows, warning = read_run_metrics(run_dir)
     h = f"h{level}"
     parts = [_config_summary(run_dir)]
     if warning:
         parts.append(f'<p class="warn">{_e(warning)}</p>')
-    ev = _read_json(run_dir / "eval.json")
+    ev = read_json(run_dir / "eval.json")
     if isinstance(ev, dict) and ev:
         parts.append(f"<{h}>Evaluation (held-out split)</{h}>\n{eval_table(ev)}")
     plots = run_plots(rows)
@@ -96,7 +93,7 @@ def run_sections(run_dir: Path, level: int, collapse_samples: bool, prefix: str 
         parts.append(f"<details><summary>Sample completions</summary>\n{samples}</details>")
     elif samples:
         parts.append(f"<{h}>Sample completions</{h}>\n{samples}")
-    env = _read_json(run_dir / "env.json")
+    env = read_json(run_dir / "env.json")
     if isinstance(env, dict) and env:
         parts.append(f"<details><summary>Environment</summary>\n{kv_table(env)}</details>")
     return "\n".join(parts)
@@ -132,7 +129,7 @@ def step_samples_table(run_dir: Path) -> str:
         return ""
     rows = []
     for step, path in _spread(files, SAMPLE_STEPS):
-        for s in _read_jsonl(path)[:SAMPLES_PER_STEP]:
+        for s in read_jsonl(path)[:SAMPLES_PER_STEP]:
             rows.append(
                 f"<tr><td class=num>{_e(s.get('step', step))}</td><td><pre>{_clip(s.get('prompt'))}</pre></td>"
                 f"<td><pre>{_clip(_completion(s))}</pre></td><td class=num>{_fmt(s.get('reward'))}</td></tr>"
@@ -143,7 +140,7 @@ def step_samples_table(run_dir: Path) -> str:
 
 def final_samples_table(run_dir: Path) -> str:
     """The first greedy completions on the held-out split at the end (samples.jsonl)."""
-    samples = _read_jsonl(run_dir / "samples.jsonl")[:FINAL_SAMPLES]
+    samples = read_jsonl(run_dir / "samples.jsonl")[:FINAL_SAMPLES]
     if not samples:
         return ""
     rows = "".join(
@@ -172,60 +169,18 @@ def pipeline_page(pipe_dir: Path) -> str:
     bars = stage_bars(results, _metric_order({k for m in results.values() for k in m if _is_accuracy(k)}))
     if bars:
         parts.append(plot_grid([bars]))
-    stage_rows = {n: _metrics(d)[0] for n, d in stages.items() if d is not None}
+    stage_rows = {n: read_run_metrics(d)[0] for n, d in stages.items() if d is not None}
     compare = comparison_plots(stage_rows)
     parts.append("<h2>Stages side by side</h2>")
     parts.append(plot_grid(compare) if compare else '<p class="muted">No metric was logged by two or more stages.</p>')
     for name, run_dir in stages.items():
         parts.append(f'<section id="{ids[name]}"><h2>Stage: {_e(name)}</h2>')
         if run_dir is None:
-            parts.append(f'<p class="warn">Run directory not found: {_e(_recorded(pipe_dir).get(name, name))}</p>')
+            parts.append(f'<p class="warn">Run directory not found: {_e(recorded_stages(pipe_dir).get(name, name))}</p>')
         else:
             parts.append(f'<p class="muted">{_e(run_dir)}</p>' + run_sections(run_dir, level=3, collapse_samples=True, prefix=ids[name]))
         parts.append('<p><a href="#top">back to top</a></p></section>')
     return _page(f"r1kit pipeline report: {pipe_dir.name}", "\n".join(parts))
-
-
-def stage_dirs(pipe_dir: Path) -> dict[str, Path | None]:
-    """Stage name -> its run directory (None when it cannot be found), in pipeline order.
-
-    stages.json is the record; a stage's run directory may live elsewhere (a cache). Paths were
-    written relative to wherever the pipeline ran, so when one does not resolve from here the
-    usual layout `pipe_dir/<stage>` is tried."""
-    recorded = _recorded(pipe_dir)
-    results = _results_json(pipe_dir)
-    names = list(recorded) + [n for n in results if n not in recorded]
-    return {name: _resolve(pipe_dir, name, recorded.get(name)) for name in names}
-
-
-def stage_results(pipe_dir: Path, stages: Mapping[str, Path | None]) -> dict[str, dict[str, Any]]:
-    """Held-out metrics per stage: results.json when the pipeline wrote it (it leaves out stages
-    marked show: false), otherwise the `after` block of each stage's eval.json."""
-    results = _results_json(pipe_dir)
-    if results:
-        return results
-    out = {}
-    for name, run_dir in stages.items():
-        ev = _read_json(run_dir / "eval.json") if run_dir is not None else None
-        if isinstance(ev, dict) and isinstance(ev.get("after"), dict):
-            out[name] = ev["after"]
-    return out
-
-
-def _results_json(pipe_dir: Path) -> dict[str, dict[str, Any]]:
-    """results.json as stage -> metrics: a pipeline's own, or the demo's (per-seed lists under
-    "stages", shown here as their means)."""
-    results = _read_json(pipe_dir / "results.json")
-    if not isinstance(results, dict):
-        return {}
-    if isinstance(results.get("stages"), dict) and "seeds" in results:
-        k = results.get("k", 4)
-        names = {"greedy_acc": "greedy_acc", "pass@1": "pass@1", "maj@k": f"maj@{k}", "pass@k": f"pass@{k}", "mean_length": "length_mean"}
-        return {
-            stage: {names.get(m, m): sum(v) / len(v) for m, v in metrics.items() if isinstance(v, list) and v}
-            for stage, metrics in results["stages"].items()
-        }
-    return {n: m for n, m in results.items() if isinstance(m, dict)}
 
 
 def results_table(results: Mapping[str, Mapping[str, Any]], ids: Mapping[str, str]) -> str:
@@ -265,7 +220,7 @@ def _config_summary(run_dir: Path) -> str:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return '<p class="muted">No config.yaml in this run directory.</p>'
-    config = _config(run_dir)
+    config = read_config(run_dir)
     picks = {
         "recipe": config.get("recipe"),
         "model": _dig(config, "model", "path"),
@@ -328,99 +283,6 @@ footer { margin-top: 3em; color: #8a91a0; font-size: .85em; }
 
 
 # ---------------------------------------------------------------- reading the run
-
-
-def _metrics(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
-    """Rows of metrics.jsonl and a warning. A run still writing may have a half-written last line;
-    the report then keeps every complete row instead of failing."""
-    try:
-        return read_metrics(run_dir), ""
-    except (ValueError, UnicodeDecodeError):
-        rows = _read_jsonl(run_dir / "metrics.jsonl")
-        return rows, "metrics.jsonl has lines that are not JSON (a run still writing?); they were skipped."
-
-
-def _read_json(path: Path) -> Any:
-    """The parsed file, or None when it is missing or not JSON: a report shows what it can."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file; missing files and broken lines are skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            out.append(row)
-    return out
-
-
-def _config(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _recorded(pipe_dir: Path) -> dict[str, str]:
-    """stages.json, or for a pipeline still running (or stopped) before writing it, its stages on disk."""
-    data = _read_json(pipe_dir / "stages.json")
-    if isinstance(data, dict):
-        return {str(k): str(v) for k, v in data.items()}
-    return _stages_on_disk(pipe_dir)
-
-
-def _stages_on_disk(pipe_dir: Path) -> dict[str, str]:
-    """Stage name -> run dir for each subdirectory that is a finished stage (its DONE file holds the
-    run dir, which may be a cache) or a stage in progress (a run dir without DONE), oldest first."""
-    found = []
-    for sub in pipe_dir.iterdir() if pipe_dir.is_dir() else ():
-        done = sub / "DONE"
-        if done.is_file():
-            try:
-                found.append((done.stat().st_mtime, sub.name, _done_run_dir(done) or str(sub)))
-            except OSError:
-                continue
-        elif sub.is_dir() and (sub / "config.yaml").is_file():
-            found.append(((sub / "config.yaml").stat().st_mtime, sub.name, str(sub)))
-    return {name: path for _, name, path in sorted(found)}
-
-
-def _done_run_dir(done: Path) -> str:
-    """The run dir a DONE file records: JSON {"run_dir", "config"}, or a bare path."""
-    text = done.read_text(encoding="utf-8").strip()
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError:
-        return text
-    return str(record.get("run_dir", "")) if isinstance(record, dict) else text
-
-
-def _resolve(pipe_dir: Path, name: str, recorded: str | None) -> Path | None:
-    """The run dir of a stage. A relative recorded path is relative to where the pipeline ran, which
-    is an ancestor of pipe_dir whenever output_dir was relative, so each ancestor is tried."""
-    candidates = []
-    if recorded:
-        path = Path(recorded)
-        candidates.append(path)
-        if not path.is_absolute():
-            candidates += [base / path for base in pipe_dir.resolve().parents]
-    candidates.append(pipe_dir / name)
-    for c in candidates:
-        if c.is_dir() and any((c / m).is_file() for m in RUN_MARKERS):
-            return c
-    return None
 
 
 # ---------------------------------------------------------------- formatting

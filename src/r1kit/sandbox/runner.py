@@ -219,19 +219,9 @@ def _spawn_and_collect(
 ) -> _Collected:
     job_r, job_w = os.pipe()
     res_r, res_w = os.pipe()
-    inner = [iso.python, "-I", "-S", "-X", "utf8", "-c", LAUNCHER_SOURCE, str(job_r), str(res_w)]
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            iso.command(inner, limits.tmp_mb),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(job_r, res_w),
-            start_new_session=True,  # one process group: the deadline kills it whole
-            env={"PATH": iso_mod.MINIMAL_PATH},
-            cwd=workdir,
-        )
+        proc = _launch(iso, limits, workdir, job_r, res_w)
     except BaseException:
         for fd in (job_r, job_w, res_r, res_w):
             os.close(fd)
@@ -256,13 +246,7 @@ def _spawn_and_collect(
                 break
             for key, _ in sel.select(remaining):
                 if key.data == "job":
-                    try:
-                        written = os.write(job_w, pending[: 1 << 16])
-                    except BlockingIOError:
-                        continue
-                    except BrokenPipeError:  # the launcher is gone; its exit status will say why
-                        written = len(pending)
-                    pending = pending[written:]
+                    pending = _feed(job_w, pending)
                     if not pending:
                         sel.unregister(job_w)
                         os.close(job_w)
@@ -299,6 +283,32 @@ def _spawn_and_collect(
         bytes(bufs["stdout"]), bytes(bufs["stderr"]), bytes(bufs["records"]), proc.returncode, killed,
         time.monotonic() - start, iso.kind != "none",
     )
+
+
+def _launch(iso: Isolation, limits: Limits, workdir: str | None, job_r: int, res_w: int) -> subprocess.Popen:
+    """The launcher, inside the isolation, reading its job from fd job_r and writing records to fd res_w."""
+    inner = [iso.python, "-I", "-S", "-X", "utf8", "-c", LAUNCHER_SOURCE, str(job_r), str(res_w)]
+    return subprocess.Popen(
+        iso.command(inner, limits.tmp_mb),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(job_r, res_w),
+        start_new_session=True,  # one process group: the deadline kills it whole
+        env={"PATH": iso_mod.MINIMAL_PATH},
+        cwd=workdir,
+    )
+
+
+def _feed(fd: int, pending: memoryview) -> memoryview:
+    """What is left of `pending` after one non-blocking write of it to `fd`."""
+    try:
+        written = os.write(fd, pending[: 1 << 16])
+    except BlockingIOError:
+        return pending
+    except BrokenPipeError:  # the launcher is gone; its exit status will say why
+        return pending[len(pending) :]
+    return pending[written:]
 
 
 def kill_process_group(proc: subprocess.Popen) -> None:

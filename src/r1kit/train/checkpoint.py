@@ -2,11 +2,12 @@
 
 Layout of `run_dir/checkpoints/step_N/`:
 
-    model/       the policy as `save_pretrained` writes it (a full HF directory, or the LoRA
-                 adapter) plus the tokenizer, so a checkpoint is also a usable model
-    ref/         the reference model, only once it has diverged from the starting weights
-                 (GRPO's reference reset); otherwise it is reloaded from `model.path`
-    trainer.pt   optimizer, scheduler, the RNG states of every rank (python, numpy, torch CPU,
+    model/       the trained model as `save_pretrained` writes it (a full HF directory, or the
+                 LoRA adapter) plus the tokenizer, so a checkpoint is also a usable model
+    <name>/      other models the run trains or changes, each its own HF directory: PPO's
+                 `value_model/`, GRPO's `ref/` once a reference reset has made it differ from the
+                 starting weights (until then it is reloaded from `model.path`)
+    trainer.pt   optimizers, schedulers, the RNG states of every rank (python, numpy, torch CPU,
                  CUDA), the data position, the step and recipe extras (counters, eval results)
 
 A checkpoint is written into `step_N.tmp`, every file fsynced, then renamed to `step_N`: rename
@@ -15,9 +16,11 @@ directory, which is ignored and removed by the next save. Resuming restores all 
 a resumed run continues with the very numbers the uninterrupted run would have produced (on the
 same device, dtype and thread count).
 
-Ctrl-C: `InterruptGuard` defers SIGINT while a step changes the model (so a checkpoint never holds
-half an update); the recipe catches the KeyboardInterrupt between steps and saves the last
-completed step. A second Ctrl-C during the deferred part aborts at once without saving.
+Ctrl-C and SIGTERM (a scheduler pre-empting the job): `InterruptGuard` defers them while a step
+changes the model (so a checkpoint never holds half an update); the step loop
+(`r1kit.train.loop`) catches the KeyboardInterrupt between steps, saves the last completed step
+and the command exits with status 130. A second signal during the deferred part aborts at once
+without saving.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -142,14 +145,15 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler,
     state: dict[str, Any],
-    ref: torch.nn.Module | None = None,
+    models: Mapping[str, torch.nn.Module] | None = None,
     keep: int = 2,
 ) -> Path:
     """Write checkpoint step_N atomically and keep the newest `keep` (0 keeps all).
 
-    `model` is the unwrapped policy (a PreTrainedModel or PeftModel); `state` holds what the
-    recipe needs besides weights and optimizer (rng per rank, data position, counters); `ref`
-    is written only when given (pass it once it differs from the starting model).
+    `model` is the unwrapped trained model (a PreTrainedModel or PeftModel); `state` holds what
+    the recipe needs besides weights and the main optimizer (rng per rank, data position,
+    counters, other optimizers); `models` are further models written to `<name>/` (GRPO's
+    reference once it differs from the starting model, PPO's value model).
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
@@ -158,8 +162,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp / "model", safe_serialization=True)
     tokenizer.save_pretrained(tmp / "model")
-    if ref is not None:
-        ref.save_pretrained(tmp / "ref", safe_serialization=True)
+    for name, other in (models or {}).items():
+        other.save_pretrained(tmp / name, safe_serialization=True)
     trainer = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state}
     torch.save(trainer, tmp / TRAINER_STATE)
     _fsync_tree(tmp)
@@ -223,11 +227,20 @@ def _fsync_dir(path: Path) -> None:
 # Ctrl-C
 
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+"""The signals a run answers by saving a checkpoint: Ctrl-C, and SIGTERM from a job scheduler."""
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 class InterruptGuard:
-    """Defers Ctrl-C (SIGINT) while the body of `with guard:` runs, then raises it at the end.
+    """Defers Ctrl-C (SIGINT) and SIGTERM while the body of `with guard:` runs, then raises
+    KeyboardInterrupt at the end.
 
     Use it around the part of a step that changes the model, optimizer and counters, so that a
-    KeyboardInterrupt only ever arrives between consistent states. A second Ctrl-C inside the
+    KeyboardInterrupt only ever arrives between consistent states. A second signal inside the
     body raises at once and sets `aborted` (the state may then be half-updated: do not save it).
     Outside the main thread, signals cannot be caught and the guard does nothing.
     """
@@ -235,12 +248,12 @@ class InterruptGuard:
     def __init__(self) -> None:
         self.pending = False
         self.aborted = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> InterruptGuard:
         self.pending = False
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+        if _on_main_thread():
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in INTERRUPTS}
         return self
 
     def _handler(self, signum, frame) -> None:
@@ -251,8 +264,26 @@ class InterruptGuard:
         print("r1kit: interrupt received; finishing this step, then saving a checkpoint (Ctrl-C again to abort)", flush=True)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
+        self._previous = {}
         if exc_type is None and self.pending:
             raise KeyboardInterrupt
+
+
+class TerminateAsInterrupt:
+    """While in effect, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so a pre-empted job
+    saves its last completed step like an interrupted one (Python's default would end the process
+    without running any cleanup)."""
+
+    def __enter__(self) -> TerminateAsInterrupt:
+        self._previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._raise)} if _on_main_thread() else {}
+        return self
+
+    @staticmethod
+    def _raise(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)

@@ -5,13 +5,14 @@
 rank its device. Without those variables it returns `SINGLE` and every helper here is a no-op, so a
 recipe has one code path for one process and for many.
 
-How GRPO splits the work (recipes/grpo.py):
+How a recipe splits the work (r1kit/train/run.py sets this up for every recipe):
 
-- every rank reads the same shuffled prompt stream and takes the step's B prompts, then keeps its
-  slice of B / K (B must divide by K), so the stream stays identical on all ranks and a checkpoint
-  needs one data position;
-- a group's G completions are sampled on the rank that owns the prompt, so advantages are computed
-  on whole groups without communication (`scale=batch` uses the rank's batch std);
+- every rank holds the same data stream (r1kit/data/stream.py) and draws the step's whole batch,
+  then keeps its consecutive share of it (`rank_slice`: B prompts, pairs or examples per step must
+  divide by K), so the streams stay identical on all ranks and a checkpoint needs one data position;
+- GRPO samples a group's G completions on the rank that owns the prompt, so advantages are computed
+  on whole groups without communication (`scale=batch` uses the rank's batch std); PPO's
+  completions are sampled by their prompt's rank too;
 - generation runs on the unwrapped module; the update runs through DDP, which averages gradients;
 - metrics are averaged over ranks (counts such as dynamic/dropped_groups are then per-rank means);
   only rank 0 writes logs, samples, checkpoints and evaluates.
@@ -22,7 +23,10 @@ Loss normalisation. DDP averages gradients, so the K-rank gradient is (1/K) sum_
   them, and (1/K) sum_r (K/N) sum_{i in r} l_i = (1/N) sum_i l_i: K ranks x B/K prompts give the
   gradient of 1 rank x B prompts exactly (up to float rounding);
 - token_mean divides by the number of tokens, which differs between ranks; `token_mean_scale`
-  rescales each rank's loss by K * T_r / T (one all-reduce of T), which makes it exact too.
+  rescales each rank's loss by K * T_r / T (one all-reduce of T), which makes it exact too. SFT,
+  pretraining and distillation's token sums are divided by T / K the same way;
+- DPO's and the reward model's losses are means over pairs, each rank holding B / K of them: exact
+  as the sequence means are.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ import datetime
 import io
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence, TypeVar
 
 import torch
 import torch.distributed as torch_dist
 
 from r1kit.errors import R1kitError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,26 @@ def rank_share(total: int, dist: Dist, what: str = "grpo.prompts_per_step") -> i
     if total % dist.world_size:
         raise R1kitError(f"{what}={total} must divide by the number of processes ({dist.world_size}); pick a multiple of {dist.world_size}")
     return total // dist.world_size
+
+
+def rank_rows(prompts: int, group_size: int, mini_batches: int, dist: Dist, section: str) -> int:
+    """The rows this rank trains on a step (prompts / world_size, times group_size); an error
+    naming `section`'s settings unless the prompts divide evenly among the ranks and give every
+    mini-batch at least one row."""
+    rows = rank_share(prompts, dist, f"{section}.prompts_per_step") * group_size
+    if mini_batches > rows:
+        raise R1kitError(
+            f"{section}.mini_batches={mini_batches} is more than the {rows} rows each of the {dist.world_size} process(es) trains on a step; "
+            f"lower it or raise {section}.prompts_per_step"
+        )
+    return rows
+
+
+def rank_slice(items: Sequence[T], dist: Dist, what: str) -> list[T]:
+    """This rank's consecutive share of `items`, which every rank drew alike; an error naming the
+    setting `what` unless they divide evenly."""
+    per = rank_share(len(items), dist, what)
+    return list(items[dist.rank * per : (dist.rank + 1) * per])
 
 
 def wrap_ddp(model: torch.nn.Module, dist: Dist) -> torch.nn.Module:

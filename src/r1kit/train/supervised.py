@@ -6,25 +6,30 @@ right-padded per example or packed: examples concatenated into rows of exactly `
 (attention crosses example boundaries, as in GPT-style packing; the labels still mask prompts).
 
 The loss of a step is the sum of token losses over all micro-batches divided by the number of
-target tokens in the whole step, so grad accumulation 1×8 and 8×1 give the same gradient.
+target tokens in the whole step, so grad accumulation 1×8 and 8×1 give the same gradient; under
+torchrun every rank takes its share of each micro-batch and divides by the tokens of all ranks'
+shares (times the number of ranks, since DDP averages), so K ranks give the one-process gradient.
+
+`fit_supervised` is the training loop, inside a run's skeleton (r1kit/train/run.py): resumable,
+interruptible, data-parallel under torchrun.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from r1kit.algorithms.logprobs import final_hidden_states, head_logprobs, lm_head
 from r1kit.config import OptimArgs
+from r1kit.data.stream import BatchStream
 from r1kit.errors import R1kitError
-from r1kit.report.logger import MetricLogger, console, format_line
-from r1kit.train.optim import build_optimizer, build_scheduler, optimizer_step
+from r1kit.train import distributed as dist_
+from r1kit.train.distributed import SINGLE, Dist, rank_slice
+from r1kit.train.microbatch import backward_pieces
+from r1kit.train.optim import optimizer_step
 from r1kit.train.precision import autocast
-from r1kit.train.progress import progress_bar
 
 IGNORE = -100
 
@@ -85,18 +90,6 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def batches(examples: Sequence[Example], batch_size: int, seed: int) -> Iterator[list[Example]]:
-    """Endless shuffled batches, reshuffled every epoch from `seed`."""
-    rng = random.Random(seed)
-    order = list(range(len(examples)))
-    while True:
-        rng.shuffle(order)
-        for i in range(0, len(order) - batch_size + 1, batch_size):
-            yield [examples[j] for j in order[i : i + batch_size]]
-        if len(order) < batch_size:
-            yield [examples[j] for j in order]
-
-
 def token_loss_sum(model, batch: dict[str, torch.Tensor], chunked_head: bool = False) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropy over target tokens, and their count. With `chunked_head` the
     [B, L, V] logits are never built: the LM head scores the target positions' final hidden states
@@ -116,56 +109,56 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor], chunked_head: bool = F
     return loss, int((targets != IGNORE).sum())
 
 
-def train_supervised(
-    model,
+def fit_supervised(
+    run,
+    model: torch.nn.Module,
     examples: Sequence[Example],
     *,
-    pad_id: int,
     steps: int,
     batch_size: int,
     grad_accum: int,
     optim: OptimArgs,
-    logger: MetricLogger,
-    seed: int = 0,
     precision: str = "auto",
-    log_every: int = 1,
-    eval_every: int = 0,
-    on_eval: Callable[[int], dict[str, float]] | None = None,
-    progress: bool = True,
-    description: str = "train",
     chunked_head: bool = False,
-) -> list[float]:
-    """Train `model` for `steps` optimizer steps; returns the loss of every step. `chunked_head`:
-    see `token_loss_sum`."""
-    device = next(model.parameters()).device
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    loss_key: str = "loss/sft",
+) -> None:
+    """`steps` optimizer steps of `model` on `examples` in `run` (a `r1kit.train.run.Run`), each
+    over grad_accum micro-batches of batch_size examples. Logs `loss_key` (the step's mean token
+    loss), and keeps the first and the last in run.results (`loss_first`, `loss_last`)."""
+    learner = run.learner(model)
+    opt, sched = run.optimizer(model.parameters(), optim, steps)
+    stream = BatchStream(len(examples), batch_size, run.config.run.seed)
+    run.track(stream=stream)
+    pad = run.tokenizer.pad_token_id
     model.train()
-    opt = build_optimizer(model.parameters(), optim)
-    sched = build_scheduler(opt, optim, steps)
-    stream = batches(examples, batch_size, seed)
-    losses: list[float] = []
-    with progress_bar(description, steps, progress) as bar:
-        for step in range(1, steps + 1):
-            t0 = time.perf_counter()
-            micro = [collate(next(stream), pad_id) for _ in range(grad_accum)]
-            n_tokens = sum(int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro)
-            total = 0.0
-            for m in micro:
-                m = {k: v.to(device) for k, v in m.items()}
-                with autocast(device, precision):
-                    loss_sum, _ = token_loss_sum(model, m, chunked_head)
-                (loss_sum / n_tokens).backward()
-                total += float(loss_sum.detach())
-            grad_norm, lr = optimizer_step(model, opt, sched, optim.max_grad_norm)
-            loss = total / n_tokens
-            losses.append(loss)
-            dt = time.perf_counter() - t0
-            metrics: dict[str, Any] = {"loss/sft": loss, "grad_norm": grad_norm, "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": n_tokens / dt}
-            if on_eval is not None and eval_every and step % eval_every == 0 and step != steps:
-                metrics.update({f"eval/{k}": v for k, v in on_eval(step).items()})
-                model.train()
-            if step % log_every == 0 or step == steps:
-                logger.log(metrics, step)
-            bar.advance(1, info=f"loss {loss:.3f}")
-    if not progress:
-        console.print(format_line(steps, {"loss/sft": losses[-1]}, ("loss/sft",)))
-    return losses
+    with run.loop(steps, evaluate=evaluate, model=model, line_keys=(loss_key,)) as loop:
+        for step in loop:
+            micro = [collate([examples[i] for i in rank_slice(stream.take(), run.dist, "batch_size")], pad) for _ in range(grad_accum)]
+            with loop.guard:
+                loss, tokens, finite = supervised_backward(learner, micro, run.dist, precision, chunked_head)
+                grad_norm, lr = optimizer_step(learner, opt, sched, optim.max_grad_norm, finite)
+                run.results.setdefault("loss_first", loss)
+                run.results["loss_last"] = loss
+                loop.end_step(step, {loss_key: loss, "grad_norm": grad_norm, "lr": lr}, tokens=tokens)
+
+
+def supervised_backward(learner, micro: Sequence[dict[str, torch.Tensor]], dist: Dist = SINGLE, precision: str = "auto", chunked_head: bool = False) -> tuple[float, int, bool]:
+    """Back-propagate one step's loss (token losses summed over the micro-batches, over the step's
+    target tokens on every rank); returns (that loss, this rank's target tokens, whether every
+    micro-batch's loss was finite)."""
+    device = next(learner.parameters()).device
+    tokens = sum(int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro)
+    per_rank = dist_.sum_float(tokens, dist) / dist.world_size  # DDP averages over ranks: divide by T / K
+    total = 0.0
+
+    def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        nonlocal total
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            loss_sum, _ = token_loss_sum(learner, batch, chunked_head)
+        total += float(loss_sum.detach())
+        return loss_sum / per_rank
+
+    finite = backward_pieces(learner, micro, loss_of, dist)
+    return dist_.sum_float(total, dist) / (per_rank * dist.world_size), tokens, finite
