@@ -45,7 +45,7 @@ def test_second_run_with_the_same_config_reuses_the_cached_base(tmp_path, capsys
     def refuse(*args, **kwargs):
         raise AssertionError("a cached base was built again")
 
-    for name in ("create_run", "build_tiny_model", "train_supervised", "evaluate"):  # nothing is built, trained or evaluated
+    for name in ("Run", "build_tiny_model", "fit_supervised", "Evaluator"):  # nothing is built, trained or evaluated
         monkeypatch.setattr(pretrain, name, refuse)
     second = train(tiny_pretrain(tmp_path))
     assert second == first
