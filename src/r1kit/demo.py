@@ -84,8 +84,7 @@ def run_demo(config_path: str | None, overrides: list[str], seeds: int = 1) -> P
         results = json.loads((out / "results.json").read_text())
         per_seed.append({name: stage_metrics(r, k) for name, r in results.items()})
     summary = summarize(per_seed, list(range(seeds)), k)
-    # Wide enough for "0.975 ± 0.018" in every column, even when output goes to a file or a pipe.
-    console.print(stage_table(summary["stages"], k, f"r1kit demo: held-out test split, {_seeds_text(seeds)}"), width=max(console.width, 110))
+    console.print(stage_table(summary["stages"], k, f"r1kit demo: held-out test split, {_seeds_text(seeds)}"))
     for f in summary["findings"]:
         console.print(f"{'[green]held[/green]' if all(f['held']) else '[red]did not hold[/red]'}: {f['detail']}")
     (root / "results.json").write_text(json.dumps(summary, indent=2))

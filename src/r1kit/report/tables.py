@@ -6,6 +6,7 @@ import math
 import statistics
 from typing import Mapping, Sequence
 
+from rich import box
 from rich.table import Table
 
 METRICS = ("greedy_acc", "pass@1", "maj@k", "pass@k", "mean_length")
@@ -27,11 +28,12 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 def stage_table(stages: Mapping[str, Mapping[str, Sequence[float]]], k: int, title: str) -> Table:
     """`stages[name][metric]` is a list of per-seed values; one seed prints the value, several
     print mean ± sd."""
-    table = Table(title=title)
+    # A light box and "0.925±0.006" cells: six columns fit an 80-column terminal or pipe.
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     headers = ("greedy acc", "pass@1", f"maj@{k}", f"pass@{k}", "mean length")
-    table.add_column("stage")
+    table.add_column("stage", no_wrap=True)
     for h in headers:
-        table.add_column(h, justify="right")
+        table.add_column(h, justify="right", no_wrap=True)
     for name, metrics in stages.items():
         cells = []
         for metric in METRICS:
@@ -43,6 +45,6 @@ def stage_table(stages: Mapping[str, Mapping[str, Sequence[float]]], k: int, tit
                 cells.append(f"{values[0]:.{digits}f}")
             else:
                 mean, sd = mean_sd(values)
-                cells.append(f"{mean:.{digits}f} ± {sd:.{digits}f}")
+                cells.append(f"{mean:.{digits}f}±{sd:.{digits}f}")
         table.add_row(name, *cells)
     return table
