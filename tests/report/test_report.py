@@ -142,6 +142,25 @@ def test_pipeline_report_compares_stages(tmp_path):
     assert "<script" not in page.lower()
 
 
+def test_pipeline_report_reads_the_demos_per_seed_results_as_their_means(tmp_path):
+    """`r1kit demo` writes results.json as per-seed lists under "stages"; the report of its
+    directory shows each stage's mean (0.5 and 0.75 -> 0.625) and no stage named "seeds" or "k"."""
+    pipe = tmp_path / "demo"
+    make_grpo_run(pipe / "r1_zero")
+    (pipe / "stages.json").write_text(json.dumps({"r1_zero": str(pipe / "r1_zero")}))
+    (pipe / "results.json").write_text(json.dumps({
+        "seeds": [0, 1], "k": 4,
+        "stages": {"r1_zero": {"greedy_acc": [0.5, 0.75], "pass@1": [0.25, 0.5], "maj@k": [0.5, 0.5], "pass@k": [1.0, 1.0], "mean_length": [10.0, 12.0]}},
+        "findings": [],
+    }))
+    page = write_report(pipe).read_text()
+    table = re.search(r"<table class=results>.*?</table>", page, re.S).group(0)
+    for number in ("0.625", "0.375", "11"):
+        assert number in table, number
+    assert "maj@4" in table and "pass@4" in table
+    assert 'id="stage-seeds"' not in page and 'id="stage-k"' not in page
+
+
 def test_pipeline_report_follows_stages_json_to_a_cached_run_and_reads_eval_json(tmp_path):
     """Without results.json the table comes from each stage's eval.json; a stage's run dir may live
     outside the pipeline directory (a cache)."""
