@@ -131,3 +131,33 @@ def test_sft_through_the_chunked_lm_head_gives_the_same_losses(tiny_model_dir, t
     assert len(runs[1]) == len(steps[1]) == 4 and runs[1] == pytest.approx(runs[0], rel=1e-5)
     assert_same_gradients(steps[1], steps[0])
     assert runs[0][-1] < runs[0][0]
+
+
+@pytest.mark.parametrize("recipe", ["sft", "grpo"])
+def test_a_failing_final_evaluation_keeps_the_trained_model(recipe, tiny_model_dir, tmp_path, restore_threads, monkeypatch):
+    """The model is saved before the final evaluation, so an evaluation that raises loses nothing."""
+    from r1kit.eval.evaluate import Evaluator
+    from r1kit.recipes import grpo
+
+    plain = Evaluator.__call__
+
+    def failing_after_training(self, model, samples_out=None):
+        if samples_out is not None:  # the evaluation after training collects greedy samples
+            raise RuntimeError("evaluation broke")
+        return plain(self, model, samples_out)
+
+    monkeypatch.setattr(Evaluator, "__call__", failing_after_training)
+    if recipe == "sft":
+        config, run = sft_config(tiny_model_dir, tmp_path, "steps=2"), train
+    else:
+        config = cfg.load(None, [f"model.path={tiny_model_dir}", "model.device=cpu", "data.train_size=16", "data.test_size=4",
+                                 "grpo.steps=1", "grpo.prompts_per_step=2", "grpo.group_size=2", "sampling.max_new_tokens=8",
+                                 "eval.k=1", "eval.max_new_tokens=8", f"run.output_dir={tmp_path}", "run.name=grpo", "run.threads=1",
+                                 "run.progress=false", "run.tensorboard=false", "rewards=[arithmetic]"], grpo.GRPOConfig)
+        run = grpo.train
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        run(config)
+    saved = load_model(str(tmp_path / recipe / "model"), device="cpu")  # before the fix: no model/ at all
+    if recipe == "sft":  # (one GRPO step on an untrained model may see equal rewards and not move)
+        start = load_model(str(tiny_model_dir), device="cpu")
+        assert any(not torch.equal(p, q) for p, q in zip(start.parameters(), saved.parameters()))  # the trained weights

@@ -154,9 +154,10 @@ def train(config: DistillConfig) -> Path:
         else:
             fit_kd(config, run, model, teacher, tokenizer, prompt_ids, examples, evaluate=lambda: evaluator(model))
 
+        if run.is_main:
+            save_model(model, tokenizer, run_dir / "model")  # before evaluation: nothing trained is lost
         samples = run.evaluate_after(lambda out: evaluator(model, out), config.steps)
         if run.is_main:
-            save_model(model, tokenizer, run_dir / "model")
             run.write_results(samples)
             r = run.results
             console.print(f"distill done: loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}; greedy acc {r.get('before', {}).get('greedy_acc', float('nan')):.3f} -> {r['after']['greedy_acc']:.3f}; run {run_dir}")

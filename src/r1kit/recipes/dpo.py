@@ -132,9 +132,10 @@ def train(config: DPOConfig) -> Path:
             line_keys=("loss/dpo", "rewards/accuracy", "rewards/margin"),
         )  # fmt: skip
 
+        if run.is_main:
+            save_model(model, tokenizer, run_dir / "model")  # before evaluation: nothing trained is lost
         run.evaluate_after(lambda samples: run_eval(), config.steps)
         if run.is_main:
-            save_model(model, tokenizer, run_dir / "model")
             run.write_results()
             _print_summary(run.results, run_dir)
     return run_dir

@@ -11,8 +11,8 @@ exact KL gradient (TRL's default `use_bias_correction_kl`).
 Simplifications: with mu > 1 the old log-probs are the rollout engine's sampling log-probs (same
 model and precision as the learner, so in fp32 they equal a recomputation, as the rollout tests
 check; under bf16 autocast, where the cached decode rounds differently, they are recomputed);
-the reference model is a frozen copy, optionally reset to the current policy every
-`ref_reset_every` steps, as R1 does (with LoRA it is the base with the adapters disabled).
+the reference is a frozen copy, reset to the policy every `ref_reset_every` steps if set, as R1
+does (with LoRA it is the base with the adapters disabled).
 
 The maths is in r1kit.algorithms; sampling and scoring a step's groups in r1kit/train/rollouts.py;
 the run skeleton (r1kit/train/run.py) gives torchrun (each rank samples its share of the prompts),
@@ -184,10 +184,10 @@ def train(config: GRPOConfig) -> Path:
                     if run.is_main and config.samples_every and (step % config.samples_every == 0 or step == 1):
                         write_samples(run_dir, step, step_rows, batch, rewards, show=not config.run.progress)
                     loop.end_step(step, metrics, tokens=int(batch.completion_mask.sum()))
-
+        if run.is_main:
+            save_model(model, tokenizer, run_dir / "model")  # before evaluation: nothing trained is lost
         samples = run.evaluate_after(lambda out: evaluator(model, out), g.steps)
         if run.is_main:
-            save_model(model, tokenizer, run_dir / "model")
             run.write_results(samples)
             before = run.results.get("before", {}).get("pass@1", float("nan"))
             console.print(f"grpo done: pass@1 {before:.3f} -> {run.results['after'].get('pass@1', float('nan')):.3f}; run {run_dir}")

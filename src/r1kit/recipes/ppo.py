@@ -180,10 +180,11 @@ def train(config: PPOConfig) -> Path:
                     metrics["data/skipped_long_prompts"] = skipped_long
                     loop.end_step(step, metrics, tokens=int(batch.completion_mask.sum()))
 
+        if run.is_main:
+            save_model(model, tokenizer, run_dir / "model")  # before evaluation: nothing trained is lost
+            save_scalar_model(value_model, tokenizer, run_dir / "value_model")
         samples = run.evaluate_after(lambda out: evaluator(model, out), p.steps)
         if run.is_main:
-            save_model(model, tokenizer, run_dir / "model")
-            save_scalar_model(value_model, tokenizer, run_dir / "value_model")
             run.write_results(samples)
             before = f"{run.results['before'].get('pass@1', float('nan')):.3f} -> " if "before" in run.results else ""
             console.print(f"ppo done: pass@1 {before}{run.results['after'].get('pass@1', float('nan')):.3f}; run {run_dir}")
