@@ -14,6 +14,7 @@ import pytest
 import torch
 from rounding import assert_same_gradients, record_steps, sgd_for_adamw
 
+from r1kit.accel import onednn
 from r1kit.config import load
 from r1kit.data.io import write_jsonl
 from r1kit.data.preference import synthetic_preferences
@@ -167,7 +168,7 @@ def test_dpo_computes_reference_logprobs_once_and_releases_the_reference(small_m
     def counting_load(path, *args, **kwargs):
         model = real_load(path, *args, **kwargs)
         if str(path) == str(ref_dir):
-            model.register_forward_hook(lambda *_: calls.append(1))
+            model.register_forward_hook(lambda *_: calls.append(any(onednn.routes(m) for m in model.modules())))
             refs.append(weakref.ref(model))
         return model
 
@@ -178,6 +179,7 @@ def test_dpo_computes_reference_logprobs_once_and_releases_the_reference(small_m
     # One pass over train + test pairs; each batch runs its distinct prompts, then the continuations
     # (chosen and rejected share a prompt: see completion_logprobs' share_prompts).
     assert len(refs) == 1 and len(calls) == 2 * (math.ceil(12 / 8) + math.ceil(4 / 8))
+    assert set(calls) == {onednn.onednn_available()}  # the reference runs on the policy's fast paths (run.accel=auto)
     gc.collect()
     assert refs[0]() is None  # nothing holds the reference after the run
     # The reference equals the starting policy, so every implicit reward starts at exactly 0.

@@ -14,6 +14,7 @@ import torch
 from rounding import sgd_for_adamw
 
 from r1kit import config as cfg
+from r1kit.accel import onednn
 from r1kit.errors import R1kitError
 from r1kit.models.tiny import TinyModelConfig, build_char_tokenizer, save_tiny
 from r1kit.recipes import distill as distill_recipe
@@ -273,6 +274,19 @@ def test_logit_distillation_lowers_the_divergence_to_a_different_teacher(models,
     ev = json.loads((run_dir / "eval.json").read_text())
     assert ev["loss_first"] == pytest.approx(kd[0], abs=1e-6) and set(ev["after"]) == {"greedy_acc", "length_greedy"}
     assert (run_dir / "model" / "config.json").is_file()
+
+
+def test_the_teacher_runs_on_the_students_fast_paths(models, tmp_path, teacher_rows, monkeypatch):
+    seen = []
+    real_fit = distill_recipe.fit_kd
+
+    def spying_fit(config, run, model, teacher, *args, **kwargs):
+        seen.append({name: any(onednn.routes(m) for m in net.modules()) for name, net in (("student", model), ("teacher", teacher))})
+        return real_fit(config, run, model, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(distill_recipe, "fit_kd", spying_fit)
+    distill_recipe.train(distill_config(models, tmp_path, "student", "teacher2", "mode=logits", f"data.path={teacher_rows}", "steps=1"))
+    assert seen == [{"student": onednn.onednn_available(), "teacher": onednn.onednn_available()}]  # run.accel=auto: both, or neither
 
 
 def test_hard_label_weight_adds_the_cross_entropy_on_response_tokens(models, tmp_path, teacher_rows):

@@ -134,7 +134,7 @@ def train(config: DistillConfig) -> Path:
         prompt_ids, examples, truncated = encode(config, tokenizer, rows, needs_responses)
         evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
         model = run.policy(config.model)
-        teacher = load_frozen(config.teacher, device=run.device) if config.mode != "sft" or config.eval_teacher else None
+        teacher = run.accelerate(load_frozen(config.teacher, device=run.device)) if config.mode != "sft" or config.eval_teacher else None
         if config.mode != "sft":
             check_vocab_sizes(model, teacher, tokenizer, config)
         run_dir = run.create()

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import torch
 
+from r1kit import accel
 from r1kit.algorithms import chosen_nll, completion_logprobs, dpo_loss, masked_sum
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
 from r1kit.data.preference import EncodedPair, PairBatch, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
@@ -184,7 +185,8 @@ def reference_logps(config: DPOConfig, policy, train_pairs, test_pairs, pad_id: 
     ref = policy  # the starting weights: scored before any update, so no copy is needed
     if config.ref_model:
         device = str(next(policy.parameters()).device)
-        ref = check_chunked_head(load_model(config.ref_model, config.model.dtype, device, config.model.attn_implementation), config.model)
+        loaded = load_model(config.ref_model, config.model.dtype, device, config.model.attn_implementation)
+        ref = check_chunked_head(accel.apply(loaded, torch.device(device), accel.current()), config.model)  # the policy's fast paths
     return tuple(score_pairs(ref, pairs, pad_id, config.eval_batch_size, config.model.chunked_lm_head) for pairs in (train_pairs, test_pairs))
 
 
