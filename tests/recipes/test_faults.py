@@ -5,6 +5,7 @@ ends with the weights of a run that never failed, bit for bit."""
 from __future__ import annotations
 
 import importlib
+import logging
 
 import pytest
 import torch
@@ -116,3 +117,25 @@ def test_a_reward_model_is_saved_before_its_final_evaluation(extra, small_model_
     start, trained = load_scalar_model(str(small_model_dir), 0), load_scalar_model(str(saved), 0)
     backbone = [n for n, _ in start.named_parameters() if "score" not in n]
     assert any(not torch.equal(start.get_parameter(n), trained.get_parameter(n)) for n in backbone)  # the trained weights
+
+
+def broken_reward(completions, **columns):
+    """A reward that cannot work: it raises on every row."""
+    raise KeyError("gold_answer")
+
+
+@pytest.mark.parametrize("recipe", ["grpo", "ppo"])
+def test_a_reward_that_raises_on_every_row_stops_the_run_at_step_3_keeping_step_2(recipe, small_model_dir, tmp_path, capsys, caplog, restore_threads):
+    from r1kit.cli import main
+
+    overrides = recipe_overrides(recipe, small_model_dir, tmp_path, steps=5) + [f"rewards=[arithmetic, {__name__}:broken_reward]", "run.name=broken"]
+    with caplog.at_level(logging.WARNING, logger="r1kit.rewards.compose"):
+        status = main([recipe, *overrides])
+    err = " ".join(capsys.readouterr().err.split())
+    assert status == 2  # before: 0, after five steps trained on the other reward alone and a traceback a step
+    assert f"{recipe} stopped at step 3 by reward 'broken_reward' raised on every row of 3 steps in a row (KeyError: 'gold_answer')" in err
+    assert "Traceback" not in err and "the checkpoint of step 2" in err
+    assert len([r for r in caplog.records if "broken_reward" in r.getMessage()]) == 1  # one warning line, at the first failure
+    assert [s for s, _ in checkpoint_dirs(tmp_path / "broken")] == [2]
+    rows = [r for r in step_rows(tmp_path / "broken") if "reward/broken_reward/errors" in r]
+    assert [(r["step"], r["reward/broken_reward/errors"], r["reward/broken_reward/none_frac"]) for r in rows] == [(1, 4.0 if recipe == "ppo" else 8.0, 1.0), (2, 4.0 if recipe == "ppo" else 8.0, 1.0)]
