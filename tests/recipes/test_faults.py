@@ -1,10 +1,13 @@
 """Faults keep what was trained: an exception raised mid-training in any recipe leaves a checkpoint
 of the last completed step and one R1kitError naming the cause and `--resume`, and the resumed run
-ends with the weights of a run that never failed, bit for bit."""
+ends with the weights of a run that never failed, bit for bit. A reward model is saved before its
+final evaluation; a reward function that never works stops the run; held-out prompts are truncated
+as the training prompts are."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 
 import pytest
@@ -139,3 +142,15 @@ def test_a_reward_that_raises_on_every_row_stops_the_run_at_step_3_keeping_step_
     assert [s for s, _ in checkpoint_dirs(tmp_path / "broken")] == [2]
     rows = [r for r in step_rows(tmp_path / "broken") if "reward/broken_reward/errors" in r]
     assert [(r["step"], r["reward/broken_reward/errors"], r["reward/broken_reward/none_frac"]) for r in rows] == [(1, 4.0 if recipe == "ppo" else 8.0, 1.0), (2, 4.0 if recipe == "ppo" else 8.0, 1.0)]
+
+
+@pytest.mark.parametrize("recipe", ["grpo", "ppo"])
+def test_long_prompts_truncate_fits_the_held_out_prompts_as_the_training_ones(recipe, gpt2_model_dir, tmp_path, restore_threads):
+    # GPT-2's 16 positions less 6 new tokens leave 10 for a prompt; the prompts have 12. Training
+    # kept their last 10 tokens; evaluation (before and after training) did not, and indexed past
+    # the position table: an IndexError after the run had trained.
+    settings = ["data.task_params={n_operands: 2, digits: 1}", "data.long_prompts=truncate", "sampling.max_new_tokens=6", "eval.max_new_tokens=6", "run.name=long"]
+    run_dir = train(recipe, recipe_overrides(recipe, gpt2_model_dir, tmp_path, steps=1) + settings)
+    results = json.loads((run_dir / "eval.json").read_text())
+    assert 0.0 <= results["before"]["greedy_acc"] <= 1.0 and 0.0 <= results["after"]["greedy_acc"] <= 1.0
+    assert (run_dir / "model" / "config.json").is_file()

@@ -64,3 +64,4 @@ def test_disable_dropout_zeroes_every_dropout_in_memory_and_leaves_the_config(gp
     with torch.no_grad():
         train_mode, eval_mode = model.train()(ids).logits, model.eval()(ids).logits
     assert torch.equal(train_mode, eval_mode)
+

@@ -149,10 +149,10 @@ def train(config: GRPOConfig) -> Path:
         # Everything a user can get wrong is checked before the run directory is touched.
         tokenizer = load_tokenizer(config.model.path)
         composer = RewardComposer(reward_specs(config), config.reward_failure_steps)
-        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
         model = run.policy(config.model)
         ref = reference_model(model, config.model, run.checkpoint) if g.beta > 0 else None  # frozen: a copy, or the base under LoRA
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "grpo")
+        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes, truncate_to=truncate_to)  # held-out prompts fit as training's do
         run_dir = run.create()
         run.tokenizer = tokenizer
         learner = run.learner(model)

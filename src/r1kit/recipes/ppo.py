@@ -147,12 +147,12 @@ def train(config: PPOConfig) -> Path:
         dist_.rank_rows(p.prompts_per_step, 1, p.mini_batches, run.dist, "ppo")  # B must divide by the number of processes
         tokenizer = load_tokenizer(config.model.path)
         composer = RewardComposer(list(config.rewards) or [config.data.task or "math"], config.reward_failure_steps)
-        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
         model = run.policy(config.model)
         ref = reference_model(model, config.model, run.checkpoint)  # frozen: a copy, or the base under LoRA
         value_path = run.weights("value_model") or p.value_model or config.model.path
         value_model = training_options(load_scalar_model(str(value_path), tokenizer.pad_token_id, config.model.dtype, str(run.device)), config.model)
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "ppo")
+        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes, truncate_to=truncate_to)  # held-out prompts fit as training's do
         run_dir = run.create()
         run.tokenizer = tokenizer
         learners = run.learner(model), run.learner(value_model, "value_model")
