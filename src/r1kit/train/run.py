@@ -17,7 +17,8 @@
 - optimizers and schedules (`run.optimizer`) and the stateful data streams (`run.track`), put
   back as the checkpoint's step ended;
 - the step loop (`run.loop`, train/loop.py): progress bar, logging, evaluation and checkpoints
-  every N steps, and the interrupt guard.
+  every N steps, the interrupt guard, and a checkpoint of the last completed step when an
+  exception stops the run.
 
 Only rank 0 writes the run directory, logs and evaluates. `check_settings` refuses, before
 anything runs, a setting the recipe cannot honour.
