@@ -138,11 +138,11 @@ class StepLoop:
         if self.saved_step is None:
             return
         cause = str(exc) if isinstance(exc, R1kitError) else f"{type(exc).__name__}: {exc}"
-        lost = "" if whole else f"; step {self.done + 1} failed part-way through its update, so its weights were not saved"
+        lost = f" (step {self.done + 1} failed part-way through its update, so its weights were not saved)" if not whole else ""
         log = ""
         if run.is_main and run.run_dir is not None:
             (run.run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
-            log = f" (traceback in {run.run_dir / 'error.log'})"
+            log = f"; traceback in {run.run_dir / 'error.log'}"
         path = run.run_dir / CHECKPOINTS / f"step_{self.saved_step}"
-        raise R1kitError(f"{run.recipe} stopped at step {self.done + 1} by {cause}{log}{lost}; the checkpoint of step {self.saved_step} "
-                         f"in {path} keeps what was trained: fix the cause and continue with --resume (run.resume=auto)") from exc  # fmt: skip
+        raise R1kitError(f"{run.recipe} stopped at step {self.done + 1} by {cause.rstrip('.')}; the checkpoint of step {self.saved_step} in {path} "
+                         f"keeps what was trained{lost}: fix the cause and continue with --resume (run.resume=auto){log}") from exc  # fmt: skip
