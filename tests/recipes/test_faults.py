@@ -100,8 +100,7 @@ def test_a_step_that_fails_after_its_first_update_keeps_the_last_whole_step(smal
     with pytest.raises(R1kitError) as failed:
         train("ppo", overrides)
     message = " ".join(str(failed.value).split())
-    assert "step 3 failed part-way through its update, so its weights were not saved" in message
-    assert "the checkpoint of step 2" in message
+    assert "the checkpoint of step 2" in message and "keeps what was trained up to it (step 3 failed part-way through its update" in message
     assert [s for s, _ in checkpoint_dirs(tmp_path / "partial")] == [1, 2]
 
 

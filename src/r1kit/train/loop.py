@@ -64,7 +64,7 @@ class StepLoop:
             restore_rng(rngs[run.dist.rank % len(rngs)])
         self.done, self.state = run.start_step, run.snapshot()
         self.saved_step = run.start_step if run.checkpoint is not None else None
-        for opt, _ in run._optimizers.values():  # counts the updates, to tell a whole step from a part-applied one
+        for opt in run.optimizers:  # counts the updates, to tell a whole step from a part-applied one
             self._stack.callback(opt.register_step_post_hook(self._count_update).remove)
         self._stack.enter_context(TerminateAsInterrupt())
         self.bar = self._stack.enter_context(progress_bar(run.recipe, self.total, run.config.run.progress and run.is_main))
@@ -138,7 +138,7 @@ class StepLoop:
         if self.saved_step is None:
             return
         cause = str(exc) if isinstance(exc, R1kitError) else f"{type(exc).__name__}: {exc}"
-        lost = f" (step {self.done + 1} failed part-way through its update, so its weights were not saved)" if not whole else ""
+        lost = f" up to it (step {self.done + 1} failed part-way through its update, so no later weights could be saved)" if not whole else ""
         log = ""
         if run.is_main and run.run_dir is not None:
             (run.run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))

@@ -271,6 +271,11 @@ class Run:
         self._optimizers[name] = (opt, sched)
         return opt, sched
 
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers `optimizer` built, in order."""
+        return [opt for opt, _ in self._optimizers.values()]
+
     def track(self, **objects: Any) -> None:
         """Checkpoint objects with state_dict / load_state_dict (data streams, controllers),
         restored now on resume."""
