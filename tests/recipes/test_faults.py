@@ -73,6 +73,20 @@ def test_an_exception_at_step_2_saves_step_1_and_resume_ends_as_an_unbroken_run(
     assert [r for r in step_rows(resumed) if r["step"] >= 2] == [r for r in step_rows(straight) if r["step"] >= 2]
 
 
+def test_a_failing_evaluation_during_training_keeps_the_step_it_evaluated(small_model_dir, tmp_path, monkeypatch, restore_threads):
+    # run.eval_every=2: step 2's update is whole when its evaluation raises, so step 2 is saved
+    # (the evaluation before training is off: eval_before=false).
+    from r1kit.eval.evaluate import Evaluator
+
+    def broken(self, model, samples_out=None):
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr(Evaluator, "__call__", broken)
+    with pytest.raises(R1kitError, match=r"sft stopped at step 2 by RuntimeError: evaluation broke; the checkpoint of step 2"):
+        train("sft", recipe_overrides("sft", small_model_dir, tmp_path, steps=4) + ["run.name=eval", "run.eval_every=2", "eval_before=false"])
+    assert [s for s, _ in checkpoint_dirs(tmp_path / "eval")] == [2]
+
+
 def test_an_exception_before_any_step_completes_is_left_as_it_is(small_model_dir, tmp_path, monkeypatch, restore_threads):
     # Nothing was trained, so there is nothing to keep: no checkpoint, the error unchanged.
     fail_on_call(monkeypatch, *STEP_FUNCTION["sft"], call=1, error=RuntimeError("out of memory"))

@@ -54,6 +54,8 @@ class StepLoop:
         """perf_counter() at the start of the current step."""
         self.updates = self.updates_done = 0
         """Optimizer steps taken so far, and by the end of the last completed step."""
+        self.current = run.start_step + 1
+        """The step being run."""
 
     def __enter__(self) -> StepLoop:
         run = self.run
@@ -73,7 +75,7 @@ class StepLoop:
 
     def __iter__(self) -> Iterator[int]:
         for step in range(self.run.start_step + 1, self.total + 1):
-            self.step_start = time.perf_counter()
+            self.step_start, self.current = time.perf_counter(), step
             yield step
 
     def _count_update(self, optimizer, args, kwargs) -> None:
@@ -138,11 +140,11 @@ class StepLoop:
         if self.saved_step is None:
             return
         cause = str(exc) if isinstance(exc, R1kitError) else f"{type(exc).__name__}: {exc}"
-        lost = f" up to it (step {self.done + 1} failed part-way through its update, so no later weights could be saved)" if not whole else ""
+        lost = f" up to it (step {self.current} failed part-way through its update, so no later weights could be saved)" if not whole else ""
         log = ""
         if run.is_main and run.run_dir is not None:
             (run.run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
             log = f"; traceback in {run.run_dir / 'error.log'}"
         path = run.run_dir / CHECKPOINTS / f"step_{self.saved_step}"
-        raise R1kitError(f"{run.recipe} stopped at step {self.done + 1} by {cause.rstrip('.')}; the checkpoint of step {self.saved_step} in {path} "
+        raise R1kitError(f"{run.recipe} stopped at step {self.current} by {cause.rstrip('.')}; the checkpoint of step {self.saved_step} in {path} "
                          f"keeps what was trained{lost}: fix the cause and continue with --resume (run.resume=auto){log}") from exc  # fmt: skip
