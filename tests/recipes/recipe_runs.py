@@ -28,11 +28,14 @@ SETTINGS: dict[str, list[str]] = {
     "distill": ["mode=on_policy", "lmbda=0.5", "response_column=cot", "max_new_tokens=6", "data.task_params={n_operands: 2, digits: 1}",
                 "data.train_size=5", "data.test_size=2", "eval.k=0", "eval.max_new_tokens=4", "batch_size=2", "grad_accum=2", "max_length=32",
                 "optim.lr=1e-2", "optim.warmup_steps=1"],
+    # 5 prompts, 2 a step in groups of 4; beta > 0 (the reference is reloaded on resume)
+    "grpo": ["rewards=[arithmetic, format]", "grpo.prompts_per_step=2", "grpo.group_size=4", "grpo.beta=0.04", "sampling.max_new_tokens=6",
+             "data.train_size=5", "data.test_size=2", "eval.k=0", "eval.max_new_tokens=4", "optim.lr=1e-2", "samples_every=0"],
     "pretrain": ["cache=false", "documents=40", "batch_size=4", "max_length=32", "tiny.hidden_size=32", "tiny.num_layers=1", "test_size=2",
                  "eval.k=0", "eval.max_new_tokens=4", "optim.warmup_steps=1", "device=cpu"],
 }  # fmt: skip
 
-STEPS_KEY = {"ppo": "ppo.steps"}
+STEPS_KEY = {"ppo": "ppo.steps", "grpo": "grpo.steps"}
 """Where a recipe keeps its number of steps, when not at `steps`."""
 
 

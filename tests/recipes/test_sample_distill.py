@@ -359,3 +359,13 @@ def test_a_student_sampled_batch_distils_the_completion_tokens_only():
     assert batch.on_policy
     assert batch.input_ids[batch.targets].tolist() == [10, 11, 12]
     assert batch.attention_mask.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+
+
+def test_rejection_sampling_whose_verifier_raises_on_every_row_stops_after_three_batches(models, tmp_path, scripted, monkeypatch):
+    def broken(completions, **columns):
+        raise KeyError("answer")
+
+    monkeypatch.setattr(rs, "scorer_for", lambda data: (broken, lambda text: None))
+    with pytest.raises(R1kitError, match=r"reward 'arithmetic' raised on every row of 3 steps in a row \(KeyError: 'answer'\)"):
+        rs.train(sample_config(models["teacher"], tmp_path, "data.train_size=8"))
+    assert len(scripted) == 3  # it stopped there: a fourth batch was left unsampled

@@ -90,8 +90,46 @@ def test_a_raising_function_voids_only_its_bad_rows_and_logs_them(caplog):
     assert result.per_function["fails_on_bad"] == [1.0, None, 1.0]
     assert result.total == [1.5, 0.5, 1.5]  # the other reward still counts on the bad row
     assert result.metrics["reward/fails_on_bad/errors"] == 1.0
-    row_logs = [r.getMessage() for r in caplog.records if "row 1" in r.getMessage()]
-    assert len(row_logs) == 1 and "'bad'" in row_logs[0] and "fails_on_bad" in row_logs[0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "fails_on_bad" in warnings[0] and "ValueError: cannot score 'bad'" in warnings[0]
+    assert all(r.exc_info is None for r in caplog.records if r.levelno >= logging.WARNING)  # a line, not a traceback
+
+
+def always_raises(completions, **columns):
+    raise KeyError("gold")
+
+
+def test_a_failing_function_warns_once_however_many_batches_it_fails(caplog):
+    composer = RewardComposer([fails_on_bad, always_raises], stop_after=0)
+    with caplog.at_level(logging.WARNING, logger="r1kit.rewards.compose"):
+        for _ in range(5):
+            result = composer(["ok", "bad"], {})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2  # one line per function, at its first failure
+    assert result.metrics["reward/always_raises/errors"] == 2.0 and result.metrics["reward/fails_on_bad/errors"] == 1.0
+    assert result.total == [1.0, None]
+
+
+def test_a_function_failing_on_every_row_of_stop_after_batches_stops_with_its_exception():
+    composer = RewardComposer([always_raises, {"name": f"{__name__}:const_reward"}], stop_after=3)
+    composer(["a", "b"], {})
+    composer(["a", "b"], {})
+    with pytest.raises(R1kitError, match=r"reward 'always_raises' raised on every row of 3 steps in a row \(KeyError: 'gold'\)"):
+        composer(["a", "b"], {})
+
+
+def test_a_batch_with_one_good_row_restarts_the_count():
+    composer = RewardComposer([fails_on_bad], stop_after=2)
+    for batch in (["bad"], ["bad", "ok"], ["bad"], ["bad", "ok"], ["bad"]):  # never two all-failing batches in a row
+        composer(batch, {})
+    assert composer.failing["fails_on_bad"] == 1
+    with pytest.raises(R1kitError, match="fails_on_bad"):
+        composer(["bad", "bad"], {})
+
+
+def test_a_negative_stop_after_is_one_clear_error():
+    with pytest.raises(R1kitError, match=r"reward_failure_steps=-1 must be 0 \(never stop\) or a number of steps"):
+        RewardComposer(["format"], stop_after=-1)
 
 
 @pytest.mark.parametrize(

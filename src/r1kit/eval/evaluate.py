@@ -34,6 +34,7 @@ def evaluate(
     seed: int = 1234,
     samples_out: list[dict[str, Any]] | None = None,
     processes: int = 0,
+    truncate_to: int = 0,
 ) -> dict[str, float]:
     """Metrics over `rows` (each with `prompt` and the columns `score` needs).
 
@@ -41,20 +42,21 @@ def evaluate(
     `extract(text)` gives the final answer used for majority voting. When `samples_out` is a list,
     the greedy completions are appended to it as {prompt, completion, correct}. `processes`: the
     rollout engine's (`r1kit.accel.rollout_engine`, which builds the engine of this process's
-    `run.accel`).
+    `run.accel`). `truncate_to` > 0 keeps only a prompt's last that many tokens, as training does
+    with data.long_prompts=truncate.
     """
     engine = accel.rollout_engine(model, tokenizer, processes=processes)
     texts = [render_prompt(r["prompt"], template, tokenizer, system_prompt) for r in rows]
     out: dict[str, float] = {}
     greedy = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens, n=1)
-    g_correct, g_len = _run(engine, tokenizer, texts, rows, score, greedy, args.batch_size)
+    g_correct, g_len = _run(engine, tokenizer, texts, rows, score, greedy, args.batch_size, truncate_to=truncate_to)
     out["greedy_acc"] = sum(c[0] for c in g_correct) / len(rows)
     out["length_greedy"] = sum(g_len) / len(g_len)
     if samples_out is not None:
         samples_out.extend(g_correct_samples(rows, g_correct))
     if args.k > 0:
         params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, n=args.k, seed=seed)
-        correct, lengths, answers = _run(engine, tokenizer, texts, rows, score, params, args.batch_size, extract)
+        correct, lengths, answers = _run(engine, tokenizer, texts, rows, score, params, args.batch_size, extract, truncate_to)
         k = args.k
         out["pass@1"] = sum(sum(c) / k for c in correct) / len(rows)
         out[f"pass@{k}"] = sum(pass_at_k(k, sum(c), k) for c in correct) / len(rows)
@@ -69,24 +71,26 @@ class Evaluator:
     `evaluator(model, samples)` also appends the greedy completions to `samples`."""
 
     def __init__(self, tokenizer, rows: Sequence[dict[str, Any]], score: ScoreFn, extract: Callable[[str], Any], args: EvalArgs,
-                 template: str = "tiny", system_prompt: str = "", processes: int = 0):  # fmt: skip
+                 template: str = "tiny", system_prompt: str = "", processes: int = 0, truncate_to: int = 0):  # fmt: skip
         self.tokenizer, self.rows, self.score, self.extract, self.args = tokenizer, rows, score, extract, args
-        self.template, self.system_prompt, self.processes = template, system_prompt, processes
+        self.template, self.system_prompt, self.processes, self.truncate_to = template, system_prompt, processes, truncate_to
 
     @classmethod
-    def for_data(cls, tokenizer, data: DataArgs, args: EvalArgs, processes: int = 0, rows: Sequence[dict[str, Any]] | None = None) -> Evaluator:
+    def for_data(cls, tokenizer, data: DataArgs, args: EvalArgs, processes: int = 0, rows: Sequence[dict[str, Any]] | None = None,
+                 truncate_to: int = 0) -> Evaluator:  # fmt: skip
         """The test split of `data` (or `rows`) scored by its verifier (`scorer_for`), rendered
-        with data.template; `processes` is run.rollout_processes."""
+        with data.template; `processes` is run.rollout_processes; `truncate_to` as in `evaluate`
+        (the length training truncates its prompts to: `r1kit.train.rollouts.fit_prompts`)."""
         from r1kit.data.source import load_split
         from r1kit.eval.scoring import scorer_for
 
         score, extract = scorer_for(data)
         rows = load_split(data, "test") if rows is None else rows
-        return cls(tokenizer, rows, score, extract, args, data.template, data.system_prompt, processes)
+        return cls(tokenizer, rows, score, extract, args, data.template, data.system_prompt, processes, truncate_to)
 
     def __call__(self, model, samples_out: list[dict[str, Any]] | None = None) -> dict[str, float]:
         return evaluate(model, self.tokenizer, self.rows, self.score, self.extract, self.args, self.template, self.system_prompt,
-                        samples_out=samples_out, processes=self.processes)  # fmt: skip
+                        samples_out=samples_out, processes=self.processes, truncate_to=self.truncate_to)  # fmt: skip
 
 
 def g_correct_samples(rows, g_correct) -> list[dict[str, Any]]:
@@ -94,7 +98,7 @@ def g_correct_samples(rows, g_correct) -> list[dict[str, Any]]:
 
 
 @torch.inference_mode()
-def _run(engine, tokenizer, texts, rows, score, params: SamplingParams, batch_size: int, extract=None):
+def _run(engine, tokenizer, texts, rows, score, params: SamplingParams, batch_size: int, extract=None, truncate_to: int = 0):
     """Generate n completions per prompt in batches; per-row lists of correctness (and answers)."""
     correct: list[list[bool]] = []
     lengths: list[int] = []
@@ -102,7 +106,7 @@ def _run(engine, tokenizer, texts, rows, score, params: SamplingParams, batch_si
     greedy_texts: list[str] = []
     for start in range(0, len(texts), batch_size):
         chunk_rows = rows[start : start + batch_size]
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start : start + batch_size]]
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"][-truncate_to if truncate_to else 0 :] for t in texts[start : start + batch_size]]
         batch = engine.generate(ids, params)
         completions = batch.texts
         columns = {k: [r.get(k) for r in chunk_rows for _ in range(params.n)] for k in chunk_rows[0] if k != "prompt"}

@@ -114,6 +114,8 @@ class GRPOConfig:
     """Prompts and gold answers."""
     rewards: list[Any] = field(default_factory=list)
     """Reward specs: names, dotted paths or {name, weight, kwargs}; empty = the task's reward plus 0.5 x format."""
+    reward_failure_steps: int = 3
+    """Stop the run (saving its checkpoint first) when a reward function raised on every row of this many steps in a row (0: never)."""
     grpo: GRPOArgs = field(default_factory=GRPOArgs)
     """The algorithm."""
     sampling: SamplingArgs = field(default_factory=SamplingArgs)
@@ -134,10 +136,8 @@ class GRPOConfig:
 
 
 def reward_specs(config: GRPOConfig) -> list[Any]:
-    specs = list(config.rewards) or [config.data.task or "math", {"name": "format", "weight": 0.5}]
-    if config.grpo.overlong_cache:
-        specs.append({"name": "overlong", "kwargs": {"max_length": config.sampling.max_new_tokens, "cache_length": config.grpo.overlong_cache}})
-    return specs
+    overlong = {"name": "overlong", "kwargs": {"max_length": config.sampling.max_new_tokens, "cache_length": config.grpo.overlong_cache}}
+    return (list(config.rewards) or [config.data.task or "math", {"name": "format", "weight": 0.5}]) + ([overlong] if config.grpo.overlong_cache else [])
 
 
 def train(config: GRPOConfig) -> Path:
@@ -148,11 +148,11 @@ def train(config: GRPOConfig) -> Path:
         dist_.rank_rows(g.prompts_per_step, g.group_size, g.mini_batches, run.dist, "grpo")  # B must divide by the number of processes
         # Everything a user can get wrong is checked before the run directory is touched.
         tokenizer = load_tokenizer(config.model.path)
-        composer = RewardComposer(reward_specs(config))
-        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
+        composer = RewardComposer(reward_specs(config), config.reward_failure_steps)
         model = run.policy(config.model)
         ref = reference_model(model, config.model, run.checkpoint) if g.beta > 0 else None  # frozen: a copy, or the base under LoRA
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "grpo")
+        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes, truncate_to=truncate_to)  # held-out prompts fit as training's do
         run_dir = run.create()
         run.tokenizer = tokenizer
         learner = run.learner(model)

@@ -121,6 +121,8 @@ class PPOConfig:
     """Prompts and gold answers."""
     rewards: list[Any] = field(default_factory=list)
     """Sequence score: reward names, dotted paths, `model:PATH` or {name, weight, kwargs}; empty = the task's reward."""
+    reward_failure_steps: int = 3
+    """Stop the run (saving its checkpoint first) when a reward function raised on every row of this many steps in a row (0: never)."""
     ppo: PPOArgs = field(default_factory=PPOArgs)
     """The algorithm."""
     sampling: SamplingArgs = field(default_factory=SamplingArgs)
@@ -144,13 +146,13 @@ def train(config: PPOConfig) -> Path:
     with Run(config, "ppo") as run:
         dist_.rank_rows(p.prompts_per_step, 1, p.mini_batches, run.dist, "ppo")  # B must divide by the number of processes
         tokenizer = load_tokenizer(config.model.path)
-        composer = RewardComposer(list(config.rewards) or [config.data.task or "math"])
-        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
+        composer = RewardComposer(list(config.rewards) or [config.data.task or "math"], config.reward_failure_steps)
         model = run.policy(config.model)
         ref = reference_model(model, config.model, run.checkpoint)  # frozen: a copy, or the base under LoRA
         value_path = run.weights("value_model") or p.value_model or config.model.path
         value_model = training_options(load_scalar_model(str(value_path), tokenizer.pad_token_id, config.model.dtype, str(run.device)), config.model)
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "ppo")
+        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes, truncate_to=truncate_to)  # held-out prompts fit as training's do
         run_dir = run.create()
         run.tokenizer = tokenizer
         learners = run.learner(model), run.learner(value_model, "value_model")

@@ -3,7 +3,7 @@
 
     build (scalar-head model from a causal LM, pairs) -> held-out accuracy before
           -> loop: B pairs -> rewards of chosen and rejected -> pair loss -> step -> log
-          -> held-out accuracy after -> save model/ (an HF directory) and eval.json
+          -> save model/ (an HF directory) -> held-out accuracy after -> eval.json
 
 The model is `AutoModelForSequenceClassification` with one output, built from the causal LM's
 weights (the backbone) plus a new linear `score` head (see `r1kit.models.value_head`), so the saved
@@ -116,9 +116,12 @@ def train(config: RewardModelConfig) -> Path:
             evaluate=run_eval, line_keys=("loss/rm", "rm/accuracy", "rm/margin", "eval/accuracy"),
         )  # fmt: skip
 
+        if is_peft_model(model):  # merged, so that `model:PATH` loads a full directory; scores as the adapters do
+            model = model.merge_and_unload()
+        if run.is_main:
+            save_reward_model(model, tokenizer, run_dir / "model", config)  # before evaluation: nothing trained is lost
         run.evaluate_after(lambda samples: run_eval(), config.steps)
-        if run.is_main:  # a LoRA run's adapter is merged: `model:PATH` loads a full directory
-            save_reward_model(model.merge_and_unload() if is_peft_model(model) else model, tokenizer, run_dir / "model", config)
+        if run.is_main:
             run.write_results()
             console.print(f"rm done: held-out accuracy {run.results['before']['accuracy']:.3f} -> {run.results['after']['accuracy']:.3f}; run {run_dir}")
     return run_dir

@@ -13,10 +13,13 @@ a batch gives a `RewardResult`:
   function reported through its `metrics` argument.
 
 A reward function that raises must not stop a training run over one odd completion: the composer
-logs the error and calls the function again row by row, so only the rows that raise become None.
-An `R1kitError` (a misconfiguration, such as a missing column) and a function that returns the
-wrong number of values or a non-number are not row problems, so they stop the run with the
-function's name.
+calls the function again row by row, so only the rows that raise become None (counted in
+`reward/<name>/errors`), and logs one warning line the first time a function fails. A function
+that raises on every row of `stop_after` batches in a row is broken rather than meeting odd
+completions: the composer stops with an R1kitError naming it and its exception (the step loop
+then keeps what was trained; r1kit/train/loop.py). So do an `R1kitError` (a misconfiguration, such
+as a missing column) and a function that returns the wrong number of values or a non-number: they
+are not row problems.
 
 A function is passed the columns its signature accepts (all of them if it takes `**kwargs`, as TRL
 reward functions do), its bound kwargs (which win over a column of the same name) and, if it has
@@ -65,7 +68,15 @@ class RewardResult:
 class RewardComposer:
     """Weighted sum of reward functions; see the module docstring."""
 
-    def __init__(self, specs: Sequence[RewardSpecLike]):
+    def __init__(self, specs: Sequence[RewardSpecLike], stop_after: int = 3):
+        """`stop_after`: batches in a row on whose every row one function raised before the
+        composer stops the run (0: never)."""
+        if stop_after < 0:
+            raise R1kitError(f"reward_failure_steps={stop_after} must be 0 (never stop) or a number of steps")
+        self.stop_after = stop_after
+        self.failing: Counter[str] = Counter()
+        """Per function, the batches in a row on whose every row it raised."""
+        self.warned: set[str] = set()
         if isinstance(specs, (str, Mapping)) or len(specs) == 0:
             raise R1kitError(
                 "rewards must be a non-empty list of reward names or {name, weight, kwargs} entries; e.g. [math, format]."
@@ -93,7 +104,11 @@ class RewardComposer:
         per_function: dict[str, list[float | None]] = {}
         metrics: dict[str, float] = {}
         for spec in self.specs:
-            values, counts, errors = _score(spec, completions, columns)
+            values, counts, errors, first = _score(spec, completions, columns)
+            if first is not None:
+                self._failed(spec.name, first, errors, len(completions))
+            else:
+                self.failing[spec.name] = 0
             per_function[spec.name] = values
             present = [v for v in values if v is not None]
             if present:
@@ -107,6 +122,21 @@ class RewardComposer:
         if present:
             metrics["reward/mean"] = sum(present) / len(present)
         return RewardResult(total=total, per_function=per_function, metrics=metrics)
+
+
+    def _failed(self, name: str, error: Exception, errors: int, rows: int) -> None:
+        """Warn at a function's first failure; stop once it has failed on every row of
+        `stop_after` batches in a row."""
+        cause = f"{type(error).__name__}: {error}"
+        if name not in self.warned:
+            self.warned.add(name)
+            logger.warning("reward %r raised %s; rows it fails on score None, counted in reward/%s/errors (warned once)", name, cause, name)
+        self.failing[name] = self.failing[name] + 1 if errors == rows else 0
+        if self.stop_after and self.failing[name] >= self.stop_after:
+            raise R1kitError(
+                f"reward {name!r} raised on every row of {self.failing[name]} steps in a row ({cause}), so it scores nothing; "
+                f"fix the function or leave it out of rewards (reward_failure_steps=0 lets the run go on without it)"
+            )
 
 
 def resolve_spec(raw: RewardSpecLike) -> RewardSpec:
@@ -189,21 +219,19 @@ def _accepts_metrics(fn: RewardFn) -> bool:
 
 def _score(
     spec: RewardSpec, completions: Sequence[Completion], columns: Mapping[str, Sequence[Any]]
-) -> tuple[list[float | None], Counter[str], int]:
-    """One function's rewards for the batch, its counts, and how many rows raised."""
+) -> tuple[list[float | None], Counter[str], int, Exception | None]:
+    """One function's rewards for the batch, its counts, how many rows raised and the first
+    exception (None when the function scored the whole batch at once)."""
     params = _parameters(spec.fn)
     passed = {k: v for k, v in columns.items() if params is None or params[1] or k in params[0]}
     with_metrics = _accepts_metrics(spec.fn)
     try:
         counts: Counter[str] = Counter()
-        return _call(spec, completions, passed, with_metrics, counts), counts, 0
+        return _call(spec, completions, passed, with_metrics, counts), counts, 0, None
     except R1kitError:
         raise
-    except Exception as error:
-        logger.warning(
-            "reward %r raised on a batch of %d (%s: %s); scoring it row by row.",
-            spec.name, len(completions), type(error).__name__, error,
-        )  # fmt: skip
+    except Exception as error:  # score it row by row: only the rows that raise score None
+        first: Exception = error
     values: list[float | None] = []
     counts = Counter()
     errors = 0
@@ -216,13 +244,11 @@ def _score(
         except R1kitError:
             raise
         except Exception as error:
+            first = error if errors == 0 else first
             errors += 1
-            logger.warning(
-                "reward %r raised on row %d (completion %s); the row scores None.",
-                spec.name, i, _short(completion), exc_info=error if errors == 1 else None,
-            )  # fmt: skip
+            logger.debug("reward %r raised on row %d (completion %s)", spec.name, i, _short(completion), exc_info=error)
             values.append(None)
-    return values, counts, errors
+    return values, counts, errors, first if errors else None  # a batch that only failed as a whole is no failure
 
 
 def _call(

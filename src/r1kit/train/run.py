@@ -10,13 +10,15 @@
   logger, once everything a user can get wrong has been checked;
 - the model it trains (`run.policy`: LoRA through PEFT when model.lora_r > 0, the checkpoint's
   weights on resume), the learner around each trained model (`run.learner`: DDP under torchrun),
-  both with the fast paths of `run.accel` (`r1kit.accel.apply`), and the rollout engine of a
-  model (`run.rollout_engine`: `r1kit.accel.rollout_engine`, closed when the run ends; the recipe
-  calls `engine.sync_weights(model)` after each update);
+  both with dropout off in GRPO and PPO (`DROPOUT_OFF`) and with the fast paths of `run.accel`
+  (`r1kit.accel.apply`), and the rollout engine of a model (`run.rollout_engine`:
+  `r1kit.accel.rollout_engine`, closed when the run ends; the recipe calls
+  `engine.sync_weights(model)` after each update);
 - optimizers and schedules (`run.optimizer`) and the stateful data streams (`run.track`), put
   back as the checkpoint's step ended;
 - the step loop (`run.loop`, train/loop.py): progress bar, logging, evaluation and checkpoints
-  every N steps, and the interrupt guard.
+  every N steps, the interrupt guard, and a checkpoint of the last completed step when an
+  exception stops the run.
 
 Only rank 0 writes the run directory, logs and evaluates. `check_settings` refuses, before
 anything runs, a setting the recipe cannot honour.
@@ -40,6 +42,7 @@ import torch
 from r1kit import accel
 from r1kit.config import dump
 from r1kit.errors import R1kitError
+from r1kit.models.dropout import disable_dropout
 from r1kit.report.logger import MetricLogger, console
 from r1kit.train import distributed as dist_
 from r1kit.train.checkpoint import capture_rng, find_run_dir, load_trainer_state, resolve_resume, save_checkpoint
@@ -49,6 +52,9 @@ NO_CHECKPOINTS = {"sample": "it trains nothing"}
 """Recipes that have no training state to checkpoint, and why."""
 PROMPT_RECIPES = ("grpo", "ppo")
 """The recipes that apply data.max_prompt_tokens and data.long_prompts."""
+DROPOUT_OFF = ("grpo", "ppo")
+"""The recipes whose models train with dropout off (`r1kit.models.dropout`): the learner must score
+a rollout as the engine sampled it, and the KL to the reference be 0 before the first update."""
 
 
 def seed_everything(seed: int) -> None:
@@ -221,7 +227,11 @@ class Run:
         run.accel's fast paths (`accelerate`), which a reference copied from it keeps."""
         from r1kit.models.load import load_policy
 
-        return self.accelerate(load_policy(args, str(self.device), self.weights("model")))
+        return self.accelerate(self._dropout(load_policy(args, str(self.device), self.weights("model"))))
+
+    def _dropout(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` with dropout off in the recipes of DROPOUT_OFF, else as it is."""
+        return disable_dropout(model) if self.recipe in DROPOUT_OFF else model
 
     def accelerate(self, model: torch.nn.Module) -> torch.nn.Module:
         """`model` with the fast paths of run.accel on this device (`r1kit.accel.apply`; again
@@ -242,7 +252,7 @@ class Run:
         it under torchrun (gradients averaged over ranks), else the model itself; `model` gets
         run.accel's fast paths (`accelerate`). Call it before a rollout engine is built on the
         model (its weights move to memory of their own here)."""
-        self._models[name] = self.accelerate(own_memory(model))
+        self._models[name] = self.accelerate(own_memory(self._dropout(model)))
         return dist_.wrap_ddp(model, self.dist)
 
     def also_save(self, name: str, model: Callable[[int], torch.nn.Module | None]) -> None:
@@ -260,6 +270,11 @@ class Run:
             sched.load_state_dict(saved["scheduler"])
         self._optimizers[name] = (opt, sched)
         return opt, sched
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers `optimizer` built, in order."""
+        return [opt for opt, _ in self._optimizers.values()]
 
     def track(self, **objects: Any) -> None:
         """Checkpoint objects with state_dict / load_state_dict (data streams, controllers),
