@@ -276,6 +276,9 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     """Instantiate dataclass `cls` from `raw`, checking every key and value."""
     if not isinstance(raw, dict):
         raise R1kitError(f"config section {prefix.rstrip('.') or '(top)'} must be a mapping, got {raw!r}")
+    lay_under = getattr(cls, "preset_settings", None)
+    if lay_under is not None:  # a preset (GRPO's `grpo.preset: dapo`) fills in what the user left out
+        raw = deep_merge(lay_under(raw), raw)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
