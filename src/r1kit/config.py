@@ -196,7 +196,11 @@ class EvalArgs:
     """Evaluation on the test split."""
 
     k: int = 4
-    """Samples per prompt for pass@1 (mean over k), pass@k and maj@k; 0 = greedy only."""
+    """The k of pass@k (Chen et al. 2021) reported besides 1, 2, 4, ... <= n; 0 = greedy only."""
+    n: int = 0
+    """Samples per prompt (0 = k): pass@1 is their mean, pass@j for j = 1, 2, 4, ... <= n and k the
+    unbiased estimate 1 - C(n - c, j) / C(n, j) from all n (c correct), maj@n their majority vote
+    (R1 reports pass@1 over 64 samples and cons@64). n > k lowers the estimate's variance."""
     temperature: float = 1.0
     """Sampling temperature for the k samples (R1 evaluates at 0.6 with top-p 0.95)."""
     top_p: float = 1.0
