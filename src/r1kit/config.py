@@ -168,7 +168,16 @@ class RunArgs:
     keep_checkpoints: int = 2
     """How many step checkpoints to keep (the final model is always kept)."""
     tensorboard: bool = True
-    """Write TensorBoard events when tensorboard is installed."""
+    """Write TensorBoard events (RUN/tb/) when tensorboard is installed."""
+    wandb: bool = False
+    """Log to Weights & Biases too: every metrics.jsonl row at its step, and the resolved config
+    (needs `pip install 'r1kit[wandb]'`; WANDB_MODE=offline keeps the W&B run in RUN/wandb/)."""
+    wandb_project: str = ""
+    """W&B project; empty = WANDB_PROJECT, else `r1kit`."""
+    wandb_entity: str = ""
+    """W&B entity (user or team); empty = WANDB_ENTITY, else the account's default."""
+    wandb_name: str = ""
+    """W&B run name; empty = WANDB_NAME, else the run directory's name."""
     threads: int = 0
     """torch intra-op threads (0 = torch's default)."""
     accel: Literal["auto", "off"] = "auto"
