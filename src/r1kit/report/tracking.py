@@ -52,4 +52,10 @@ class WandbTracker:
         self._run.log(values, step=step)
 
     def close(self) -> None:
+        import wandb
+
         self._run.finish()
+        # finish() returns once the run's exit is handled; the W&B service writes the run file's
+        # last records when it closes the stream. Waiting for that leaves RUN/wandb complete when
+        # the recipe returns, for a `wandb sync` or a reader right after.
+        wandb.teardown()
