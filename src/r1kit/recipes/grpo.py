@@ -82,13 +82,13 @@ class GRPOArgs:
     (`use_bias_correction_kl=True`); false is DeepSeekMath's GRPO, whose k3 gradient pulls to the
     reference by (1 - ref / pi) grad log pi."""
     eps_low: float = 0.2
-    """Lower clip of the importance ratio."""
+    """Lower clip of the importance ratio (PPO's 0.2; GSPO clips its sequence ratio at 3e-4)."""
     eps_high: float = 0.2
-    """Upper clip; DAPO's clip-higher uses 0.28."""
+    """Upper clip; DAPO's clip-higher uses 0.28 (Yu et al. 2025, section 4.1), GSPO 4e-4 (Zheng et al. 2025)."""
     ratio_level: Literal["token", "sequence"] = "token"
-    """Importance ratio per token (GRPO) or per sequence (GSPO)."""
+    """Importance ratio per token (GRPO) or per sequence, length-normalised (GSPO, Zheng et al. 2025)."""
     loss_agg: Literal["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"] = "seq_mean_token_mean"
-    """GRPO (per-sequence token mean, then mean), DAPO (token mean over the batch), Dr. GRPO (sum / max_new_tokens)."""
+    """GRPO (per-sequence token mean, then mean), DAPO (token mean over the batch), Dr. GRPO (sum / max_new_tokens; Liu et al. 2025)."""
     advantage: Literal["grpo", "rloo"] = "grpo"
     """Group-normalised advantages (GRPO) or the leave-one-out baseline (RLOO, Ahmadian et al. 2024)."""
     scale: Literal["group", "batch", "none"] = "group"
@@ -96,7 +96,7 @@ class GRPOArgs:
     ref_reset_every: int = 0
     """Reset the reference model to the current policy every N steps (R1: 400; 0 = never)."""
     dynamic_sampling: bool = False
-    """DAPO: drop groups whose rewards are all equal and sample more prompts to fill the batch."""
+    """DAPO (Yu et al. 2025, section 3.2): drop groups whose rewards are all equal and sample more prompts to fill the batch."""
     max_resample: int = 3
     """Cap on extra sampling rounds per step for dynamic sampling."""
     mask_truncated: bool = False
