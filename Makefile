@@ -2,10 +2,12 @@
 #
 # torch: if the virtual environment has no torch yet, TORCH_SPEC is installed (the CPU wheel by
 # default). A GPU user installs their own CUDA build of torch into .venv first (or points VENV at an
-# environment that has one); then nothing here touches it.
+# environment that has one); then nothing here touches it. EXTRAS picks pyproject.toml's optional
+# dependencies (`make install EXTRAS=test,wandb`, as CI does).
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+EXTRAS     ?= test
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.r1kit-installed
 
@@ -16,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
 
 test: $(STAMP)

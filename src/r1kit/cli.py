@@ -44,12 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", help="key=value overrides of the demo config")
     demo.add_argument("--config", "-c", default=None, help="demo config (defaults to the built-in tiny arithmetic one)")
     demo.add_argument("--seeds", type=int, default=1, help="run every stage after the pretrained bases with seeds 0..N-1 and report mean ± sd")
-    ev = sub.add_parser("eval", help="evaluate a model: greedy acc, pass@1 over k, pass@k, maj@k, length")
+    ev = sub.add_parser("eval", help="evaluate a model: greedy acc, pass@1 over n samples, pass@k for k = 1, 2, 4 ... <= n, maj@n, length",
+                        description="A model inside a run directory (RUN/model) is evaluated on the task, task parameters and "
+                                    "eval settings the run recorded; flags and overrides win.")  # fmt: skip
     ev.add_argument("--model", "-m", required=True, help="model directory or hub id")
-    ev.add_argument("--task", "-t", default="arithmetic", help="built-in task (or use --data)")
+    ev.add_argument("--task", "-t", default=None, help="built-in task (default: the run's, else arithmetic; or use --data)")
     ev.add_argument("--data", default="", help="held-out JSONL/parquet with prompt and answer columns")
-    ev.add_argument("--k", type=int, default=4, help="samples per prompt")
-    ev.add_argument("--n", type=int, default=100, help="test rows")
+    ev.add_argument("--k", type=int, default=None, help="the k of pass@k (default: the run's eval.k, else 4; 0 = greedy only)")
+    ev.add_argument("--n", type=int, default=None, help="samples per prompt, at least k (default: k)")
+    ev.add_argument("--rows", type=int, default=None, help="test rows (default: the run's test_size, else 100)")
     ev.add_argument("--out", default="", help="write the metrics as JSON here")
     ev.add_argument("overrides", nargs="*", help="eval.* / data.* overrides, e.g. eval.temperature=0.6")
     rep = sub.add_parser("report", help="write an HTML report with curves for a run or pipeline directory")

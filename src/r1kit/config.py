@@ -168,7 +168,16 @@ class RunArgs:
     keep_checkpoints: int = 2
     """How many step checkpoints to keep (the final model is always kept)."""
     tensorboard: bool = True
-    """Write TensorBoard events when tensorboard is installed."""
+    """Write TensorBoard events (RUN/tb/) when tensorboard is installed."""
+    wandb: bool = False
+    """Log to Weights & Biases too: every metrics.jsonl row at its step, and the resolved config
+    (needs `pip install 'r1kit[wandb]'`; WANDB_MODE=offline keeps the W&B run in RUN/wandb/)."""
+    wandb_project: str = ""
+    """W&B project; empty = WANDB_PROJECT, else `r1kit`."""
+    wandb_entity: str = ""
+    """W&B entity (user or team); empty = WANDB_ENTITY, else the account's default."""
+    wandb_name: str = ""
+    """W&B run name; empty = WANDB_NAME, else the run directory's name."""
     threads: int = 0
     """torch intra-op threads (0 = torch's default)."""
     accel: Literal["auto", "off"] = "auto"
@@ -196,7 +205,11 @@ class EvalArgs:
     """Evaluation on the test split."""
 
     k: int = 4
-    """Samples per prompt for pass@1 (mean over k), pass@k and maj@k; 0 = greedy only."""
+    """The k of pass@k (Chen et al. 2021) reported besides 1, 2, 4, ... <= n; 0 = greedy only."""
+    n: int = 0
+    """Samples per prompt (0 = k): pass@1 is their mean, pass@j for j = 1, 2, 4, ... <= n and k the
+    unbiased estimate 1 - C(n - c, j) / C(n, j) from all n (c correct), maj@n their majority vote
+    (R1 reports pass@1 over 64 samples and cons@64). n > k lowers the estimate's variance."""
     temperature: float = 1.0
     """Sampling temperature for the k samples (R1 evaluates at 0.6 with top-p 0.95)."""
     top_p: float = 1.0
@@ -276,6 +289,9 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     """Instantiate dataclass `cls` from `raw`, checking every key and value."""
     if not isinstance(raw, dict):
         raise R1kitError(f"config section {prefix.rstrip('.') or '(top)'} must be a mapping, got {raw!r}")
+    lay_under = getattr(cls, "preset_settings", None)
+    if lay_under is not None:  # a preset (GRPO's `grpo.preset: dapo`) fills in what the user left out
+        raw = deep_merge(lay_under(raw), raw)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}

@@ -12,7 +12,8 @@ import pytest
 from r1kit.config import DataArgs, EvalArgs
 from r1kit.data.tasks import get_task
 from r1kit.eval import evaluate as evaluate_module
-from r1kit.eval.metrics import maj_at_k, majority_vote, pass_at_k
+from r1kit.errors import R1kitError
+from r1kit.eval.metrics import maj_at_k, majority_vote, pass_at_k, reported_ks, sample_metrics
 from r1kit.eval.scoring import scorer_for
 
 
@@ -136,15 +137,67 @@ def test_evaluate_aggregates_greedy_pass_at_1_pass_at_k_maj_at_k_and_length(monk
     )
     # greedy: 7 right, 4 wrong -> 1/2.  samples: row 1 has 2/4 right, row 2 has 1/4 right.
     # pass@1 = (2/4 + 1/4) / 2; pass@4 = 1 for both rows (n = k, each has a correct sample).
+    # pass@2 = (1 - C(2,2)/C(4,2) + 1 - C(3,2)/C(4,2)) / 2 = (5/6 + 1/2) / 2 = 2/3.
     # maj@4: row 1 votes 7 (right), row 2 votes 5 (wrong) -> 1/2.
     # lengths: greedy 18 and 18 chars; samples 18*5 + 7 ("nothing") + 18*2 = 133 over 8.
     assert result == pytest.approx(
-        {"greedy_acc": 0.5, "length_greedy": 18.0, "pass@1": 0.375, "pass@4": 1.0, "maj@4": 0.5, "length_mean": (18 * 7 + 7) / 8}
+        {"greedy_acc": 0.5, "length_greedy": 18.0, "pass@1": 0.375, "pass@2": 2 / 3, "pass@4": 1.0, "maj@4": 0.5, "length_mean": (18 * 7 + 7) / 8}
     )
     assert samples == [
         {"prompt": "3+4=?", "completion": "<answer>7</answer>", "correct": True},
         {"prompt": "1+2=?", "completion": "<answer>4</answer>", "correct": False},
     ]
+
+
+# 16 samples per prompt: row 1 has 2 right (7) and votes 9 (wrong); row 2 has 9 right (3) of 16 and votes 3.
+SIXTEEN = {
+    "3+4=?": ["<answer>7</answer>"] * 2 + ["<answer>8</answer>"] * 6 + ["<answer>9</answer>"] * 8,
+    "1+2=?": ["<answer>5</answer>"] * 7 + ["<answer>3</answer>"] * 9,
+}
+
+
+class SixteenEngine(ScriptedEngine):
+    """Greedy from SCRIPT; sampled from SIXTEEN (params.n of them)."""
+
+    def generate(self, prompt_ids, params):
+        if params.temperature == 0:
+            return super().generate(prompt_ids, params)
+        self.calls.append(params)
+        prompts = [self.tokenizer.decode(ids).removeprefix("Q: ").removesuffix("\nA: ") for ids in prompt_ids]
+        texts = [t for p in prompts for t in SIXTEEN[p][: params.n]]
+        return SimpleNamespace(texts=texts, completion_lengths=[len(t) for t in texts])
+
+
+def test_evaluate_with_n_16_and_k_4_gives_unbiased_pass_at_1_to_16_and_maj_at_16(monkeypatch, char_tokenizer):
+    engines: list = []
+    monkeypatch.setattr(evaluate_module.accel, "rollout_engine", lambda *a, **kw: engines.append(SixteenEngine(*a, **kw)) or engines[-1])
+    task = get_task("arithmetic")
+    result = evaluate_module.evaluate(None, char_tokenizer, ROWS, task.reward, task.extract_answer, EvalArgs(k=4, n=16, max_new_tokens=16))
+    assert [p.n for p in engines[0].calls] == [1, 16]  # greedy, then 16 samples per prompt
+    # 1 - C(16-c, j) / C(16, j) with C(16,2) = 120, C(16,4) = 1820, C(16,8) = 12870:
+    #   row 1, c = 2: j=1 2/16; j=2 1 - C(14,2)/120 = 1 - 91/120 = 29/120; j=4 1 - C(14,4)/1820 = 1 - 1001/1820 = 0.45;
+    #                 j=8 1 - C(14,8)/12870 = 1 - 3003/12870 = 23/30; j=16 1.
+    #   row 2, c = 9: j=1 9/16; j=2 1 - C(7,2)/120 = 99/120; j=4 1 - C(7,4)/1820 = 1 - 35/1820 = 51/52; j=8, 16: 1 (only 7 wrong).
+    # maj@16: row 1 votes 9 (wrong), row 2 votes 3 (right) -> 1/2.
+    expected = {"pass@1": (2 / 16 + 9 / 16) / 2, "pass@2": (29 / 120 + 99 / 120) / 2, "pass@4": (0.45 + 51 / 52) / 2,
+                "pass@8": (23 / 30 + 1) / 2, "pass@16": 1.0, "maj@16": 0.5}  # fmt: skip
+    assert {k: v for k, v in result.items() if k.startswith(("pass@", "maj@"))} == pytest.approx(expected, abs=1e-12)
+
+
+def test_sample_metrics_by_hand_for_one_prompt():
+    # n = 6, c = 3, k = 3: pass@3 = 1 - C(3,3)/C(6,3) = 1 - 1/20; pass@2 = 1 - C(3,2)/C(6,2) = 1 - 3/15; pass@4 = 1 (n - c < 4).
+    result = sample_metrics([[True, False, True, False, True, False]], [["1", "2", "1", "2", "1", "2"]], k=3)
+    assert result == pytest.approx({"pass@1": 0.5, "pass@2": 0.8, "pass@3": 0.95, "pass@4": 1.0, "maj@6": 1.0}, abs=1e-12)
+
+
+@pytest.mark.parametrize("n, k, ks", [(1, 1, [1]), (4, 4, [1, 2, 4]), (16, 4, [1, 2, 4, 8, 16]), (12, 3, [1, 2, 3, 4, 8]), (5, 0, [1, 2, 4])])
+def test_reported_ks_are_the_powers_of_two_up_to_n_and_k(n, k, ks):
+    assert reported_ks(n, k) == ks
+
+
+def test_n_below_k_is_refused_before_anything_is_sampled(char_tokenizer):
+    with pytest.raises(R1kitError, match=r"eval.n=2 samples per prompt cannot give pass@4 \(eval.k=4\); set eval.n to at least 4"):
+        evaluate_module.Evaluator(char_tokenizer, ROWS, None, None, EvalArgs(k=4, n=2))
 
 
 def test_evaluate_with_k_0_is_greedy_only(monkeypatch, char_tokenizer):

@@ -1,5 +1,5 @@
-"""Evaluate a model on held-out rows: greedy accuracy, pass@1 averaged over k samples, unbiased
-pass@k, maj@k and mean completion length. The same reward code scores training and evaluation:
+"""Evaluate a model on held-out rows: greedy accuracy, pass@1 averaged over n samples per prompt,
+unbiased pass@k for k = 1, 2, 4, ... <= n (and eval.k), maj@n and mean completion length. The same reward code scores training and evaluation:
 a sample is correct when the task's reward gives it full marks.
 
 `Evaluator` binds `evaluate` to a run's rows, verifier, settings and template once, so a recipe
@@ -16,7 +16,8 @@ import torch
 from r1kit import accel
 from r1kit.config import DataArgs, EvalArgs
 from r1kit.data.templates import render_prompt
-from r1kit.eval.metrics import maj_at_k, pass_at_k
+from r1kit.errors import R1kitError
+from r1kit.eval.metrics import sample_metrics
 from r1kit.rollout import SamplingParams
 
 ScoreFn = Callable[..., list[float | None]]
@@ -55,15 +56,21 @@ def evaluate(
     if samples_out is not None:
         samples_out.extend(g_correct_samples(rows, g_correct))
     if args.k > 0:
-        params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, n=args.k, seed=seed)
+        params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, n=samples_per_prompt(args), seed=seed)
         correct, lengths, answers = _run(engine, tokenizer, texts, rows, score, params, args.batch_size, extract, truncate_to)
-        k = args.k
-        out["pass@1"] = sum(sum(c) / k for c in correct) / len(rows)
-        out[f"pass@{k}"] = sum(pass_at_k(k, sum(c), k) for c in correct) / len(rows)
-        out[f"maj@{k}"] = sum(maj_at_k(a, c) for a, c in zip(answers, correct)) / len(rows)
+        out.update(sample_metrics(correct, answers, args.k))
         out["length_mean"] = sum(lengths) / len(lengths)
     engine.close()
     return out
+
+
+def samples_per_prompt(args: EvalArgs) -> int:
+    """eval.n, or eval.k when n is 0; an R1kitError when n is below k."""
+    if 0 < args.n < args.k:
+        raise R1kitError(f"eval.n={args.n} samples per prompt cannot give pass@{args.k} (eval.k={args.k}); set eval.n to at least {args.k}, or 0 to sample k")
+    if args.n < 0:
+        raise R1kitError(f"eval.n={args.n} must be 0 (= eval.k) or a number of samples per prompt")
+    return args.n or args.k
 
 
 class Evaluator:
@@ -74,6 +81,7 @@ class Evaluator:
                  template: str = "tiny", system_prompt: str = "", processes: int = 0, truncate_to: int = 0):  # fmt: skip
         self.tokenizer, self.rows, self.score, self.extract, self.args = tokenizer, rows, score, extract, args
         self.template, self.system_prompt, self.processes, self.truncate_to = template, system_prompt, processes, truncate_to
+        samples_per_prompt(args)  # a bad eval.n is refused before a run starts
 
     @classmethod
     def for_data(cls, tokenizer, data: DataArgs, args: EvalArgs, processes: int = 0, rows: Sequence[dict[str, Any]] | None = None,

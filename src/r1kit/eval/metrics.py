@@ -1,9 +1,11 @@
-"""The estimators of evaluation: unbiased pass@k and majority voting (maj@k, R1's cons@64)."""
+"""The estimators of evaluation: unbiased pass@k and majority voting (maj@k, R1's cons@64), and
+`sample_metrics`, which applies them to n samples per prompt."""
 
 from __future__ import annotations
 
 from collections import Counter
 from math import comb
+from statistics import fmean
 from typing import Hashable, Sequence
 
 
@@ -33,3 +35,19 @@ def maj_at_k(answers: Sequence[Hashable | None], correct: Sequence[bool]) -> flo
     if winner is None:
         return 0.0
     return float(any(ok for a, ok in zip(answers, correct, strict=True) if a == winner))
+
+
+def reported_ks(n: int, k: int) -> list[int]:
+    """The k of the pass@k reported from n samples per prompt: 1, 2, 4, ... up to n, and k itself."""
+    ks = {2**i for i in range(n.bit_length())}  # every power of two <= n
+    return sorted(ks | ({k} if 1 <= k <= n else set()))
+
+
+def sample_metrics(correct: Sequence[Sequence[bool]], answers: Sequence[Sequence[Hashable | None]], k: int) -> dict[str, float]:
+    """Means over prompts of n samples each (`correct[i]` and `answers[i]` hold prompt i's n):
+    pass@j for j in `reported_ks(n, k)`, each the unbiased estimate from all n samples (pass@1 is
+    the fraction correct), and maj@n, the vote of all n."""
+    n = len(correct[0])
+    out = {f"pass@{j}": fmean(pass_at_k(n, sum(c), j) for c in correct) for j in reported_ks(n, k)}
+    out[f"maj@{n}"] = fmean(maj_at_k(a, c) for a, c in zip(answers, correct, strict=True))
+    return out

@@ -1,8 +1,6 @@
-"""GRPO with verifiable rewards (DeepSeekMath, Shao et al. 2024; DeepSeek-R1-Zero), and its variants
-by config: Dr. GRPO (grpo.scale=none, loss_agg=seq_mean_token_sum_norm), DAPO (eps_high
-clip-higher, dynamic_sampling, loss_agg=token_mean, overlong shaping), GSPO (ratio_level=sequence)
-and RLOO (grpo.advantage=rloo); kl_ratio weights the KL term by the importance ratio, DeepSeek-V3.2's
-exact KL gradient (TRL's default `use_bias_correction_kl`).
+"""GRPO with verifiable rewards (DeepSeekMath, Shao et al. 2024; DeepSeek-R1-Zero) and its variants, each
+paper's settings a preset (`grpo.preset: dr_grpo | dapo | gspo | rloo`, recipes/grpo_presets.py); kl_ratio
+weights the KL term by the importance ratio, DeepSeek-V3.2's exact KL gradient (TRL's `use_bias_correction_kl`).
 
     build -> loop: prompts -> G samples each (rollout engine) -> rewards -> group advantages
           -> mu passes over mini-batches (clipped surrogate + beta * KL to a frozen reference)
@@ -36,6 +34,7 @@ from r1kit.data.stream import PromptStream
 from r1kit.errors import R1kitError
 from r1kit.eval.evaluate import Evaluator
 from r1kit.models.load import load_tokenizer, save_model
+from r1kit.recipes import grpo_presets
 from r1kit.report.logger import console
 from r1kit.report.samples import write_samples
 from r1kit.rewards.compose import RewardComposer
@@ -54,6 +53,8 @@ from r1kit.train.run import Run
 class GRPOArgs:
     """The algorithm."""
 
+    preset: Literal["none", "grpo", "dr_grpo", "dapo", "gspo", "rloo"] = "none"
+    """A paper's settings of the fields below (grpo_presets.py cites each); fields given explicitly win."""
     steps: int = 100
     """Rollout-and-update steps."""
     prompts_per_step: int = 8
@@ -81,21 +82,21 @@ class GRPOArgs:
     (`use_bias_correction_kl=True`); false is DeepSeekMath's GRPO, whose k3 gradient pulls to the
     reference by (1 - ref / pi) grad log pi."""
     eps_low: float = 0.2
-    """Lower clip of the importance ratio."""
+    """Lower clip of the importance ratio (PPO's 0.2; GSPO clips its sequence ratio at 3e-4)."""
     eps_high: float = 0.2
-    """Upper clip; DAPO's clip-higher uses 0.28."""
+    """Upper clip; DAPO's clip-higher uses 0.28 (Yu et al. 2025, section 4.1), GSPO 4e-4 (Zheng et al. 2025)."""
     ratio_level: Literal["token", "sequence"] = "token"
-    """Importance ratio per token (GRPO) or per sequence (GSPO)."""
+    """Importance ratio per token (GRPO) or per sequence, length-normalised (GSPO, Zheng et al. 2025)."""
     loss_agg: Literal["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"] = "seq_mean_token_mean"
-    """GRPO (per-sequence token mean, then mean), DAPO (token mean over the batch), Dr. GRPO (sum / max_new_tokens)."""
+    """GRPO (per-sequence token mean, then mean), DAPO (token mean over the batch), Dr. GRPO (sum / max_new_tokens; Liu et al. 2025)."""
     advantage: Literal["grpo", "rloo"] = "grpo"
-    """Group-normalised advantages (GRPO) or the leave-one-out baseline (RLOO)."""
+    """Group-normalised advantages (GRPO) or the leave-one-out baseline (RLOO, Ahmadian et al. 2024)."""
     scale: Literal["group", "batch", "none"] = "group"
     """GRPO advantage scaling: group std (DeepSeekMath), batch std, or none (Dr. GRPO)."""
     ref_reset_every: int = 0
     """Reset the reference model to the current policy every N steps (R1: 400; 0 = never)."""
     dynamic_sampling: bool = False
-    """DAPO: drop groups whose rewards are all equal and sample more prompts to fill the batch."""
+    """DAPO (Yu et al. 2025, section 3.2): drop groups whose rewards are all equal and sample more prompts to fill the batch."""
     max_resample: int = 3
     """Cap on extra sampling rounds per step for dynamic sampling."""
     mask_truncated: bool = False
@@ -133,6 +134,7 @@ class GRPOConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16 autocast for rollouts and the learner's forward passes (weights, gradients and AdamW
     stay fp32, as TRL's bf16=True); auto = bf16 on a CUDA device that supports it, else fp32."""
+    preset_settings = staticmethod(grpo_presets.preset_settings)  # r1kit.config lays grpo.preset's settings under the user's
 
 
 def reward_specs(config: GRPOConfig) -> list[Any]:
@@ -207,9 +209,7 @@ def _check(config: GRPOConfig) -> None:
 def advantages_for(config: GRPOConfig, rewards: torch.Tensor) -> torch.Tensor:
     """Advantages [N] of rewards [N] (NaN = None: left out of every baseline, advantage 0)."""
     g = config.grpo
-    if g.advantage == "rloo":
-        return rloo_advantages(rewards, g.group_size)
-    return group_advantages(rewards, g.group_size, g.scale)
+    return rloo_advantages(rewards, g.group_size) if g.advantage == "rloo" else group_advantages(rewards, g.group_size, g.scale)
 
 
 def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewards: torch.Tensor, dist: Dist = SINGLE) -> dict[str, float]:

@@ -1,5 +1,6 @@
 """Metrics of a run: one JSON object per logged step in `metrics.jsonl`, TensorBoard events when
-tensorboard is installed, and a compact console line.
+tensorboard is installed (`RUN/tb/`), the same rows to W&B when the run asks for it
+(report/tracking.py), and a compact console line.
 
 Keys are namespaced (`reward/mean`, `loss/policy`, `perf/step_s`, `eval/pass@1`). On resume the
 logger drops rows after the resumed step, so the file never holds a step twice.
@@ -19,8 +20,10 @@ console = Console(highlight=False)
 
 
 class MetricLogger:
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None, echo: bool = True):
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_step: int | None = None, echo: bool = True, tracker: Any = None):
+        """`tracker`: another sink with log(row, step) and close(), e.g. a `WandbTracker`."""
         self.run_dir = Path(run_dir)
+        self._tracker = tracker
         self.path = self.run_dir / "metrics.jsonl"
         self.echo = echo
         if resume_step is not None and self.path.exists():
@@ -48,6 +51,8 @@ class MetricLogger:
         row.update({k: _plain(v) for k, v in metrics.items()})
         self._f.write(json.dumps(row) + "\n")
         self._f.flush()
+        if self._tracker is not None:
+            self._tracker.log(row, step)
         if self._tb is not None:
             for k, v in row.items():
                 if k not in ("step", "time") and isinstance(v, (int, float)) and math.isfinite(v):
@@ -57,6 +62,8 @@ class MetricLogger:
         self._f.close()
         if self._tb is not None:
             self._tb.close()
+        if self._tracker is not None:
+            self._tracker.close()
 
 
 def _plain(v: Any) -> Any:

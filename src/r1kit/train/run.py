@@ -40,10 +40,11 @@ import numpy as np
 import torch
 
 from r1kit import accel
-from r1kit.config import dump
+from r1kit.config import dump, to_dict
 from r1kit.errors import R1kitError
 from r1kit.models.dropout import disable_dropout
 from r1kit.report.logger import MetricLogger, console
+from r1kit.report.tracking import WandbTracker, check_wandb
 from r1kit.train import distributed as dist_
 from r1kit.train.checkpoint import capture_rng, find_run_dir, load_trainer_state, resolve_resume, save_checkpoint
 from r1kit.train.optim import build_optimizer, build_scheduler
@@ -101,6 +102,7 @@ def create_run(config: Any, recipe: str, device: str = "cpu", world_size: int = 
 
 def check_settings(config: Any, recipe: str, world_size: int) -> None:
     """An R1kitError naming the field when `config` asks `recipe` for what it cannot do."""
+    check_wandb(config.run.wandb)
     why = NO_CHECKPOINTS.get(recipe)
     if why:
         for key in ("save_every", "resume"):
@@ -212,7 +214,9 @@ class Run:
         self.run_dir = Path(dist_.broadcast_object(str(made) if made else None, self.dist))
         seed_everything(self.config.run.seed)  # every rank, as create_run does on the main one
         if self.is_main:
-            self.logger = MetricLogger(self.run_dir, self.config.run.tensorboard, resume_step=self.start_step if self.checkpoint else None)
+            run = self.config.run
+            tracker = WandbTracker(self.run_dir, run, to_dict(self.config), resumed=self.checkpoint is not None) if run.wandb else None
+            self.logger = MetricLogger(self.run_dir, run.tensorboard, resume_step=self.start_step if self.checkpoint else None, tracker=tracker)
             if self.checkpoint:
                 console.print(f"{self.recipe}: resuming from {self.checkpoint} (step {self.start_step})")
         return self.run_dir
