@@ -110,7 +110,8 @@ def train(config: DPOConfig) -> Path:
         test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
         task_eval = _task_evaluator(config, tokenizer)
         model = run.policy(config.model)
-        check_pairs(model, train_pairs, config.data), check_pairs(model, test_pairs, config.data, "test")
+        check_pairs(model, train_pairs, config.data)  # before run.create: rows the model cannot take
+        check_pairs(model, test_pairs, config.data, "test")
         run_dir = run.create()
         run.tokenizer, pad = tokenizer, tokenizer.pad_token_id
         # From the starting weights, so a resumed run takes them from its checkpoint.

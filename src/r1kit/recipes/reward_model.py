@@ -100,7 +100,8 @@ def train(config: RewardModelConfig) -> Path:
         train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
         test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
         model = load_reward_model(config, tokenizer.pad_token_id, run.device, run.weights("model"))
-        check_pairs(model, train_pairs, config.data), check_pairs(model, test_pairs, config.data, "test")
+        check_pairs(model, train_pairs, config.data)  # before run.create: rows the model cannot take
+        check_pairs(model, test_pairs, config.data, "test")
         run_dir = run.create()
         run.tokenizer, pad = tokenizer, tokenizer.pad_token_id
 
