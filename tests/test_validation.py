@@ -121,9 +121,10 @@ def test_packed_rows_longer_than_the_context_name_packing(capsys, tmp_path, tiny
                    "packing=true: a packed row is 600 tokens", "set max_length=512 or less")  # fmt: skip
 
 
-def test_dpo_pair_longer_than_the_context_names_its_line(capsys, tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("recipe", ["dpo", "rm"])
+def test_preference_pair_longer_than_the_context_names_its_line(capsys, tmp_path, tiny_model_dir, recipe):
     data = long_rows(tmp_path, "chosen")
-    args = argv("dpo", tmp_path, tiny_model_dir, f"data.path={data}", f"data.test_path={data}", "max_length=1024")
+    args = argv(recipe, tmp_path, tiny_model_dir, f"data.path={data}", f"data.test_path={data}", "max_length=1024")
     assert_refused(capsys, tmp_path, args, f"{data}:4: the pair (prompt and longer completion) is", "set max_length=512 or less")
 
 
