@@ -20,10 +20,11 @@ from r1kit.cli import main
 
 
 def grpo_args(tmp_path: Path, model_dir: Path, *extra: str) -> list[str]:
-    """A 1-step GRPO run named `grpo` under tmp_path/runs, small and quiet."""
+    """A 1-step GRPO run named `grpo` under tmp_path/runs, small and quiet, evaluated on the
+    arithmetic task's test split (named explicitly, so a data.path may be given alone)."""
     return [
         "grpo", f"model.path={model_dir}", "model.device=cpu", "grpo.steps=1", "grpo.prompts_per_step=2", "grpo.group_size=2",
-        "grpo.beta=0", "sampling.max_new_tokens=4", "eval.k=0", "eval.max_new_tokens=2", "data.test_size=2", "eval_before=false",
+        "grpo.beta=0", "sampling.max_new_tokens=4", "eval.k=0", "eval.max_new_tokens=2", "data.task=arithmetic", "data.test_size=2", "eval_before=false",
         "samples_every=0", f"run.output_dir={tmp_path / 'runs'}", "run.name=grpo", "run.threads=1", "run.progress=false",
         "run.tensorboard=false", *extra,
     ]  # fmt: skip

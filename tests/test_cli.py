@@ -99,14 +99,14 @@ def test_unknown_reward_name(capsys, tmp_path, tiny_model_dir):
 def test_malformed_data_jsonl(capsys, tmp_path, tiny_model_dir):
     data = tmp_path / "train.jsonl"
     data.write_text(json.dumps({"prompt": "1+1=?", "cot": "<answer>2</answer>"}) + "\n" + '{"prompt": "2+2=?", "cot": }\n')
-    argv = ["sft", f"model.path={tiny_model_dir}", f"data.path={data}", *quiet(tmp_path)]
+    argv = ["sft", f"model.path={tiny_model_dir}", f"data.path={data}", f"data.test_path={data}", *quiet(tmp_path)]
     assert_one_sentence_error(*run_cli(capsys, argv), f"{data}:2: malformed JSON at column 28")
 
 
 def test_data_file_missing_the_response_column(capsys, tmp_path, tiny_model_dir):
     data = tmp_path / "train.jsonl"
     data.write_text(json.dumps({"prompt": "1+1=?", "completion": "2"}) + "\n")
-    argv = ["sft", f"model.path={tiny_model_dir}", f"data.path={data}", *quiet(tmp_path)]
+    argv = ["sft", f"model.path={tiny_model_dir}", f"data.path={data}", f"data.test_path={data}", *quiet(tmp_path)]
     assert_one_sentence_error(*run_cli(capsys, argv), f"{data}:1: missing column 'cot'", "present: ['completion', 'prompt']")
 
 

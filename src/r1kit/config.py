@@ -2,8 +2,11 @@
 `key=value` / `section.key=value` on the command line.
 
 Every recipe has one config dataclass (defined next to the recipe) built from the shared sections
-below. `load(path, overrides)` returns it; an unknown key or a value of the wrong type or outside
-its choices is an `R1kitError` that names the key and what is valid.
+below. `load(path, overrides)` returns it; an unknown key or a value of the wrong type, outside
+its choices or outside its range is an `R1kitError` that names the key and what is valid. A
+numeric field declares its range with its type (`lr: PositiveFloat`, `top_p: Probability`), so
+the check sits next to the field it guards; `check_ranges` applies it to a config built in
+Python too (the run skeleton calls it before anything is made).
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from r1kit.errors import R1kitError
+from r1kit.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Range, check_ranges  # noqa: F401 (the fields' types, re-exported)
+
 
 # Recipe name -> "module:ConfigClass". Imported lazily so `r1kit --help` stays fast.
 RECIPES: dict[str, str] = {
@@ -48,12 +53,12 @@ class ModelArgs:
     """`auto` (cuda when available, else cpu), `cpu`, `cuda`, `cuda:1` ..."""
     attn_implementation: str = ""
     """Passed to transformers when set (`sdpa`, `eager`, `flash_attention_2`)."""
-    lora_r: int = 0
+    lora_r: NonNegativeInt = 0
     """LoRA rank (Hu et al. 2021) through PEFT; 0 trains every weight. With LoRA the GRPO
     reference is the base model with the adapters disabled (no second copy)."""
-    lora_alpha: int = 16
+    lora_alpha: PositiveInt = 16
     """LoRA scaling numerator: the update is (lora_alpha / lora_r) * B A."""
-    lora_dropout: float = 0.0
+    lora_dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0
     """Dropout on the LoRA input."""
     lora_target_modules: list[str] = field(default_factory=list)
     """Module names to adapt, e.g. [q_proj, v_proj]; empty = every linear layer but the LM head."""
@@ -85,19 +90,23 @@ class ModelArgs:
 class DataArgs:
     """Where the prompts (and gold answers) come from."""
 
-    task: str = "arithmetic"
-    """A built-in task (arithmetic, countdown, code) that generates rows; ignored when `path` is set."""
+    task: str = "auto"
+    """A built-in task (arithmetic, countdown, code) that generates rows. With `path` set the training
+    rows come from the file, and a task you name scores the run on its test split when `test_path`
+    is empty (right for rows sampled from that task). `auto`: arithmetic without `path`, none with
+    it, so a run on your own file needs `test_path` (see `builtin_task`)."""
     task_params: dict[str, Any] = field(default_factory=dict)
     """Parameters of the built-in task, e.g. {n_operands: 2, digits: 1}."""
     path: str = ""
     """Training data: a .jsonl/.json/.parquet file or a saved HF dataset directory."""
     test_path: str = ""
-    """Held-out data in the same form; when empty a built-in task's test split is used."""
+    """Held-out data in the same form as `path`; when empty, the test split of `builtin_task`
+    (an error when there is none: a run on `path` with no test file)."""
     columns: dict[str, str] = field(default_factory=dict)
     """Column mapping {our_name: their_name}, e.g. {prompt: question, answer: solution}."""
-    train_size: int = 2000
+    train_size: NonNegativeInt = 2000
     """Rows generated for training by a built-in task (or the cap on rows read from `path`; 0 = all)."""
-    test_size: int = 100
+    test_size: NonNegativeInt = 100
     """Rows of the test split used for evaluation."""
     seed: int = 0
     """Seed of the task generator (splits are disjoint whatever the seed)."""
@@ -106,24 +115,33 @@ class DataArgs:
     DeepSeek-R1-Zero template), `chat` (the tokenizer's chat template), `plain` (as is)."""
     system_prompt: str = ""
     """System message for the `chat` template."""
-    max_prompt_tokens: int = 0
+    max_prompt_tokens: NonNegativeInt = 0
     """Longest prompt in tokens (GRPO, PPO); 0 = the model's context minus sampling.max_new_tokens."""
     long_prompts: Literal["skip", "truncate", "error"] = "skip"
     """Prompts over max_prompt_tokens (GRPO, PPO): `skip` them (counted as data/skipped_long_prompts),
     `truncate` them from the left (keeping the end, where the question is), or stop with an `error`."""
+
+    @property
+    def builtin_task(self) -> str:
+        """The built-in task the run uses ('' for none): `task`, with `auto` resolved. An `auto` task
+        with `path` set is none rather than arithmetic, so that a run on a user's file is never
+        scored on the arithmetic test split unless the user asked for it."""
+        if self.task == "auto":
+            return "" if self.path else "arithmetic"
+        return self.task
 
 
 @dataclass
 class SamplingArgs:
     """Rollout sampling of the RL recipes (R1 samples at temperature 1)."""
 
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     """Sampling temperature; the learner's log-probs use the same one."""
-    top_p: float = 1.0
+    top_p: Annotated[float, Range(gt=0, le=1)] = 1.0
     """Nucleus sampling."""
-    top_k: int = 0
+    top_k: NonNegativeInt = 0
     """Top-k sampling (0 = off)."""
-    max_new_tokens: int = 64
+    max_new_tokens: PositiveInt = 64
     """Longest completion; longer ones are truncated (finish reason `length`)."""
     stop: list[str] = field(default_factory=list)
     """Stop strings, e.g. ["</answer>"]."""
@@ -133,19 +151,19 @@ class SamplingArgs:
 class OptimArgs:
     """Optimiser and schedule."""
 
-    lr: float = 1e-3
+    lr: PositiveFloat = 1e-3
     """Peak learning rate of AdamW."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     """AdamW weight decay."""
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[Annotated[float, Range(ge=0, lt=1)]] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW betas."""
-    warmup_steps: int = 10
+    warmup_steps: NonNegativeInt = 10
     """Linear warm-up steps."""
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
     """Learning-rate schedule after warm-up."""
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: Probability = 0.1
     """Floor of the cosine/linear decay as a fraction of `lr`."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: NonNegativeFloat = 1.0
     """Clip the global gradient norm to this (0 disables)."""
 
 
@@ -159,13 +177,13 @@ class RunArgs:
     """Run directory name; empty = `<recipe>-<timestamp>`."""
     seed: int = 0
     """Seed for python, numpy and torch."""
-    log_every: int = 1
+    log_every: PositiveInt = 1
     """Log metrics every N steps."""
-    eval_every: int = 0
+    eval_every: NonNegativeInt = 0
     """Evaluate on the test split every N steps (0 = only at the end)."""
-    save_every: int = 0
+    save_every: NonNegativeInt = 0
     """Save a checkpoint every N steps (0 = only at the end)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: NonNegativeInt = 2
     """How many step checkpoints to keep (the final model is always kept)."""
     tensorboard: bool = True
     """Write TensorBoard events (RUN/tb/) when tensorboard is installed."""
@@ -178,7 +196,7 @@ class RunArgs:
     """W&B entity (user or team); empty = WANDB_ENTITY, else the account's default."""
     wandb_name: str = ""
     """W&B run name; empty = WANDB_NAME, else the run directory's name."""
-    threads: int = 0
+    threads: NonNegativeInt = 0
     """torch intra-op threads (0 = torch's default)."""
     accel: Literal["auto", "off"] = "auto"
     """Hardware-specific speed-ups (`r1kit.accel`), applied once at setup by device. `auto`: on
@@ -189,7 +207,7 @@ class RunArgs:
     model's own forward and attention, one process), the same maths up to float rounding and
     other random draws where auto splits a rollout among processes. OpenMP's wait policy is set
     by the command line before any config is read; set OMP_WAIT_POLICY to choose your own."""
-    rollout_processes: int = 0
+    rollout_processes: NonNegativeInt = 0
     """With run.accel=auto on CPU (Linux), how many processes may share a rollout's prompts
     (`r1kit/accel/workers.py`): 0 = automatic (one per torch thread for a model of at most 20M
     parameters), 1 = every rollout in the training process, k = at most k. More than 1 needs
@@ -204,19 +222,19 @@ class RunArgs:
 class EvalArgs:
     """Evaluation on the test split."""
 
-    k: int = 4
+    k: NonNegativeInt = 4
     """The k of pass@k (Chen et al. 2021) reported besides 1, 2, 4, ... <= n; 0 = greedy only."""
-    n: int = 0
+    n: NonNegativeInt = 0
     """Samples per prompt (0 = k): pass@1 is their mean, pass@j for j = 1, 2, 4, ... <= n and k the
     unbiased estimate 1 - C(n - c, j) / C(n, j) from all n (c correct), maj@n their majority vote
     (R1 reports pass@1 over 64 samples and cons@64). n > k lowers the estimate's variance."""
-    temperature: float = 1.0
+    temperature: NonNegativeFloat = 1.0
     """Sampling temperature for the k samples (R1 evaluates at 0.6 with top-p 0.95)."""
-    top_p: float = 1.0
+    top_p: Annotated[float, Range(gt=0, le=1)] = 1.0
     """Nucleus sampling for the k samples."""
-    max_new_tokens: int = 64
+    max_new_tokens: PositiveInt = 64
     """Longest completion."""
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     """Prompts per generation batch."""
 
 
@@ -258,7 +276,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), c
         if recipe is None:
             raise R1kitError("the config does not say which recipe it is for; add `recipe: grpo` (or sft, ...)")
         cls = recipe_config_class(recipe)
-    return from_dict(cls, raw)
+    return check_ranges(from_dict(cls, raw))
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

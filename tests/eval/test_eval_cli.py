@@ -63,7 +63,7 @@ def test_eval_of_a_run_model_uses_the_task_parameters_it_trained_on(run_dir, mon
 def test_flags_and_overrides_win_over_what_the_run_recorded(run_dir):
     recorded = recorded_run(run_dir / "model")
     data, ev = eval_cli.resolve(args(run_dir / "model", "data.task_params={n_operands: 2}", "eval.temperature=1.0", k=4, n=16, rows=7), recorded)
-    assert (data.task, data.task_params, data.test_size, data.seed) == ("arithmetic", {"n_operands": 2}, 7, 3)
+    assert (data.builtin_task, data.task_params, data.test_size, data.seed) == ("arithmetic", {"n_operands": 2}, 7, 3)
     assert (ev.k, ev.n, ev.temperature, ev.max_new_tokens) == (4, 16, 1.0, 3)
 
 

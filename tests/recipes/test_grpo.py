@@ -243,7 +243,7 @@ def test_micro_batches_accumulate_the_whole_mini_batchs_update(tiny_model_dir, t
 
 
 def test_negative_micro_batch_rows_is_one_clear_error(tiny_model_dir, tmp_path):
-    with pytest.raises(R1kitError, match="grpo.micro_batch_rows=-1"):
+    with pytest.raises(R1kitError, match="config key 'grpo.micro_batch_rows' must be at least 0, got -1"):
         grpo.train(make_config(tiny_model_dir, tmp_path, grpo={"steps": 1, "prompts_per_step": 2, "group_size": 4, "micro_batch_rows": -1}))
 
 

@@ -10,7 +10,7 @@ import torch
 
 from r1kit.config import from_dict
 from r1kit.errors import R1kitError
-from r1kit.recipes.pipeline import PipelineConfig, run_pipeline
+from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
 
 
 @pytest.fixture
@@ -69,3 +69,19 @@ def test_a_failing_stage_stops_and_keeps_earlier_stages(tmp_path, one_thread):
         run_pipeline(bad)
     assert (tmp_path / "pipe" / "base" / "DONE").is_file()
     assert not (tmp_path / "pipe" / "sft" / "DONE").exists()
+
+
+def test_a_bad_value_in_a_later_stage_fails_before_the_first_stage_runs(tmp_path):
+    bad = pipeline(tmp_path, sft_extra={"optim": {"lr": -1.0}})
+    with pytest.raises(R1kitError, match=r"stage 'sft': config key 'optim.lr' must be greater than 0, got -1.0"):
+        run_pipeline(bad)
+    assert not (tmp_path / "pipe").exists()  # not even the base stage ran
+
+
+def test_a_later_stage_on_sampled_data_without_a_task_or_test_file_fails_at_once(tmp_path):
+    bad = pipeline(tmp_path)
+    bad.defaults["data"]["task"] = "auto"
+    bad.stages.append(StageSpec(name="sft2", recipe="sft", start="base", data_from="sft"))
+    with pytest.raises(R1kitError, match=r"stage 'sft2': data.path is set but data.test_path is not"):
+        run_pipeline(bad)
+    assert not (tmp_path / "pipe").exists()

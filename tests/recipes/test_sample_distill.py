@@ -212,6 +212,7 @@ def distill_config(models, out_dir, student, teacher, *extra):
             f"model.path={models[student]}",
             f"teacher.path={models[teacher]}",
             "teacher.device=cpu",
+            "data.task=arithmetic",  # the rows are the teacher's samples of that task: its test split scores the run
             "data.task_params={n_operands: 2, digits: 1, ops: '+'}",
             "data.test_size=2",
             "eval.k=0",

@@ -96,7 +96,7 @@ def test_sft_on_a_file_without_the_response_column_is_an_error_before_training(t
     data = tmp_path / "train.jsonl"
     data.write_text(json.dumps({"prompt": "1+1=?", "completion": "<answer>2</answer>"}) + "\n")
     with pytest.raises(R1kitError, match=r"train\.jsonl:1: missing column 'cot'"):
-        train(sft_config(tiny_model_dir, tmp_path, f"data.path={data}"))
+        train(sft_config(tiny_model_dir, tmp_path, f"data.path={data}", "data.task=arithmetic"))
 
 
 def test_sft_trains_on_a_jsonl_file_with_a_chosen_response_column(tiny_model_dir, char_tokenizer, tmp_path, restore_threads):
@@ -104,7 +104,7 @@ def test_sft_trains_on_a_jsonl_file_with_a_chosen_response_column(tiny_model_dir
     rows = [{"prompt": f"{a}+1=?", "completion": f"<think>{a}+1={a + 1}</think><answer>{a + 1}</answer>"} for a in range(10)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = sft_config(
-        tiny_model_dir, tmp_path, f"data.path={data}", "response_column=completion", "steps=2", "batch_size=4",
+        tiny_model_dir, tmp_path, f"data.path={data}", "data.task=arithmetic", "response_column=completion", "steps=2", "batch_size=4",
         "eval_before=false", "eval.k=0", "eval.max_new_tokens=4", "data.test_size=3", "packing=true", "max_length=32",
     )  # fmt: skip
     run_dir = train(config)

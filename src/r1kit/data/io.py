@@ -83,7 +83,7 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append(json.loads(line.rstrip("\r\n")))  # with its newline, a line cut short errs at "line 2 column 1"
             except json.JSONDecodeError as e:
                 raise R1kitError(f"{path}:{lineno}: malformed JSON at column {e.colno} ({e.msg}); fix or remove that line") from None
             where.append(lineno)

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from r1kit.config import DataArgs
+from r1kit.config import DataArgs, Probability
 from r1kit.data.io import load_rows
 from r1kit.data.tasks.arithmetic import ArithmeticTask, Problem
 from r1kit.data.tasks.split import sample_split
@@ -49,7 +49,7 @@ TEXT = (str, list)  # a string, or chat messages
 class PreferenceArgs:
     """How preference pairs are made (data.* says where they come from)."""
 
-    flip_fraction: float = 0.0
+    flip_fraction: Probability = 0.0
     """Fraction of training pairs with chosen and rejected swapped (noisy annotators; test pairs stay clean)."""
     rejected_kinds: list[str] = field(default_factory=lambda: list(REJECTED_KINDS))
     """Built-in arithmetic pairs: kinds of rejected completion drawn uniformly (wrong, malformed, rambling, unexplained)."""
@@ -122,9 +122,9 @@ def load_pairs(data: DataArgs, pref: PreferenceArgs, split: str) -> list[dict[st
         return flip_labels(load_preferences(path, data.columns, limit=n), flip, data.seed)
     if split == "test" and data.path:
         raise R1kitError("data.path holds the training pairs but data.test_path is empty; give a held-out preference file")
-    if data.task != "arithmetic":
+    if data.builtin_task != "arithmetic":
         raise R1kitError(
-            f"built-in preference pairs exist for the arithmetic task only (data.task is {data.task!r}); "
+            f"built-in preference pairs exist for the arithmetic task only (data.task is {data.builtin_task!r}); "
             "set data.path to a JSONL of prompt/chosen/rejected pairs"
         )
     return synthetic_preferences(split, n, data.seed, data.task_params, pref.rejected_kinds, flip)

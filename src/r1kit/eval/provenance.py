@@ -71,7 +71,7 @@ def describe(data: DataArgs, args: EvalArgs, rows: int, recorded: Recorded | Non
         what = f"{data.test_path} ({rows} rows)"
     else:
         params = ", ".join(f"{k}={v}" for k, v in data.task_params.items()) or "default parameters"
-        what = f"task {data.task} ({params}; test split, {rows} rows, seed {data.seed})"
+        what = f"task {data.builtin_task} ({params}; test split, {rows} rows, seed {data.seed})"
     samples = f"greedy and {args.n or args.k} samples per prompt at temperature {args.temperature}" if args.k else "greedy only"
     where = f"settings as {recorded.config_path} records them; flags and overrides win" if recorded else "no run directory records what this model was trained on"
     return f"evaluating on {what}, template {data.template}, {samples}, at most {args.max_new_tokens} new tokens ({where})"

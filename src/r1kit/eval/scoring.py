@@ -15,8 +15,8 @@ def scorer_for(data: DataArgs) -> tuple[Callable[..., list[float | None]], Calla
     The test split decides: when it comes from a built-in task (no data.test_path), the task's own
     verifier scores it -- also when training rows come from a file, such as rejection-sampled
     data -- so every stage of a pipeline is measured by the same rule."""
-    if data.task and not data.test_path:
-        task = get_task(data.task, **data.task_params)
+    if data.builtin_task and not data.test_path:
+        task = get_task(data.builtin_task, **data.task_params)
         return task.reward, task.extract_answer
     from r1kit.rewards import get
     from r1kit.rewards.math import extract_final_answer

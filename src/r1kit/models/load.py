@@ -24,6 +24,7 @@ from r1kit.algorithms.logprobs import chunked_head_problem, inner_model
 from r1kit.config import ModelArgs
 from r1kit.errors import R1kitError
 from r1kit.models.compile import compile_layers
+from r1kit.models.hub import check_model_source
 from r1kit.models.swiglu import lean_swiglu
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 def _check_exists(path_or_id: str) -> None:
     if not path_or_id:
         raise R1kitError("no model given; set model.path to a model directory or a hub id")
+    check_model_source(path_or_id)  # a missing directory, or a Hub id with the Hub out of reach: at once
     p = Path(path_or_id)
-    looks_local = p.is_absolute() or path_or_id.startswith((".", "~")) or path_or_id.count("/") != 1
-    if looks_local and not p.exists():
-        raise R1kitError(f"model directory {path_or_id!r} does not exist; check model.path")
     if p.is_dir() and not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
         raise R1kitError(
             f"{path_or_id!r} is a directory without config.json, so not a Hugging Face model; "

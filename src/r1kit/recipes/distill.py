@@ -36,12 +36,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import torch
 
 from r1kit.algorithms import distill_loss, position_ids_from_mask
-from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
+from r1kit.config import DataArgs, EvalArgs, ModelArgs, NonNegativeFloat, OptimArgs, PositiveFloat, PositiveInt, Probability, Range, RunArgs
 from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
@@ -57,6 +57,7 @@ from r1kit.train.precision import autocast
 from r1kit.train.reference import load_frozen
 from r1kit.train.run import Run
 from r1kit.train.supervised import IGNORE, Example, collate, fit_supervised, pack, tokenize_examples
+from r1kit.train.validate import check_examples
 
 SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token")
 """Special tokens whose role must agree for logit distillation. Padding is left out: it is masked."""
@@ -84,31 +85,31 @@ class DistillConfig:
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     """Logit modes: KL(teacher||student) (classic KD), KL(student||teacher) (MiniLLM, mode-seeking),
     or GKD's generalised Jensen-Shannon divergence with teacher weight `beta`."""
-    beta: float = 0.5
+    beta: Probability = 0.5
     """jsd only: weight of the teacher in the mixture (GKD's beta; 0 = forward KL, 1 = reverse KL)."""
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     """Softmax temperature of both distributions in the divergence; the loss is scaled by
     temperature^2 so its gradient keeps its size (Hinton et al. 2015)."""
-    hard_label_weight: float = 0.0
+    hard_label_weight: NonNegativeFloat = 0.0
     """Logit modes: add this x the cross-entropy on the data's response tokens (0 = pure KD)."""
-    lmbda: float = 0.5
+    lmbda: Probability = 0.5
     """on_policy: probability that a batch's responses are sampled from the student (GKD's lambda;
     1 = fully on-policy, 0 = supervised KD on the data)."""
-    sample_temperature: float = 1.0
+    sample_temperature: PositiveFloat = 1.0
     """on_policy: temperature of the student's sampling."""
-    sample_top_p: float = 1.0
+    sample_top_p: Annotated[float, Range(gt=0, le=1)] = 1.0
     """on_policy: nucleus sampling of the student."""
-    max_new_tokens: int = 64
+    max_new_tokens: PositiveInt = 64
     """on_policy: longest sampled response."""
     stop: list[str] = field(default_factory=list)
     """on_policy: stop strings of the student's sampling, e.g. ["</answer>"]."""
-    steps: int = 200
+    steps: PositiveInt = 200
     """Optimizer steps."""
-    batch_size: int = 16
+    batch_size: PositiveInt = 16
     """Examples per micro-batch (under torchrun, split among the ranks)."""
-    grad_accum: int = 1
+    grad_accum: PositiveInt = 1
     """Micro-batches per optimizer step."""
-    max_length: int = 256
+    max_length: PositiveInt = 256
     """Longest prompt + response of a data row in tokens (longer ones are truncated and counted)."""
     packing: bool = False
     """mode sft: pack examples into rows of exactly max_length tokens."""
@@ -134,6 +135,7 @@ def train(config: DistillConfig) -> Path:
         prompt_ids, examples, truncated = encode(config, tokenizer, rows, needs_responses)
         evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
         model = run.policy(config.model)
+        check_examples(model, pack(examples, config.max_length) if config.packing and examples else examples or [], config.data)
         teacher = run.accelerate(load_frozen(config.teacher, device=run.device)) if config.mode != "sft" or config.eval_teacher else None
         if config.mode != "sft":
             check_vocab_sizes(model, teacher, tokenizer, config)
@@ -171,14 +173,6 @@ def _check(config: DistillConfig) -> None:
         raise R1kitError(f"mode={config.mode} compares the student's full logits with the teacher's, which model.chunked_lm_head never builds; set model.chunked_lm_head=false (it serves mode=sft)")
     if config.eval_teacher and not config.teacher.path:
         raise R1kitError("eval_teacher is true but teacher.path is empty; set teacher.path or eval_teacher=false")
-    if not 0.0 <= config.lmbda <= 1.0:
-        raise R1kitError(f"lmbda is a probability and must be in [0, 1], got {config.lmbda}")
-    if not 0.0 <= config.beta <= 1.0:
-        raise R1kitError(f"beta is the teacher's weight in the JSD mixture and must be in [0, 1], got {config.beta}")
-    if config.temperature <= 0:
-        raise R1kitError(f"temperature must be > 0, got {config.temperature}")
-    if config.steps < 1 or config.batch_size < 1 or config.grad_accum < 1:
-        raise R1kitError("steps, batch_size and grad_accum must be at least 1")
 
 
 def encode(config: DistillConfig, tokenizer, rows: Sequence[dict[str, Any]], with_responses: bool) -> tuple[list[list[int]], list[Example] | None, int]:

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
 from r1kit import accel
 from r1kit.algorithms import chosen_nll, completion_logprobs, dpo_loss, masked_sum
-from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
+from r1kit.config import DataArgs, EvalArgs, ModelArgs, NonNegativeFloat, NonNegativeInt, OptimArgs, PositiveFloat, PositiveInt, Range, RunArgs
 from r1kit.data.preference import EncodedPair, PairBatch, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
 from r1kit.data.tasks import get_task
 from r1kit.eval.evaluate import Evaluator
@@ -45,6 +45,7 @@ from r1kit.models.load import check_chunked_head, load_model, load_tokenizer, sa
 from r1kit.report.logger import console
 from r1kit.train.pairs import fit_pairs
 from r1kit.train.run import Run
+from r1kit.train.validate import check_pairs
 
 
 @dataclass
@@ -62,21 +63,21 @@ class DPOConfig:
     """Label noise (flip_fraction) and the built-in set's rejected kinds."""
     loss_type: Literal["sigmoid", "cdpo", "ipo", "robust", "simpo"] = "sigmoid"
     """DPO (Rafailov et al. 2023), conservative DPO, IPO (Azar et al. 2023), robust DPO (Chowdhury et al. 2024), SimPO (Meng et al. 2024)."""
-    beta: float = 0.1
+    beta: PositiveFloat = 0.1
     """Strength of the implicit KL constraint (SimPO: the reward scale, ~2)."""
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[float, Range(ge=0, lt=0.5)] = 0.0
     """cdpo / robust / simpo: the assumed label-flip rate epsilon."""
     simpo_gamma: float = 0.5
     """SimPO target reward margin gamma."""
-    rpo_alpha: float = 0.0
+    rpo_alpha: NonNegativeFloat = 0.0
     """RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization"; TRL's `rpo_alpha`):
     weight of the chosen completion's mean per-token NLL added to the loss; 0 = the loss alone.
     DPO alone may lower the chosen answer's likelihood too (only the margin matters to it)."""
-    steps: int = 200
+    steps: PositiveInt = 200
     """Optimizer steps."""
-    batch_size: int = 16
+    batch_size: PositiveInt = 16
     """Pairs per step (under torchrun, split among the ranks)."""
-    micro_batch_pairs: int = 0
+    micro_batch_pairs: NonNegativeInt = 0
     """Pairs per forward/backward pass; 0: the whole batch. The step's gradient is accumulated over
     passes of at most this many pairs (each weighted by its share of the batch's pairs), which
     bounds activation memory without changing the update; RPO's NLL term is a token mean per pass
@@ -84,9 +85,9 @@ class DPOConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16 autocast for the policy's forward passes in training (weights and AdamW stay fp32);
     auto = bf16 on a CUDA device that supports it, else fp32."""
-    max_length: int = 256
+    max_length: PositiveInt = 256
     """Longest prompt + completion in tokens (completions are cut to fit)."""
-    eval_batch_size: int = 64
+    eval_batch_size: PositiveInt = 64
     """Pairs per forward pass when scoring (reference log-probs, held-out metrics)."""
     optim: OptimArgs = field(default_factory=lambda: OptimArgs(lr=1e-6, warmup_steps=10))
     """Optimiser and schedule."""
@@ -96,7 +97,7 @@ class DPOConfig:
     """Task evaluation (greedy accuracy, pass@1 over eval.k samples) before and after."""
     task_eval: bool = True
     """Measure task accuracy on data.task's test split before and after (skipped when data.task is empty)."""
-    task_eval_size: int = 100
+    task_eval_size: NonNegativeInt = 100
     """Test rows for the task evaluation."""
 
 
@@ -110,6 +111,8 @@ def train(config: DPOConfig) -> Path:
         test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
         task_eval = _task_evaluator(config, tokenizer)
         model = run.policy(config.model)
+        check_pairs(model, train_pairs, config.data)  # before run.create: rows the model cannot take
+        check_pairs(model, test_pairs, config.data, "test")
         run_dir = run.create()
         run.tokenizer, pad = tokenizer, tokenizer.pad_token_id
         # From the starting weights, so a resumed run takes them from its checkpoint.
@@ -241,8 +244,8 @@ def evaluate_pairs(config: DPOConfig, model, pairs: list[EncodedPair], ref: tupl
 
 def _task_evaluator(config: DPOConfig, tokenizer) -> Evaluator | None:
     """Greedy accuracy, pass@1 ... on the task's test split, or None without task_eval or a task."""
-    if not (config.task_eval and config.data.task):
+    if not (config.task_eval and config.data.builtin_task):
         return None
-    task = get_task(config.data.task, **config.data.task_params)
+    task = get_task(config.data.builtin_task, **config.data.task_params)
     rows = task.generate("test", config.task_eval_size, seed=config.data.seed)
     return Evaluator(tokenizer, rows, task.reward, task.extract_answer, config.eval, config.data.template, config.data.system_prompt, config.run.rollout_processes)

@@ -24,12 +24,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
 from r1kit.algorithms import completion_logprobs, group_advantages, masked_mean, policy_loss, rloo_advantages
-from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs, SamplingArgs
+from r1kit.config import DataArgs, EvalArgs, ModelArgs, NonNegativeFloat, NonNegativeInt, OptimArgs, PositiveInt, Probability, Range, RunArgs, SamplingArgs
 from r1kit.data.stream import PromptStream
 from r1kit.errors import R1kitError
 from r1kit.eval.evaluate import Evaluator
@@ -55,24 +55,24 @@ class GRPOArgs:
 
     preset: Literal["none", "grpo", "dr_grpo", "dapo", "gspo", "rloo"] = "none"
     """A paper's settings of the fields below (grpo_presets.py cites each); fields given explicitly win."""
-    steps: int = 100
+    steps: PositiveInt = 100
     """Rollout-and-update steps."""
-    prompts_per_step: int = 8
+    prompts_per_step: PositiveInt = 8
     """B: prompts sampled per step."""
-    group_size: int = 8
-    """G: completions per prompt (DeepSeekMath used 64, R1 16)."""
-    num_iterations: int = 1
+    group_size: Annotated[int, Range(ge=2)] = 8
+    """G: completions per prompt, at least 2 (advantages compare completions within a group; DeepSeekMath used 64, R1 16)."""
+    num_iterations: PositiveInt = 1
     """mu: passes over each batch (mu = 1 with one mini-batch: the ratio is exactly 1 and no old log-probs are needed)."""
-    mini_batches: int = 1
+    mini_batches: PositiveInt = 1
     """Optimizer steps per pass: the batch is split into this many mini-batches (sizes within one row)."""
-    micro_batch_rows: int = 0
+    micro_batch_rows: NonNegativeInt = 0
     """Rows per forward/backward pass; 0: a whole mini-batch. A mini-batch's gradient is accumulated
     over micro-batches of this many rows before its one optimizer step (TRL's per-device batch with
     gradient accumulation), and the no-grad passes (the reference's and the old policy's log-probs)
     run in chunks of this size, or of one mini-batch when 0. Bounds the memory of activations and
     logits without changing the update (the same up to float rounding). A multiple of group_size
     keeps each group's prompt in one pass (its KV cache is shared across the group)."""
-    beta: float = 0.04
+    beta: NonNegativeFloat = 0.04
     """KL coefficient to the reference model (0 loads no reference model)."""
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator (DeepSeekMath uses k3)."""
@@ -81,9 +81,9 @@ class GRPOArgs:
     becomes the exact gradient of KL(pi || ref) (DeepSeek-V3.2). TRL 1.x does this by default
     (`use_bias_correction_kl=True`); false is DeepSeekMath's GRPO, whose k3 gradient pulls to the
     reference by (1 - ref / pi) grad log pi."""
-    eps_low: float = 0.2
+    eps_low: Probability = 0.2
     """Lower clip of the importance ratio (PPO's 0.2; GSPO clips its sequence ratio at 3e-4)."""
-    eps_high: float = 0.2
+    eps_high: NonNegativeFloat = 0.2
     """Upper clip; DAPO's clip-higher uses 0.28 (Yu et al. 2025, section 4.1), GSPO 4e-4 (Zheng et al. 2025)."""
     ratio_level: Literal["token", "sequence"] = "token"
     """Importance ratio per token (GRPO) or per sequence, length-normalised (GSPO, Zheng et al. 2025)."""
@@ -93,15 +93,15 @@ class GRPOArgs:
     """Group-normalised advantages (GRPO) or the leave-one-out baseline (RLOO, Ahmadian et al. 2024)."""
     scale: Literal["group", "batch", "none"] = "group"
     """GRPO advantage scaling: group std (DeepSeekMath), batch std, or none (Dr. GRPO)."""
-    ref_reset_every: int = 0
+    ref_reset_every: NonNegativeInt = 0
     """Reset the reference model to the current policy every N steps (R1: 400; 0 = never)."""
     dynamic_sampling: bool = False
     """DAPO (Yu et al. 2025, section 3.2): drop groups whose rewards are all equal and sample more prompts to fill the batch."""
-    max_resample: int = 3
+    max_resample: NonNegativeInt = 3
     """Cap on extra sampling rounds per step for dynamic sampling."""
     mask_truncated: bool = False
     """Leave completions cut at max_new_tokens out of the loss (DAPO overlong filtering)."""
-    overlong_cache: int = 0
+    overlong_cache: NonNegativeInt = 0
     """DAPO soft overlong punishment: > 0 adds the `overlong` reward with L_max = max_new_tokens and this cache."""
 
 
@@ -127,7 +127,7 @@ class GRPOConfig:
     """Run directory, seed, logging."""
     eval: EvalArgs = field(default_factory=EvalArgs)
     """Evaluation on the test split (every run.eval_every steps and at the end)."""
-    samples_every: int = 10
+    samples_every: NonNegativeInt = 10
     """Write sample completions to samples/step_N.jsonl (and print a few) every N steps."""
     eval_before: bool = True
     """Evaluate the starting model too."""
@@ -139,7 +139,7 @@ class GRPOConfig:
 
 def reward_specs(config: GRPOConfig) -> list[Any]:
     overlong = {"name": "overlong", "kwargs": {"max_length": config.sampling.max_new_tokens, "cache_length": config.grpo.overlong_cache}}
-    return (list(config.rewards) or [config.data.task or "math", {"name": "format", "weight": 0.5}]) + ([overlong] if config.grpo.overlong_cache else [])
+    return (list(config.rewards) or [config.data.builtin_task or "math", {"name": "format", "weight": 0.5}]) + ([overlong] if config.grpo.overlong_cache else [])
 
 
 def train(config: GRPOConfig) -> Path:
@@ -198,10 +198,6 @@ def train(config: GRPOConfig) -> Path:
 
 def _check(config: GRPOConfig) -> None:
     g = config.grpo
-    if g.group_size < 2:
-        raise R1kitError("grpo.group_size must be at least 2: advantages compare completions within a group")
-    if g.micro_batch_rows < 0:
-        raise R1kitError(f"grpo.micro_batch_rows={g.micro_batch_rows} must be 0 (a whole mini-batch per pass) or a number of rows")
     if config.model.lora_r and g.beta > 0 and g.ref_reset_every:
         raise R1kitError("grpo.ref_reset_every needs a separate reference model, but with LoRA (model.lora_r > 0) the reference is the base model; set one of them to 0")
 

@@ -21,6 +21,7 @@ from r1kit.config import RECIPES, deep_merge, dump, from_dict, recipe_config_cla
 from r1kit.errors import R1kitError
 from r1kit.report.logger import console
 from r1kit.report.tables import stage_metrics, stage_table
+from r1kit.train.validate import check_config
 
 
 @dataclass
@@ -86,16 +87,29 @@ def stage_config(pipe: PipelineConfig, stage: StageSpec, outputs: dict[str, Path
     return from_dict(cls, raw, f"stages[{stage.name}].config.")
 
 
-def run_pipeline(pipe: PipelineConfig) -> Path:
-    """Run every stage not yet done; return the pipeline directory."""
-    out = Path(pipe.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def check_stages(pipe: PipelineConfig) -> None:
+    """Every stage's config checked before the first stage runs (`r1kit.train.validate`), its
+    inputs standing in for the outputs of the stages before it: a mistake in the last stage fails
+    at once, not after the others have trained."""
     names = [s.name for s in pipe.stages]
     if len(set(names)) != len(names) or not all(names):
         raise R1kitError(f"pipeline stage names must be unique and non-empty, got {names}")
+    planned: dict[str, Path] = {}
     for s in pipe.stages:
         if s.recipe not in RECIPES or s.recipe == "pipeline":
             raise R1kitError(f"stage {s.name!r} has recipe {s.recipe!r}; choose one of {sorted(set(RECIPES) - {'pipeline'})}")
+        try:
+            check_config(stage_config(pipe, s, planned), s.recipe, world_size=1)
+        except R1kitError as e:
+            raise R1kitError(f"stage {s.name!r}: {e}") from None
+        planned[s.name] = Path(pipe.output_dir) / s.name
+
+
+def run_pipeline(pipe: PipelineConfig) -> Path:
+    """Run every stage not yet done; return the pipeline directory."""
+    out = Path(pipe.output_dir)
+    check_stages(pipe)
+    out.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, Path] = {}
     timings: dict[str, float] = {}
     for stage in pipe.stages:

@@ -53,7 +53,7 @@ from r1kit.algorithms import (
     value_loss,
     whiten,
 )
-from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs, SamplingArgs
+from r1kit.config import DataArgs, EvalArgs, ModelArgs, NonNegativeFloat, NonNegativeInt, OptimArgs, PositiveFloat, PositiveInt, Probability, RunArgs, SamplingArgs
 from r1kit.data.stream import PromptStream
 from r1kit.eval.evaluate import Evaluator
 from r1kit.models.load import load_tokenizer, save_model, training_options
@@ -75,39 +75,39 @@ from r1kit.train.run import Run
 class PPOArgs:
     """The algorithm (defaults follow TRL's PPOTrainer)."""
 
-    steps: int = 100
+    steps: PositiveInt = 100
     """Rollout-and-update steps."""
-    prompts_per_step: int = 16
+    prompts_per_step: PositiveInt = 16
     """B: prompts per step, one completion each (under torchrun, split among the ranks)."""
-    ppo_epochs: int = 4
+    ppo_epochs: PositiveInt = 4
     """Passes over each batch of rollouts."""
-    mini_batches: int = 4
+    mini_batches: PositiveInt = 4
     """Optimizer steps per pass: the batch is split into this many mini-batches (sizes within one row)."""
-    micro_batch_rows: int = 0
+    micro_batch_rows: NonNegativeInt = 0
     """Rows per forward/backward pass; 0: a whole mini-batch. A mini-batch's gradients (policy and
     value model) are accumulated over passes of at most this many rows, each weighted by its share
     of the mini-batch's tokens, before its one optimizer step: the same update in less memory."""
-    gamma: float = 1.0
+    gamma: Probability = 1.0
     """Discount of GAE (1: the score at the end counts fully at every token)."""
-    lam: float = 0.95
+    lam: Probability = 0.95
     """GAE lambda (Schulman et al. 2016)."""
-    cliprange: float = 0.2
+    cliprange: PositiveFloat = 0.2
     """Policy ratio clip epsilon."""
-    cliprange_value: float = 0.2
+    cliprange_value: NonNegativeFloat = 0.2
     """Value clip: new values stay within this of the rollout-time values (0 disables)."""
-    kl_coef: float = 0.05
+    kl_coef: NonNegativeFloat = 0.05
     """beta: weight of the per-token KL penalty in the reward (InstructGPT: 0.02)."""
     adaptive_kl: bool = False
     """Adapt beta towards kl_target (Ziegler et al. 2019)."""
-    kl_target: float = 6.0
+    kl_target: PositiveFloat = 6.0
     """Target KL(pi || ref) per sequence in nats, for adaptive_kl."""
-    kl_horizon: int = 10000
+    kl_horizon: PositiveInt = 10000
     """Horizon (in samples) of the adaptive controller."""
     whiten_advantages: bool = True
     """Normalise advantages to zero mean and unit variance over the batch's tokens."""
     value_model: str = ""
     """Initial weights of the value model: empty = the policy checkpoint; a reward model works too."""
-    value_lr: float = 0.0
+    value_lr: NonNegativeFloat = 0.0
     """Learning rate of the value model (0 = optim.lr)."""
 
 
@@ -146,7 +146,7 @@ def train(config: PPOConfig) -> Path:
     with Run(config, "ppo") as run:
         dist_.rank_rows(p.prompts_per_step, 1, p.mini_batches, run.dist, "ppo")  # B must divide by the number of processes
         tokenizer = load_tokenizer(config.model.path)
-        composer = RewardComposer(list(config.rewards) or [config.data.task or "math"], config.reward_failure_steps)
+        composer = RewardComposer(list(config.rewards) or [config.data.builtin_task or "math"], config.reward_failure_steps)
         model = run.policy(config.model)
         ref = reference_model(model, config.model, run.checkpoint)  # frozen: a copy, or the base under LoRA
         value_path = run.weights("value_model") or p.value_model or config.model.path

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from r1kit.config import EvalArgs, OptimArgs, RunArgs
+from r1kit.config import EvalArgs, NonNegativeInt, OptimArgs, PositiveInt, RunArgs
 from r1kit.data.tasks import get_task
 from r1kit.errors import R1kitError
 from r1kit.eval.evaluate import Evaluator
@@ -40,15 +40,15 @@ class PretrainConfig:
     """Built-in task whose generator writes the corpus (it must have pretrain_documents)."""
     task_params: dict = field(default_factory=dict)
     """Difficulty of the task, e.g. {n_operands: [2, 3], digits: 1}."""
-    documents: int = 20000
+    documents: PositiveInt = 20000
     """Documents in the corpus."""
     style_weights: list[float] = field(default_factory=lambda: [0.4, 0.3, 0.3])
     """Weights of the document styles: bare answer, untagged working, tagged R1 format."""
-    max_length: int = 128
+    max_length: PositiveInt = 128
     """Packed row length in tokens."""
-    steps: int = 300
+    steps: PositiveInt = 300
     """Optimizer steps."""
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     """Packed rows per step."""
     optim: OptimArgs = field(default_factory=lambda: OptimArgs(lr=3e-3, warmup_steps=20, weight_decay=0.01))
     """Optimiser and schedule."""
@@ -56,7 +56,7 @@ class PretrainConfig:
     """Run directory, seed, logging (with `cache`, the run directory is the cache entry)."""
     eval: EvalArgs = field(default_factory=EvalArgs)
     """Evaluation of the base model on the task's test split."""
-    test_size: int = 100
+    test_size: NonNegativeInt = 100
     """Test rows for the base model's evaluation."""
     cache: bool = True
     """Reuse a finished base with the same settings from cache_dir."""

@@ -36,9 +36,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Sequence
 
-from r1kit.config import DataArgs, EvalArgs, ModelArgs, RunArgs
+from r1kit.config import DataArgs, EvalArgs, ModelArgs, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Range, RunArgs
 from r1kit.data.io import load_rows, write_jsonl
 from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
@@ -71,31 +71,31 @@ class SampleConfig:
     """Run directory, seed, logging."""
     eval: EvalArgs = field(default_factory=EvalArgs)
     """Held-out evaluation of the model, used only when `evaluate` is true."""
-    samples_per_prompt: int = 8
+    samples_per_prompt: PositiveInt = 8
     """k: completions sampled per prompt."""
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     """Sampling temperature (R1 samples at 0.6 with top-p 0.95 for its reasoning data)."""
-    top_p: float = 1.0
+    top_p: Annotated[float, Range(gt=0, le=1)] = 1.0
     """Nucleus sampling."""
-    max_new_tokens: int = 64
+    max_new_tokens: PositiveInt = 64
     """Longest completion; one cut off here (finish reason `length`) is dropped as over-long."""
     stop: list[str] = field(default_factory=list)
     """Stop strings, e.g. ["</answer>"] (kept in the completion)."""
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     """Prompts per generation call (each yields samples_per_prompt rows)."""
-    max_completion_tokens: int = 0
+    max_completion_tokens: NonNegativeInt = 0
     """Drop completions longer than this many tokens (0 = only those cut off at max_new_tokens)."""
     language: str = "en"
     """Target language of the chain of thought, a code (`en`, `zh` ...) or a script (`latin` ...)."""
-    language_threshold: float = 0.95
+    language_threshold: Probability = 0.95
     """Drop a completion whose chain of thought has less than this share of target-language words."""
     dedup: bool = True
     """Keep one copy of completions with exactly the same text for the same prompt."""
-    max_per_prompt: int = 4
+    max_per_prompt: NonNegativeInt = 4
     """Keep at most this many completions per prompt, the first ones sampled (0 = no cap)."""
     mix_path: str = ""
     """A JSONL (or any data file) of non-reasoning SFT rows with `prompt` and `completion` to add."""
-    mix_fraction: float = 0.25
+    mix_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.25
     """Share of the written rows that come from mix_path (R1: 200k of 800k); used when mix_path is set."""
     evaluate: bool = False
     """Also evaluate the model on the held-out split and report that as eval.json's `after`."""
@@ -103,7 +103,6 @@ class SampleConfig:
 
 def train(config: SampleConfig) -> Path:
     """Sample, filter and write `samples.jsonl`; returns the run directory."""
-    _check(config)
     with Run(config, "sample") as run:
         rows = load_split(config.data, "train", required=("prompt",))
         if not any(c in rows[0] for c in ("answer", "solution")):
@@ -217,20 +216,9 @@ class Tally:
         return out
 
 
-def _check(config: SampleConfig) -> None:
-    if config.samples_per_prompt < 1:
-        raise R1kitError(f"samples_per_prompt must be at least 1, got {config.samples_per_prompt}")
-    if config.batch_size < 1:
-        raise R1kitError(f"batch_size must be at least 1, got {config.batch_size}")
-    if not 0.0 <= config.mix_fraction < 1.0:
-        raise R1kitError(f"mix_fraction is the share of mixed-in rows in the output and must be in [0, 1), got {config.mix_fraction}")
-    if config.max_per_prompt < 0 or config.max_completion_tokens < 0:
-        raise R1kitError("max_per_prompt and max_completion_tokens must be >= 0 (0 means no cap)")
-
-
 def verifier_name(data: DataArgs) -> str:
     """The verifier's name in `rewards` and metrics: the built-in task's, else `math`."""
-    return data.task if data.task and not data.path else "math"
+    return data.builtin_task if data.builtin_task and not data.test_path else "math"
 
 
 def _named(fn: Callable[..., list[float | None]], name: str) -> Callable[..., list[float | None]]:

@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 
 from r1kit.algorithms import bradley_terry_loss, christiano_pair_loss
-from r1kit.config import DataArgs, ModelArgs, OptimArgs, RunArgs
+from r1kit.config import DataArgs, ModelArgs, NonNegativeFloat, NonNegativeInt, OptimArgs, PositiveInt, RunArgs
 from r1kit.data.preference import PairBatch, PreferenceArgs, collate_pairs, encode_pairs, load_pairs
 from r1kit.errors import R1kitError
 from r1kit.models.load import load_tokenizer, training_options
@@ -47,6 +47,7 @@ from r1kit.report.logger import console
 from r1kit.rewards.model import META_FILE
 from r1kit.train.pairs import fit_pairs
 from r1kit.train.run import Run
+from r1kit.train.validate import check_pairs
 
 POOLING = {"bradley_terry": "last", "christiano": "sum"}
 
@@ -64,24 +65,24 @@ class RewardModelConfig:
     """Label noise (flip_fraction) and the built-in set's rejected kinds."""
     loss: Literal["bradley_terry", "christiano"] = "bradley_terry"
     """Bradley-Terry on last-token rewards (InstructGPT) or per-step rewards summed (Christiano et al. 2017)."""
-    center_coef: float = 0.0
+    center_coef: NonNegativeFloat = 0.0
     """Reward centring coefficient (Eisenstein et al. 2023; TRL uses 0.01); bradley_terry only."""
     use_margin: bool = True
     """Subtract the pairs' `margin` column inside the sigmoid (Llama 2); bradley_terry only."""
-    steps: int = 200
+    steps: PositiveInt = 200
     """Optimizer steps."""
-    batch_size: int = 16
+    batch_size: PositiveInt = 16
     """Pairs per step (under torchrun, split among the ranks)."""
-    micro_batch_pairs: int = 0
+    micro_batch_pairs: NonNegativeInt = 0
     """Pairs per forward/backward pass; 0: the whole batch. The step's gradient is accumulated over
     passes of at most this many pairs, each weighted by its share of the batch's pairs, which
     bounds activation memory without changing the update."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16 autocast for the forward passes in training (weights and AdamW stay fp32); auto = bf16
     on a CUDA device that supports it, else fp32."""
-    max_length: int = 256
+    max_length: PositiveInt = 256
     """Longest prompt + completion in tokens (completions are cut to fit)."""
-    eval_batch_size: int = 64
+    eval_batch_size: PositiveInt = 64
     """Pairs per forward pass when measuring held-out accuracy."""
     optim: OptimArgs = field(default_factory=lambda: OptimArgs(lr=1e-5))
     """Optimiser and schedule."""
@@ -99,6 +100,8 @@ def train(config: RewardModelConfig) -> Path:
         train_pairs, truncated = encode_pairs(tokenizer, train_rows, **encode)
         test_pairs, _ = encode_pairs(tokenizer, test_rows, **encode)
         model = load_reward_model(config, tokenizer.pad_token_id, run.device, run.weights("model"))
+        check_pairs(model, train_pairs, config.data)  # before run.create: rows the model cannot take
+        check_pairs(model, test_pairs, config.data, "test")
         run_dir = run.create()
         run.tokenizer, pad = tokenizer, tokenizer.pad_token_id
 

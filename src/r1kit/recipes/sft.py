@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, RunArgs
+from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, PositiveInt, RunArgs
 from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
@@ -27,6 +27,7 @@ from r1kit.models.load import load_tokenizer, save_model
 from r1kit.report.logger import console
 from r1kit.train.run import Run
 from r1kit.train.supervised import fit_supervised, pack, tokenize_examples
+from r1kit.train.validate import check_examples
 
 
 @dataclass
@@ -43,13 +44,13 @@ class SFTConfig:
     """Run directory, seed, logging."""
     eval: EvalArgs = field(default_factory=EvalArgs)
     """Evaluation on the test split before and after training."""
-    steps: int = 200
+    steps: PositiveInt = 200
     """Optimizer steps."""
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     """Examples (or packed rows) per micro-batch (under torchrun, split among the ranks)."""
-    grad_accum: int = 1
+    grad_accum: PositiveInt = 1
     """Micro-batches per optimizer step."""
-    max_length: int = 256
+    max_length: PositiveInt = 256
     """Longest example in tokens (longer ones are truncated and counted)."""
     packing: bool = False
     """Pack examples into rows of exactly max_length tokens."""
@@ -74,6 +75,7 @@ def train(config: SFTConfig) -> Path:
             examples = pack(examples, config.max_length)
         evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
         model = run.policy(config.model)
+        check_examples(model, examples, config.data)
         run_dir = run.create()
         run.tokenizer = tokenizer
         run.evaluate_before((lambda: evaluator(model)) if config.eval_before else None, **{"data/examples": len(examples), "data/truncated": truncated})

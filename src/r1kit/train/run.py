@@ -20,8 +20,10 @@
   every N steps, the interrupt guard, and a checkpoint of the last completed step when an
   exception stops the run.
 
-Only rank 0 writes the run directory, logs and evaluates. `check_settings` refuses, before
-anything runs, a setting the recipe cannot honour.
+Only rank 0 writes the run directory, logs and evaluates. `check_config` (train/validate.py)
+refuses, before anything is loaded, a value out of its range, a setting the recipe cannot honour
+and a test split from another source than the training rows; recipes call `check_context` there
+too, once their rows are tokenized, before `run.create()`.
 """
 
 from __future__ import annotations
@@ -44,15 +46,12 @@ from r1kit.config import dump, to_dict
 from r1kit.errors import R1kitError
 from r1kit.models.dropout import disable_dropout
 from r1kit.report.logger import MetricLogger, console
-from r1kit.report.tracking import WandbTracker, check_wandb
+from r1kit.report.tracking import WandbTracker
 from r1kit.train import distributed as dist_
 from r1kit.train.checkpoint import capture_rng, find_run_dir, load_trainer_state, resolve_resume, save_checkpoint
 from r1kit.train.optim import build_optimizer, build_scheduler
+from r1kit.train.validate import check_config
 
-NO_CHECKPOINTS = {"sample": "it trains nothing"}
-"""Recipes that have no training state to checkpoint, and why."""
-PROMPT_RECIPES = ("grpo", "ppo")
-"""The recipes that apply data.max_prompt_tokens and data.long_prompts."""
 DROPOUT_OFF = ("grpo", "ppo")
 """The recipes whose models train with dropout off (`r1kit.models.dropout`): the learner must score
 a rollout as the engine sampled it, and the KL to the reference be 0 before the first update."""
@@ -100,27 +99,6 @@ def create_run(config: Any, recipe: str, device: str = "cpu", world_size: int = 
     return run_dir
 
 
-def check_settings(config: Any, recipe: str, world_size: int) -> None:
-    """An R1kitError naming the field when `config` asks `recipe` for what it cannot do."""
-    check_wandb(config.run.wandb)
-    why = NO_CHECKPOINTS.get(recipe)
-    if why:
-        for key in ("save_every", "resume"):
-            if getattr(config.run, key):
-                raise R1kitError(f"{recipe} cannot honour run.{key}={getattr(config.run, key)!r}: {why}, so it writes no checkpoints; remove the setting")
-        if world_size > 1:
-            raise R1kitError(f"{recipe} runs in one process ({why}); start it without torchrun")
-    data = getattr(config, "data", None)
-    if data is not None and recipe not in PROMPT_RECIPES:
-        if data.max_prompt_tokens:
-            raise R1kitError(f"{recipe} cannot honour data.max_prompt_tokens={data.max_prompt_tokens}: only {' and '.join(PROMPT_RECIPES)} fit prompts to the model's context; remove it")
-        if data.long_prompts != "skip":
-            raise R1kitError(f"{recipe} cannot honour data.long_prompts={data.long_prompts}: only {' and '.join(PROMPT_RECIPES)} fit prompts to the model's context; remove it")
-    model = getattr(config, "model", None)
-    if why and model is not None and model.lora_r:
-        raise R1kitError(f"{recipe} cannot honour model.lora_r={model.lora_r}: {why}; set model.lora_r=0 (a LoRA run's model/ directory loads merged)")
-
-
 def own_memory(model: torch.nn.Module) -> torch.nn.Module:
     """`model` with every parameter and buffer copied into memory of its own. Weights loaded from
     safetensors may stay in the file's mapped pages, at whatever alignment the file gives them, and
@@ -150,7 +128,7 @@ class Run:
         model_args = getattr(config, "model", None)
         self.dist, self.device = dist_.init_distributed(model_args.device if model_args is not None else config.device)
         try:
-            check_settings(config, recipe, self.dist.world_size)
+            check_config(config, recipe, self.dist.world_size)
             if config.run.threads:
                 torch.set_num_threads(config.run.threads)
             accel.setup(config.run.accel, self.device, config.run.rollout_processes)  # every rank (create_run runs on the main one)

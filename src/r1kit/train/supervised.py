@@ -38,6 +38,8 @@ IGNORE = -100
 class Example:
     input_ids: list[int]
     labels: list[int]
+    row: int = -1
+    """The index of the (prompt, response) pair it was made from; -1 for a packed row."""
 
 
 def tokenize_examples(
@@ -50,7 +52,7 @@ def tokenize_examples(
     """Token ids and labels for (prompt, response) pairs; returns (examples, number truncated)."""
     examples, truncated = [], 0
     eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
-    for prompt, response in pairs:
+    for row, (prompt, response) in enumerate(pairs):
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         r = tokenizer(response, add_special_tokens=False)["input_ids"] + eos
         ids = p + r
@@ -59,7 +61,7 @@ def tokenize_examples(
             truncated += 1
             ids, labels = ids[:max_length], labels[:max_length]
         if any(l != IGNORE for l in labels[1:]):
-            examples.append(Example(ids, labels))
+            examples.append(Example(ids, labels, row))
     if not examples:
         raise R1kitError(f"no training example has a response token within max_length={max_length}; raise max_length")
     return examples, truncated
