@@ -9,7 +9,8 @@
   config.yaml, env.json (versions, seed, device, world size, parallel strategy) and the metric
   logger, once everything a user can get wrong has been checked;
 - the model it trains (`run.policy`: LoRA through PEFT when model.lora_r > 0, the checkpoint's
-  weights on resume), the learner around each trained model (`run.learner`: DDP under torchrun),
+  weights on resume), the learner around each trained model (`run.learner`: DDP under torchrun,
+  or with run.parallel=fsdp a sharded copy, `run.frozen` sharding a reference too; train/fsdp.py),
   both with the fast paths of `run.accel` (`r1kit.accel.apply`), and the rollout engine of a
   model (`run.rollout_engine`: `r1kit.accel.rollout_engine`, closed when the run ends; the recipe
   calls `engine.sync_weights(model)` after each update);
@@ -18,7 +19,8 @@
 - the step loop (`run.loop`, train/loop.py): progress bar, logging, evaluation and checkpoints
   every N steps, and the interrupt guard.
 
-Only rank 0 writes the run directory, logs and evaluates. `check_settings` refuses, before
+Only rank 0 writes the run directory, logs and evaluates (under fsdp every rank writes its shards
+of a checkpoint). `check_settings` refuses, before
 anything runs, a setting the recipe cannot honour.
 """
 
