@@ -195,6 +195,7 @@ def test_fsdp_refuses_what_it_cannot_do(small_model_dir):
         ("sample", [], r"sample cannot honour run.parallel=fsdp: it trains no model to shard"),
         ("sft", ["model.chunked_lm_head=true"], r"model.chunked_lm_head=true reads the LM head's weight"),
         ("grpo", ["grpo.ref_reset_every=2"], r"grpo.ref_reset_every copies the policy into a reference"),
+        ("grpo", ["grpo.dynamic_sampling=true"], r"grpo.dynamic_sampling=true leaves the ranks different numbers of groups"),
     ]:
         with pytest.raises(R1kitError, match=message):
             check_fsdp(load(None, [f"model.path={small_model_dir}", *settings], recipe_config_class(recipe)), recipe)

@@ -128,8 +128,11 @@ def check_fsdp(config: Any, recipe: str) -> None:
     model = getattr(config, "model", None)
     if model is not None and model.chunked_lm_head:
         raise R1kitError("model.chunked_lm_head=true reads the LM head's weight outside the model's forward, where run.parallel=fsdp holds only a shard of it; set model.chunked_lm_head=false or run.parallel=auto")
-    if getattr(getattr(config, "grpo", None), "ref_reset_every", 0):
+    g = getattr(config, "grpo", None)
+    if g is not None and g.ref_reset_every:
         raise R1kitError("grpo.ref_reset_every copies the policy into a reference that run.parallel=fsdp keeps sharded, which r1kit does not do yet; set grpo.ref_reset_every=0 or run.parallel=auto")
+    if g is not None and g.dynamic_sampling:  # every forward of a sharded model is a collective: the ranks' passes must pair up
+        raise R1kitError("grpo.dynamic_sampling=true leaves the ranks different numbers of groups, whose passes through the sharded model would not pair up under run.parallel=fsdp; set grpo.dynamic_sampling=false or run.parallel=auto")
 
 
 def own_memory(model: torch.nn.Module) -> torch.nn.Module:
