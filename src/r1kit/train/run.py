@@ -20,8 +20,8 @@
   every N steps, and the interrupt guard.
 
 Only rank 0 writes the run directory, logs and evaluates (under fsdp every rank writes its shards
-of a checkpoint). `check_settings` refuses, before
-anything runs, a setting the recipe cannot honour.
+of a checkpoint). `check_settings` refuses, before anything runs, a setting the recipe cannot
+honour.
 """
 
 from __future__ import annotations
@@ -272,8 +272,8 @@ class Run:
     def learner(self, model: torch.nn.Module, name: str = "model") -> torch.nn.Module:
         """Checkpoint `model` as `name` and return what computes its training losses: DDP around
         it under torchrun (gradients averaged over ranks), a sharded copy of it under
-        run.parallel=fsdp (`model` then stays whole: the mirror rollouts, evaluations and the
-        final save use, gathered after each update; train/fsdp.py), else the model itself; `model`
+        run.parallel=fsdp (`model` then stays whole, the mirror that rollouts, evaluations and
+        the final save read, gathered after updates; train/fsdp.py), else the model itself; `model`
         gets run.accel's fast paths (`accelerate`). Call it before a rollout engine is built on
         the model (its weights move to memory of their own here)."""
         self._models[name] = self.accelerate(own_memory(model))
