@@ -6,8 +6,8 @@
   blind to scale). The two differ only in the order of float sums: the ranks' halves are summed by
   a reduce-scatter, and each rank's forward runs on half the rows. A float32 gradient element sums
   K ~ 1e2..1e3 terms here, so another order moves it by ~sqrt(K) * 2^-24 ~ 1e-6 of the terms'
-  magnitude, which, where terms cancel, is up to ~1e-5 of the tensor's largest element:
-  GRADIENT_RTOL (tests/rounding.py) allows 1e-4. A wrong normalisation (a missing 1/K, per-rank token
+  magnitude, which, where terms cancel, is up to ~1e-5 of the tensor's largest element (2e-5 at
+  worst here): GRADIENT_RTOL (tests/rounding.py) allows 1e-4. A wrong normalisation (a missing 1/K, per-rank token
   counts) moves the change by tens of percent.
 - A run killed right after its step-1 checkpoint and resumed with --resume ends with the very
   adapter weights of the run that was never interrupted (bitwise): the checkpoint holds every
