@@ -117,7 +117,6 @@ def test_long_prompts_are_skipped_and_counted(capsys, tmp_path, tiny_model_dir):
 
 def test_long_prompts_are_truncated_from_the_left(capsys, tmp_path, tiny_model_dir, monkeypatch, char_tokenizer):
     from r1kit.data.templates import render_prompt
-    from r1kit.recipes import grpo
 
     seen: list[list[int]] = []
     from r1kit.rollout import HFEngine

@@ -212,6 +212,12 @@ class RunArgs:
     (`r1kit/accel/workers.py`): 0 = automatic (one per torch thread for a model of at most 20M
     parameters), 1 = every rollout in the training process, k = at most k. More than 1 needs
     run.accel=auto."""
+    parallel: Literal["auto", "ddp", "fsdp"] = "auto"
+    """How torchrun's processes share the training (r1kit/train/fsdp.py). `ddp`: each holds the
+    whole model, gradients averaged (DistributedDataParallel); `fsdp`: each holds 1/K of the
+    trained weights, gradients and optimizer state (FSDP2 `fully_shard` per decoder layer, sharded
+    checkpoints through torch.distributed.checkpoint), for pretrain, sft, grpo, ppo, dpo, rm and
+    distill; needs torchrun with 2 or more processes. `auto` = ddp. One process ignores ddp."""
     resume: str = ""
     """`auto` to continue from the newest checkpoint of the run directory, or a checkpoint path."""
     progress: bool = True

@@ -66,13 +66,15 @@ def token_scalars(model: PreTrainedModel, input_ids: torch.Tensor, attention_mas
     input_ids, attention_mask  # [B, L]
     Returns                    # [B, L] float32; values at padding are meaningless (mask them)
 
-    A model wrapped in DDP or PEFT is called through the wrapper (DDP needs its forward to
-    all-reduce the gradients; PEFT routes the head to its trained copy): the whole model runs, and
-    the head's output at every position (which its forward computes before pooling) is taken from
-    a hook.
+    A model wrapped in DDP or PEFT, or sharded by FSDP, is called through its own forward (DDP
+    needs it to all-reduce the gradients; PEFT routes the head to its trained copy; FSDP gathers
+    the embeddings and the head around the root's forward): the whole model runs, and the head's
+    output at every position (which its forward computes before pooling) is taken from a hook.
     """
+    from torch.distributed.fsdp import FSDPModule
+
     inner = inner_model(model)
-    if inner is not model:
+    if inner is not model or isinstance(model, FSDPModule):
         kept: list[torch.Tensor] = []
         handle = _head(inner).register_forward_hook(lambda module, args, output: kept.append(output))
         try:

@@ -152,7 +152,7 @@ def train(config: GRPOConfig) -> Path:
         tokenizer = load_tokenizer(config.model.path)
         composer = RewardComposer(reward_specs(config), config.reward_failure_steps)
         model = run.policy(config.model)
-        ref = reference_model(model, config.model, run.checkpoint) if g.beta > 0 else None  # frozen: a copy, or the base under LoRA
+        ref = run.frozen(reference_model(model, config.model, run.checkpoint)) if g.beta > 0 else None  # a copy (sharded under fsdp), or the base under LoRA
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "grpo")
         evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes, truncate_to=truncate_to)  # held-out prompts fit as training's do
         run_dir = run.create()

@@ -148,7 +148,7 @@ def train(config: PPOConfig) -> Path:
         tokenizer = load_tokenizer(config.model.path)
         composer = RewardComposer(list(config.rewards) or [config.data.builtin_task or "math"], config.reward_failure_steps)
         model = run.policy(config.model)
-        ref = reference_model(model, config.model, run.checkpoint)  # frozen: a copy, or the base under LoRA
+        ref = run.frozen(reference_model(model, config.model, run.checkpoint))  # a copy (sharded under fsdp), or the base under LoRA
         value_path = run.weights("value_model") or p.value_model or config.model.path
         value_model = training_options(load_scalar_model(str(value_path), tokenizer.pad_token_id, config.model.dtype, str(run.device)), config.model)
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "ppo")

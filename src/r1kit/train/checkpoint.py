@@ -9,6 +9,10 @@ Layout of `run_dir/checkpoints/step_N/`:
                  starting weights (until then it is reloaded from `model.path`)
     trainer.pt   optimizers, schedulers, the RNG states of every rank (python, numpy, torch CPU,
                  CUDA), the data position, the step and recipe extras (counters, eval results)
+    sharded/     under run.parallel=fsdp, instead of model/, <name>/ and the optimizers' states:
+                 every rank's shards of them as torch.distributed.checkpoint writes them
+                 (r1kit/train/fsdp.py; `torch.distributed.checkpoint.format_utils.dcp_to_torch_save`
+                 turns them into one file)
 
 A checkpoint is written into `step_N.tmp`, every file fsynced, then renamed to `step_N`: rename
 is atomic, so a directory called `step_N` is complete and a crash mid-write leaves only a `.tmp`
@@ -32,7 +36,7 @@ import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -166,6 +170,40 @@ def save_checkpoint(
         other.save_pretrained(tmp / name, safe_serialization=True)
     trainer = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state}
     torch.save(trainer, tmp / TRAINER_STATE)
+    _commit(run_dir, step, tmp, keep)
+    _test_kill(step)
+    return final
+
+
+def save_sharded_checkpoint(run_dir: str | Path, step: int, *, dist, write: Callable[[Path], None], trainer: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoint step_N of an FSDP run from every rank (a collective): `write(tmp)` puts
+    each rank's shards into the checkpoint's temporary directory (r1kit/train/fsdp.py), then rank 0
+    adds `trainer` (as trainer.pt, without optimizer states: those are in the shards) and makes
+    the checkpoint complete by the same atomic rename as `save_checkpoint`."""
+    from r1kit.train import distributed as dist_
+
+    root = Path(run_dir) / CHECKPOINTS
+    tmp = root / f"step_{step}.tmp"
+    if dist.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    dist_.barrier(dist)
+    write(tmp)
+    dist_.barrier(dist)  # every rank's shards are written
+    if dist.is_main:
+        torch.save({"step": step, **trainer}, tmp / TRAINER_STATE)
+        _commit(run_dir, step, tmp, keep)
+    dist_.barrier(dist)
+    if dist.is_main:
+        _test_kill(step)
+    return root / f"step_{step}"
+
+
+def _commit(run_dir: str | Path, step: int, tmp: Path, keep: int) -> None:
+    """fsync the written `tmp`, rename it to step_N (replacing an earlier attempt's) and rotate."""
+    root = Path(run_dir) / CHECKPOINTS
+    final = root / f"step_{step}"
     _fsync_tree(tmp)
     if final.exists():  # a checkpoint of this step from an earlier attempt: replace it
         old = root / f"step_{step}.old"
@@ -177,9 +215,11 @@ def save_checkpoint(
         tmp.rename(final)
     _fsync_dir(root)
     _rotate(run_dir, step, keep)
+
+
+def _test_kill(step: int) -> None:
     if os.environ.get(KILL_AFTER_ENV) == str(step):
         os.kill(os.getpid(), signal.SIGKILL)
-    return final
 
 
 def load_trainer_state(checkpoint: str | Path) -> dict[str, Any]:

@@ -13,7 +13,9 @@ How a recipe splits the work (r1kit/train/run.py sets this up for every recipe):
 - GRPO samples a group's G completions on the rank that owns the prompt, so advantages are computed
   on whole groups without communication (`scale=batch` uses the rank's batch std); PPO's
   completions are sampled by their prompt's rank too;
-- generation runs on the unwrapped module; the update runs through DDP, which averages gradients;
+- generation runs on the unwrapped module; the update runs through DDP, which averages gradients
+  (or, with run.parallel=fsdp, through FSDP2, whose reduce-scatter averages them the same way:
+  r1kit/train/fsdp.py);
 - metrics are averaged over ranks (counts such as dynamic/dropped_groups are then per-rank means);
   only rank 0 writes logs, samples, checkpoints and evaluates.
 

@@ -99,7 +99,10 @@ class StepLoop:
         dt = time.perf_counter() - self.step_start
         metrics = {**metrics, "perf/step_s": dt, **({"perf/tokens_per_s": tokens / dt} if tokens is not None else {})}
         metrics = dist_.mean_metrics(metrics, run.dist)
-        if self.evaluate is not None and run.is_main and cfg.eval_every and step % cfg.eval_every == 0 and step != self.total:
+        evaluating = self.evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0 and step != self.total
+        if evaluating or step == self.total:
+            run.gather_weights()  # under fsdp (every rank): the weights the evaluation or the final save reads
+        if evaluating and run.is_main:
             metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
             if self.model is not None:
                 self.model.train()

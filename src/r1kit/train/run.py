@@ -9,7 +9,8 @@
   config.yaml, env.json (versions, seed, device, world size, parallel strategy) and the metric
   logger, once everything a user can get wrong has been checked;
 - the model it trains (`run.policy`: LoRA through PEFT when model.lora_r > 0, the checkpoint's
-  weights on resume), the learner around each trained model (`run.learner`: DDP under torchrun),
+  weights on resume), the learner around each trained model (`run.learner`: DDP under torchrun,
+  or with run.parallel=fsdp a sharded copy, `run.frozen` sharding a reference too; train/fsdp.py),
   both with dropout off in GRPO and PPO (`DROPOUT_OFF`) and with the fast paths of `run.accel`
   (`r1kit.accel.apply`), and the rollout engine of a model (`run.rollout_engine`:
   `r1kit.accel.rollout_engine`, closed when the run ends; the recipe calls
@@ -20,10 +21,11 @@
   every N steps, the interrupt guard, and a checkpoint of the last completed step when an
   exception stops the run.
 
-Only rank 0 writes the run directory, logs and evaluates. `check_config` (train/validate.py)
-refuses, before anything is loaded, a value out of its range, a setting the recipe cannot honour
-and a test split from another source than the training rows; recipes call `check_context` there
-too, once their rows are tokenized, before `run.create()`.
+Only rank 0 writes the run directory, logs and evaluates (under fsdp every rank writes its shards
+of a checkpoint). `check_config` (train/validate.py) refuses, before anything is loaded, a value
+out of its range, a setting the recipe (or run.parallel) cannot honour and a test split from
+another source than the training rows; recipes call `check_context` there too, once their rows
+are tokenized, before `run.create()`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from r1kit.models.dropout import disable_dropout
 from r1kit.report.logger import MetricLogger, console
 from r1kit.report.tracking import WandbTracker
 from r1kit.train import distributed as dist_
-from r1kit.train.checkpoint import capture_rng, find_run_dir, load_trainer_state, resolve_resume, save_checkpoint
+from r1kit.train import fsdp as fsdp_
+from r1kit.train.checkpoint import capture_rng, find_run_dir, load_trainer_state, resolve_resume, save_checkpoint, save_sharded_checkpoint
 from r1kit.train.optim import build_optimizer, build_scheduler
 from r1kit.train.validate import check_config
 
@@ -63,7 +66,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def environment(seed: int, device: str, world_size: int = 1) -> dict[str, Any]:
+def environment(seed: int, device: str, world_size: int = 1, parallel: str | None = None) -> dict[str, Any]:
     import transformers
 
     import r1kit
@@ -78,13 +81,13 @@ def environment(seed: int, device: str, world_size: int = 1) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "threads": torch.get_num_threads(),
         "world_size": world_size,
-        "parallel": "ddp" if world_size > 1 else "none",
+        "parallel": parallel or ("ddp" if world_size > 1 else "none"),
         "seed": seed,
         "pid": os.getpid(),
     }
 
 
-def create_run(config: Any, recipe: str, device: str = "cpu", world_size: int = 1) -> Path:
+def create_run(config: Any, recipe: str, device: str = "cpu", world_size: int = 1, parallel: str | None = None) -> Path:
     """The run directory for `config` (config.run.output_dir / name), with config.yaml and env.json."""
     run = config.run
     if run.threads:
@@ -94,7 +97,7 @@ def create_run(config: Any, recipe: str, device: str = "cpu", world_size: int = 
     run_dir = Path(run.output_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump(config, recipe))
-    (run_dir / "env.json").write_text(json.dumps(environment(run.seed, device, world_size), indent=2))
+    (run_dir / "env.json").write_text(json.dumps(environment(run.seed, device, world_size, parallel), indent=2))
     seed_everything(run.seed)
     return run_dir
 
@@ -128,7 +131,9 @@ class Run:
         model_args = getattr(config, "model", None)
         self.dist, self.device = dist_.init_distributed(model_args.device if model_args is not None else config.device)
         try:
-            check_config(config, recipe, self.dist.world_size)
+            self.parallel = fsdp_.strategy(config.run.parallel, self.dist)
+            """`none` (one process), `ddp` or `fsdp` (train/fsdp.py), from run.parallel."""
+            check_config(config, recipe, self.dist.world_size, self.parallel)
             if config.run.threads:
                 torch.set_num_threads(config.run.threads)
             accel.setup(config.run.accel, self.device, config.run.rollout_processes)  # every rank (create_run runs on the main one)
@@ -146,6 +151,12 @@ class Run:
         """Saved with the model in every checkpoint; the recipe sets it."""
         self.logger: Any = _NoLogger()
         self._models: dict[str, torch.nn.Module] = {}
+        self._sharded: dict[str, torch.nn.Module] = {}
+        """Under fsdp, the sharded learner of each model in `_models` (which are its mirrors)."""
+        self._stale: set[str] = set()
+        """The mirrors whose learner has stepped since they were last gathered."""
+        self._owners: dict[str, str] = {}
+        """Under fsdp, the learner each optimizer steps (by name)."""
         self._optimizers: dict[str, tuple[torch.optim.Optimizer, Any]] = {}
         self._tracked: dict[str, Any] = {}
         self._extra: dict[str, Callable[[int], torch.nn.Module | None]] = {}
@@ -188,7 +199,7 @@ class Run:
 
     def create(self) -> Path:
         """Make the run directory (rank 0) and the metric logger; returns the directory."""
-        made = create_run(self.config, self.recipe, str(self.device), self.dist.world_size) if self.is_main else None
+        made = create_run(self.config, self.recipe, str(self.device), self.dist.world_size, self.parallel) if self.is_main else None
         self.run_dir = Path(dist_.broadcast_object(str(made) if made else None, self.dist))
         seed_everything(self.config.run.seed)  # every rank, as create_run does on the main one
         if self.is_main:
@@ -226,16 +237,55 @@ class Run:
         run.rollout_processes), closed when the run ends. Build it after `learner`, and call
         `engine.sync_weights(model)` after each update of `model`."""
         engine = accel.rollout_engine(model, tokenizer, processes=self.config.run.rollout_processes)
+        if self.parallel == "fsdp":  # the engine runs on the mirror, which gathers the learner's weights first
+            engine = fsdp_.GatheringEngine(engine, self.gather_weights)
         self._engines.append(engine)
         return engine
 
     def learner(self, model: torch.nn.Module, name: str = "model") -> torch.nn.Module:
         """Checkpoint `model` as `name` and return what computes its training losses: DDP around
-        it under torchrun (gradients averaged over ranks), else the model itself; `model` gets
-        run.accel's fast paths (`accelerate`). Call it before a rollout engine is built on the
-        model (its weights move to memory of their own here)."""
+        it under torchrun (gradients averaged over ranks), a sharded copy of it under
+        run.parallel=fsdp (`model` then stays whole, the mirror that rollouts, evaluations and
+        the final save read, gathered after updates; train/fsdp.py), else the model itself; `model`
+        gets run.accel's fast paths (`accelerate`). Call it before a rollout engine is built on
+        the model (its weights move to memory of their own here)."""
         self._models[name] = self.accelerate(own_memory(self._dropout(model)))
-        return dist_.wrap_ddp(model, self.dist)
+        if self.parallel != "fsdp":
+            return dist_.wrap_ddp(model, self.dist)
+        learner = self._sharded[name] = fsdp_.shard(copy.deepcopy(model), self._bf16_on_gpu())
+        if self.checkpoint is not None:
+            fsdp_.load_model_shards(self.checkpoint / fsdp_.SHARDED, name, learner)
+            fsdp_.gather_into(learner, model)
+        return learner
+
+    def frozen(self, model):
+        """A frozen model beside the learner (GRPO's and PPO's reference), sharded under
+        run.parallel=fsdp; as it is otherwise, and when it is no module of its own (LoRA's
+        reference is the policy's mirror with its adapters off)."""
+        if self.parallel != "fsdp" or not isinstance(model, torch.nn.Module):
+            return model
+        return fsdp_.shard(model, self._bf16_on_gpu())
+
+    def _bf16_on_gpu(self) -> bool:
+        from r1kit.train.precision import uses_bf16
+
+        return self.device.type == "cuda" and uses_bf16(self.device, getattr(self.config, "precision", "auto"))
+
+    def gather_weights(self) -> None:
+        """Under fsdp, all-gather each learner that stepped since the last call into its mirror
+        (every rank: a collective); nothing otherwise."""
+        for name in sorted(self._stale):
+            fsdp_.gather_into(self._sharded[name], self._models[name])
+        self._stale.clear()
+
+    def _shards_of(self, params: list[torch.Tensor]) -> tuple[str, list[torch.Tensor]]:
+        """The learner that shards the mirror's `params`, and their sharded parameters."""
+        for name, mirror in self._models.items():
+            names = {id(p): n for n, p in mirror.named_parameters()}
+            if params and all(id(p) in names for p in params):
+                sharded = dict(self._sharded[name].named_parameters())
+                return name, [sharded[names[id(p)]] for p in params]
+        raise R1kitError("run.parallel=fsdp: the optimizer's parameters belong to no model given to run.learner; call run.learner(model) first")
 
     def also_save(self, name: str, model: Callable[[int], torch.nn.Module | None]) -> None:
         """Checkpoint `model(step)` as `name` whenever it returns a model (GRPO's reference once
@@ -243,13 +293,23 @@ class Run:
         self._extra[name] = model
 
     def optimizer(self, params, args, total_steps: int, name: str = "") -> tuple[torch.optim.Optimizer, Any]:
-        """AdamW and its schedule over `total_steps` (train/optim.py), restored on resume."""
+        """AdamW and its schedule over `total_steps` (train/optim.py), restored on resume. Under
+        fsdp `params` (the mirror's) stand for their shards in the learner."""
+        owner = None
+        if self.parallel == "fsdp":
+            owner, params = self._shards_of(list(params))
+            self._owners[name] = owner
         opt = build_optimizer(params, args)
         sched = build_scheduler(opt, args, total_steps)
         if self.saved:
             saved = self.saved if not name else self.saved["optimizers"][name]
-            opt.load_state_dict(saved["optimizer"])
+            if owner is None:
+                opt.load_state_dict(saved["optimizer"])
+            else:
+                fsdp_.load_optimizer_shards(self.checkpoint / fsdp_.SHARDED, name, self._sharded[owner], opt)
             sched.load_state_dict(saved["scheduler"])
+        if owner is not None:
+            opt.register_step_post_hook(lambda *_: self._stale.add(owner))
         self._optimizers[name] = (opt, sched)
         return opt, sched
 
@@ -293,7 +353,10 @@ class Run:
         return {**state, "rng": rng, "counters": copy.deepcopy(self.counters), "once": self._once}
 
     def save(self, step: int, state: dict[str, Any]) -> None:
-        """Write checkpoint step_N (rank 0) from the live models and optimizers and `state`."""
+        """Write checkpoint step_N (rank 0; under fsdp every rank writes its shards) from the live
+        models and optimizers and `state`."""
+        if self.parallel == "fsdp":
+            return self._save_sharded(step, state)
         if not self.is_main:
             return
         (opt, sched), others = self._optimizers[""], {k: v for k, v in self._optimizers.items() if k}
@@ -302,6 +365,15 @@ class Run:
         models.update({k: m for k, get in self._extra.items() if (m := get(step)) is not None})
         save_checkpoint(self.run_dir, step, model=self._models["model"], tokenizer=self.tokenizer, optimizer=opt, scheduler=sched,
                         state=state, models=models, keep=self.config.run.keep_checkpoints)  # fmt: skip
+
+    def _save_sharded(self, step: int, state: dict[str, Any]) -> None:
+        if any(get(step) is not None for get in self._extra.values()):
+            raise R1kitError(f"{self.recipe} changed a frozen model, which run.parallel=fsdp cannot checkpoint; set run.parallel=auto")
+        scheds = {k: {"scheduler": s.state_dict()} for k, (_, s) in self._optimizers.items()}
+        trainer = {**state, "scheduler": scheds.pop("")["scheduler"], "optimizers": scheds}
+        optimizers = {k: (self._owners[k], o) for k, (o, _) in self._optimizers.items()}
+        save_sharded_checkpoint(self.run_dir, step, dist=self.dist, trainer=trainer, keep=self.config.run.keep_checkpoints,
+                                write=lambda tmp: fsdp_.save_sharded(tmp / fsdp_.SHARDED, self._sharded, optimizers))  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
     # Evaluation and results

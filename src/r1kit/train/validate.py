@@ -30,16 +30,21 @@ NO_CHECKPOINTS = {"sample": "it trains nothing"}
 """Recipes that have no training state to checkpoint, and why."""
 PROMPT_RECIPES = ("grpo", "ppo")
 """The recipes that apply data.max_prompt_tokens and data.long_prompts."""
+FSDP_RECIPES = ("pretrain", "sft", "grpo", "ppo", "dpo", "rm", "distill")
+"""The recipes that train under run.parallel=fsdp."""
 PAIR_RECIPES = ("dpo", "rm")
 """The recipes whose rows are preference pairs (their test split is always pairs)."""
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 """Where a transformers config keeps the longest sequence the model takes."""
 
 
-def check_config(config: Any, recipe: str, world_size: int) -> None:
+def check_config(config: Any, recipe: str, world_size: int, parallel: str = "none") -> None:
     """An R1kitError naming the field when a value of `config` is out of range, when `config`
-    asks `recipe` for what it cannot do, or when its test split cannot measure it."""
+    asks `recipe` (under `parallel`, the strategy run.parallel gave) for what it cannot do, or
+    when its test split cannot measure it."""
     check_ranges(config)
+    if parallel == "fsdp":
+        check_fsdp(config, recipe)
     check_settings(config, recipe, world_size)
     data = getattr(config, "data", None)
     if isinstance(data, DataArgs):
@@ -65,6 +70,20 @@ def check_settings(config: Any, recipe: str, world_size: int) -> None:
     model = getattr(config, "model", None)
     if why and model is not None and model.lora_r:
         raise R1kitError(f"{recipe} cannot honour model.lora_r={model.lora_r}: {why}; set model.lora_r=0 (a LoRA run's model/ directory loads merged)")
+
+
+def check_fsdp(config: Any, recipe: str) -> None:
+    """An R1kitError for a setting that run.parallel=fsdp cannot honour in `recipe`."""
+    if recipe not in FSDP_RECIPES:
+        raise R1kitError(f"{recipe} cannot honour run.parallel=fsdp: it trains no model to shard (fsdp serves {', '.join(FSDP_RECIPES)}); set run.parallel=auto")
+    model = getattr(config, "model", None)
+    if model is not None and model.chunked_lm_head:
+        raise R1kitError("model.chunked_lm_head=true reads the LM head's weight outside the model's forward, where run.parallel=fsdp holds only a shard of it; set model.chunked_lm_head=false or run.parallel=auto")
+    g = getattr(config, "grpo", None)
+    if g is not None and g.ref_reset_every:
+        raise R1kitError("grpo.ref_reset_every copies the policy into a reference that run.parallel=fsdp keeps sharded, which r1kit does not do yet; set grpo.ref_reset_every=0 or run.parallel=auto")
+    if g is not None and g.dynamic_sampling:  # every forward of a sharded model is a collective: the ranks' passes must pair up
+        raise R1kitError("grpo.dynamic_sampling=true leaves the ranks different numbers of groups, whose passes through the sharded model would not pair up under run.parallel=fsdp; set grpo.dynamic_sampling=false or run.parallel=auto")
 
 
 def check_test_split(data: DataArgs, recipe: str, evaluates: bool = True) -> None:
