@@ -17,6 +17,9 @@ prefix by the policy (soft: the share reaching the right answer; hard: any); `fi
 `prompt`, `steps`, `labels` (data.path, and data.test_path for the held-out steps; there is then
 no policy and no best-of-N).
 
+The held-out solutions, their steps, labels and the trained PRM's scores are written to
+test_steps.jsonl in the run directory.
+
 Simplifications: solutions are sampled once before training (no on-policy refresh); the held-out
 steps are those of the best-of-N samples; one process (no torchrun). The run skeleton gives exact
 resume (the solutions and labels are kept in the checkpoint), the interrupt guard and LoRA.
@@ -36,6 +39,7 @@ from rich.table import Table
 
 from r1kit.algorithms import aggregate_steps, prm_step_loss
 from r1kit.config import DataArgs, ModelArgs, OptimArgs, RunArgs, SamplingArgs
+from r1kit.data.io import write_jsonl
 from r1kit.data.source import load_split
 from r1kit.data.step_labels import checker_labels, load_labelled_steps, shepherd_labels
 from r1kit.data.steps import split_steps
@@ -130,7 +134,7 @@ def train(config: PRMConfig) -> Path:
         train_set, test_set = run.once("solutions", lambda: (labelled(config, policy, verify, "train"), labelled(config, policy, verify, "test")))
         encode = lambda rows: encode_solutions(tokenizer, [_render(config, tokenizer, r["prompt"]) for r in rows], [r["steps"] for r in rows],
                                                [r["labels"] for r in rows], config.labels.separator, config.max_length)  # fmt: skip
-        train_enc, test_enc = encode(train_set), encode(test_set)
+        train_enc, test_enc = [s for s in encode(train_set) if s.ends], encode(test_set)  # a solution without steps teaches nothing
         pad = tokenizer.pad_token_id
 
         def run_eval() -> dict[str, float]:
@@ -145,8 +149,9 @@ def train(config: PRMConfig) -> Path:
         run.evaluate_after(lambda samples: run_eval(), config.steps)
         if run.is_main:
             save_prm(model.merge_and_unload() if is_peft_model(model) else model, tokenizer, run_dir / "model", config)
-        if policy is not None and config.best_of_n.n > 0:
-            probs = step_probabilities(model, test_enc, pad, config.eval_batch_size)
+        probs = step_probabilities(model, test_enc, pad, config.eval_batch_size)
+        write_jsonl(run_dir / "test_steps.jsonl", [{**r, "labels": e.labels, "scores": p} for r, e, p in zip(test_set, test_enc, probs)])
+        if policy is not None:
             run.results["best_of_n"] = rerank(config, test_set, probs, verify, extract)
             console.print(best_of_n_table(run.results["best_of_n"], config.best_of_n.n))
         run.write_results()
