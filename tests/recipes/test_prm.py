@@ -132,3 +132,21 @@ def test_grpo_process_reward_settings_it_cannot_honour_are_errors(task_prm):
         build_rewards([{"name": path, "kwargs": {"x": 1}}], DataArgs())
     composer, process = build_rewards([path, "format"], DataArgs(), "cpu")
     assert composer.names == ["prm", "format"] and [s.weight for s in composer.specs] == [0.0, 1.0] and process is not None
+
+
+def test_ppo_step_rewards_sit_on_the_tokens_that_end_the_steps():
+    # Row 0: steps 0.9 and 0.2 ending at tokens 1 and 3; row 1: one step 0.5 at token 0. Weight 2.
+    steps = StepRewards(torch.tensor([[0.9, 0.2], [0.5, math.nan]]), torch.tensor([[1, 3], [0, 0]]), num_tokens=4, weight=2.0)
+    assert steps.token_rewards().flatten().tolist() == pytest.approx([0.0, 1.8, 0.0, 0.4, 1.0, 0.0, 0.0, 0.0])
+
+
+def test_ppo_with_a_prm_reward_runs_and_logs_the_prm_next_to_the_verifier(small_model_dir, task_prm, tmp_path):
+    from r1kit.recipes import ppo
+
+    config = load(None, overrides(
+        small_model_dir, tmp_path, "ppo-prm", f"rewards=[arithmetic, 'prm:{task_prm / 'model'}']", "ppo.steps=1", "ppo.prompts_per_step=2", "ppo.mini_batches=1",
+        "sampling.max_new_tokens=8", "data.task_params={n_operands: 2, digits: 1}", "data.train_size=4", "data.test_size=2", "eval.k=0",
+        "eval.max_new_tokens=4", "optim.lr=1e-3",
+    ), ppo.PPOConfig)  # fmt: skip
+    rows = [r for r in read_metrics(ppo.train(config)) if "loss/policy" in r]
+    assert len(rows) == 1 and {"prm/score", "prm/verified_acc", "reward/prm/mean", "reward/arithmetic/mean"} <= set(rows[0])

@@ -1,4 +1,4 @@
-"""Process supervision in GRPO: `rewards: ["prm:PATH"]` gives every reasoning step its own reward.
+"""Process supervision in GRPO and PPO: `rewards: ["prm:PATH"]` gives every reasoning step its own reward.
 
 DeepSeekMath (Shao et al. 2024, section 4.1.3): a process reward model scores each step of each
 of the G outputs; the step rewards are normalised over all steps of the group, and a token's
@@ -6,7 +6,10 @@ advantage is the sum of the normalised rewards of the steps that end at or after
 (`r1kit.algorithms.process_advantages`). Here a step ends at the token that completes its
 separator (the one the PRM was trained with, read from its r1kit_prm.json) or at the last token.
 
-- `build_rewards(specs, data, device)`: the GRPO reward composer and, when a spec is `prm:PATH`,
+PPO (group size 1) instead adds each step's reward to its last token's reward, before GAE, as
+Math-Shepherd trains PPO step by step (`StepRewards.token_rewards`).
+
+- `build_rewards(specs, data, device)`: the reward composer and, when a spec is `prm:PATH`,
   a `ProcessRewards`. The PRM stays in the composer with weight 0 (so `reward/prm/mean`, the
   weakest step's probability, is logged like any reward); the other rewards make the outcome
   reward, whose group advantage is added to every token of its completion, so `prm:PATH` alone
@@ -48,6 +51,15 @@ class StepRewards:
     """C, the batch's completion length."""
     weight: float = 1.0
     """The `prm:PATH` spec's weight: the process advantages are scaled by it."""
+
+    def token_rewards(self) -> torch.Tensor:
+        """[N, C]: weight x each step's reward on the token that ends it, 0 elsewhere (PPO's
+        per-token rewards with a PRM, as Math-Shepherd trains PPO step by step)."""
+        valid = ~torch.isnan(self.rewards)
+        out = torch.zeros(self.rewards.shape[0], self.num_tokens + 1, dtype=self.rewards.dtype)
+        ends = torch.where(valid, self.ends.clamp(0, self.num_tokens - 1), torch.full_like(self.ends, self.num_tokens))
+        out.scatter_add_(1, ends, torch.where(valid, self.weight * self.rewards, torch.zeros_like(self.rewards)))
+        return out[:, : self.num_tokens]
 
     def token_advantages(self, outcome: torch.Tensor, group_size: int) -> torch.Tensor:
         """[N, C]: the outcome advantage [N] on every token plus weight x the process advantages."""
