@@ -150,3 +150,44 @@ def test_ppo_with_a_prm_reward_runs_and_logs_the_prm_next_to_the_verifier(small_
     ), ppo.PPOConfig)  # fmt: skip
     rows = [r for r in read_metrics(ppo.train(config)) if "loss/policy" in r]
     assert len(rows) == 1 and {"prm/score", "prm/verified_acc", "reward/prm/mean", "reward/arithmetic/mean"} <= set(rows[0])
+
+
+class FixedScorer:
+    """A PRM stand-in: fixed step probabilities, the arithmetic layout."""
+
+    separator = " "
+
+    def __init__(self, probs):
+        self.probs = probs
+
+    def score(self, prompts, completions):
+        return self.probs
+
+    def steps(self, completions):
+        return [c.split() for c in completions]
+
+
+def test_process_rewards_put_each_step_on_the_token_that_ends_it(char_tokenizer):
+    from r1kit.config import DataArgs
+    from r1kit.rollout import RolloutBatch
+    from r1kit.train.process import ProcessRewards
+
+    texts = ["3+4=7 7+1=8</answer>", "3+4=8"]  # character tokens; `</answer>` is one token
+    ids = [char_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    C = max(map(len, ids))
+    completion = torch.tensor([x + [0] * (C - len(x)) for x in ids])
+    mask = torch.tensor([[1] * len(x) + [0] * (C - len(x)) for x in ids])
+    batch = RolloutBatch(torch.ones(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), completion, mask, torch.zeros(2, C),
+                         ["stop", "eos"], [0, 0], 2, 0, texts)  # fmt: skip
+    process = ProcessRewards(FixedScorer([[0.9, 0.6], [0.2]]), DataArgs(task="arithmetic"))
+    metrics: dict[str, float] = {}
+    steps = process.steps(batch, [{"prompt": "3+4+1=?", "answer": "8"}], metrics, char_tokenizer)
+    # Row 0: "3+4=7 " ends at the space (token 5); "7+1=8</answer>" at `</answer>` (token 11).
+    # Row 1: one step, ending at its last token (4).
+    assert steps.ends[0].tolist() == [5, 11] and steps.ends[1, 0] == 4 and steps.num_tokens == C == 12
+    assert steps.rewards[0].tolist() == pytest.approx([0.9, 0.6]) and math.isnan(steps.rewards[1, 1])
+    # PRM: weakest steps 0.6 and 0.2 -> 0.4. The answer verifier finds 8 in both rows -> 1.0, though
+    # row 1 got there by a wrong step (`3+4=8`), which the step checker sees: 2 of 3 steps right.
+    assert metrics["prm/score"] == pytest.approx(0.4) and metrics["prm/steps_mean"] == 1.5
+    assert metrics["prm/verified_acc"] == 1.0 and metrics["prm/score_minus_verified"] == pytest.approx(-0.6)
+    assert metrics["prm/step_verified"] == pytest.approx(2 / 3)
