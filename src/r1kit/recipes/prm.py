@@ -54,7 +54,7 @@ from r1kit.models.lora import is_peft_model
 from r1kit.models.value_head import save_scalar_model, token_scalars
 from r1kit.recipes.reward_model import load_reward_model
 from r1kit.report.logger import console
-from r1kit.rewards.prm import PRM_META, collate_steps, encode_solutions, step_probabilities
+from r1kit.rewards.prm import PRM_META, EncodedSolution, collate_steps, encode_solutions, step_probabilities
 from r1kit.train.microbatch import backward_pieces
 from r1kit.train.optim import optimizer_step
 from r1kit.train.run import Run
@@ -132,9 +132,8 @@ def train(config: PRMConfig) -> Path:
         run_dir = run.create()
         run.tokenizer = tokenizer
         train_set, test_set = run.once("solutions", lambda: (labelled(config, policy, verify, "train"), labelled(config, policy, verify, "test")))
-        encode = lambda rows: encode_solutions(tokenizer, [_render(config, tokenizer, r["prompt"]) for r in rows], [r["steps"] for r in rows],
-                                               [r["labels"] for r in rows], config.labels.separator, config.max_length)  # fmt: skip
-        train_enc, test_enc = [s for s in encode(train_set) if s.ends], encode(test_set)  # a solution without steps teaches nothing
+        train_enc = [s for s in encode(config, tokenizer, train_set) if s.ends]  # a solution without steps teaches nothing
+        test_enc = encode(config, tokenizer, test_set)
         pad = tokenizer.pad_token_id
 
         def run_eval() -> dict[str, float]:
@@ -177,8 +176,10 @@ def _policy(run: Run, config: PRMConfig) -> EnginePolicy:
     return EnginePolicy(run.rollout_engine(model, tokenizer), tokenizer, config.sampling, config.data.template, config.data.system_prompt, config.run.seed)
 
 
-def _render(config: PRMConfig, tokenizer, prompt: str) -> str:
-    return render_prompt(prompt, config.data.template, tokenizer, config.data.system_prompt)
+def encode(config: PRMConfig, tokenizer, rows: list[dict[str, Any]]) -> list[EncodedSolution]:
+    """Labelled solutions as token ids, prompts rendered with data.template."""
+    prompts = [render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt) for r in rows]
+    return encode_solutions(tokenizer, prompts, [r["steps"] for r in rows], [r["labels"] for r in rows], config.labels.separator, config.max_length)
 
 
 def labelled(config: PRMConfig, policy: EnginePolicy | None, verify, split: str) -> list[dict[str, Any]]:
