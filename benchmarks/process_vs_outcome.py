@@ -18,7 +18,7 @@ From the demo's cold-start SFT model (`r1kit demo` writes runs/demo/sft/model):
 Printed as mean ± sd over the seeds (sample sd). Each run's directory is kept under --out.
 
     python benchmarks/process_vs_outcome.py [--sft runs/demo/sft/model] [--seeds 3] [--out runs/bench-process]
-                                            [--threads 2] [--quick] [key=value overrides of both GRPO runs]
+                                            [--threads 1] [--quick] [key=value overrides of both GRPO runs]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--sft", default="runs/demo/sft/model", help="the cold-start SFT model both GRPO runs start from")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="runs/bench-process")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (one: on a shared machine two threads wait on each other)")
     parser.add_argument("--quick", action="store_true", help="tiny runs: check the script, measure nothing")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of both GRPO runs")
     args = parser.parse_args()
@@ -91,11 +91,11 @@ def main() -> None:
                 value = after.get(k, last.get(k))
                 if value is not None:
                     table[kind][k].append(float(value))
-    out = Table(title=f"GRPO from the SFT model, outcome vs process rewards, {args.seeds} seed(s), mean ± sd")
+    out = Table(title=f"GRPO from the SFT model, {args.seeds} seed(s), mean ± sd; PRM columns: the last training step's samples")
     out.add_column("rewards")
-    for k in keys:
-        out.add_column(k + (" (last step)" if k.startswith("prm/") else ""), justify="right")
-    out.add_column("s / run", justify="right")
+    for header in ("pass@1", "greedy", "PRM score", "verified", "steps right"):
+        out.add_column(header, justify="right")
+    out.add_column("s/run", justify="right")
     for kind in kinds:
         out.add_row(kind, *(cell(table[kind][k]) for k in keys), f"{statistics.fmean(seconds[kind]):.0f}")
     after = prm_results["after"]
