@@ -7,7 +7,7 @@ the step separator and the prompt template, which scoring needs to lay solutions
 did.
 
 - `StepScorer.load(path)` / `scorer.score(prompts, completions)`: each completion split into steps
-  and scored, one probability per step.
+  and scored, one probability per step (`score_steps` for solutions already split).
 - `load_prm_reward_fn(path)`: the PRM as an ordinary (outcome) reward function, a solution's score
   being its weakest step's probability (`prm:PATH` in a reward list; GRPO turns that name into
   step rewards instead, r1kit/train/process.py).
@@ -125,9 +125,13 @@ class StepScorer:
     def score(self, prompts: Sequence[Any] | None, completions: Sequence[Completion]) -> list[list[float]]:
         """The probability that each step is right, per completion (empty for a completion without
         steps or whose first step does not fit max_length)."""
-        prompts = list(prompts) if prompts is not None else [None] * len(completions)
+        return self.score_steps(prompts, self.steps(completions))
+
+    def score_steps(self, prompts: Sequence[Any] | None, steps: Sequence[Sequence[str]]) -> list[list[float]]:
+        """`score` for solutions already split into steps (a partial solution in a tree search)."""
+        prompts = list(prompts) if prompts is not None else [None] * len(steps)
         rendered = [render_prompt(str(p), self.template, self.tokenizer, self.system_prompt) if p is not None else "" for p in prompts]
-        encoded = encode_solutions(self.tokenizer, rendered, self.steps(completions), None, self.separator, self.max_length)
+        encoded = encode_solutions(self.tokenizer, rendered, steps, None, self.separator, self.max_length)
         return step_probabilities(self.model, encoded, self.tokenizer.pad_token_id, self.batch_size)
 
 
