@@ -9,7 +9,7 @@ did.
 - `StepScorer.load(path)` / `scorer.score(prompts, completions)`: each completion split into steps
   and scored, one probability per step (`score_steps` for solutions already split).
 - `load_prm_reward_fn(path)`: the PRM as an ordinary (outcome) reward function, a solution's score
-  being its weakest step's probability (`prm:PATH` in a reward list; GRPO turns that name into
+  being its weakest step's probability (`prm:PATH` in a reward list; GRPO and PPO turn that name into
   step rewards instead, r1kit/train/process.py).
 - `encode_solutions` / `collate_steps`: the batches of training and scoring.
 """

@@ -9,7 +9,7 @@
   `r1kit.rewards.model.load_reward_model_fn(PATH)` builds the function (the module is imported
   only when such a name is asked for, so rewards work without it).
 - `prm:PATH`: a trained process reward model (`r1kit prm`) as an outcome reward, its weakest
-  step's probability (`r1kit.rewards.prm.load_prm_reward_fn`); GRPO gives step rewards from it.
+  step's probability (`r1kit.rewards.prm.load_prm_reward_fn`); GRPO and PPO give step rewards from it.
 
 Some entries are filled in on first read of `REWARDS` (or first `get`) rather than at import, so
 that `import r1kit.rewards` stays light: the `code` reward (it brings the sandbox) and the task
