@@ -25,6 +25,7 @@ TRAIN_VERBS = {
     "grpo": "GRPO and its variants (Dr. GRPO, DAPO, GSPO, RLOO) with verifiable rewards",
     "ppo": "PPO with a value model, GAE and a per-token KL penalty",
     "rm": "train a reward model on preference pairs",
+    "prm": "train a process reward model that scores every step of a solution",
     "dpo": "DPO and its variants on preference pairs",
     "sample": "rejection sampling: keep verified completions as SFT data",
     "distill": "distil a teacher into a smaller student",

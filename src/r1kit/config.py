@@ -34,6 +34,7 @@ RECIPES: dict[str, str] = {
     "grpo": "r1kit.recipes.grpo:GRPOConfig",
     "ppo": "r1kit.recipes.ppo:PPOConfig",
     "rm": "r1kit.recipes.reward_model:RewardModelConfig",
+    "prm": "r1kit.recipes.prm:PRMConfig",
     "dpo": "r1kit.recipes.dpo:DPOConfig",
     "sample": "r1kit.recipes.rejection_sampling:SampleConfig",
     "distill": "r1kit.recipes.distill:DistillConfig",

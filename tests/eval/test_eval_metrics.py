@@ -4,6 +4,7 @@ aggregation in `evaluate` on scripted completions whose metrics are worked out b
 from __future__ import annotations
 
 import itertools
+import math
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ from r1kit.config import DataArgs, EvalArgs
 from r1kit.data.tasks import get_task
 from r1kit.eval import evaluate as evaluate_module
 from r1kit.errors import R1kitError
-from r1kit.eval.metrics import maj_at_k, majority_vote, pass_at_k, reported_ks, sample_metrics
+from r1kit.eval.metrics import auroc, best_of_n, maj_at_k, majority_vote, pass_at_k, reported_ks, sample_metrics
 from r1kit.eval.scoring import scorer_for
 
 
@@ -216,3 +217,18 @@ def test_scorer_for_a_task_is_the_tasks_own_verifier_and_for_files_the_math_rewa
     assert score(["So 7"], answer=["7"]) == [1.0]
     score, extract = scorer_for(DataArgs(task="arithmetic", path="train.jsonl", test_path="test.jsonl"))
     assert score(["<answer>\\frac{1}{2}</answer>"], answer=["0.5"]) == [1.0]
+
+
+def test_auroc_counts_pairs_where_a_positive_outscores_a_negative_ties_half():
+    # Positives 0.9, 0.4; negatives 0.4, 0.1. Pairs: (0.9>0.4) 1, (0.9>0.1) 1, (0.4=0.4) 1/2, (0.4>0.1) 1 -> 3.5/4
+    assert auroc([0.9, 0.4, 0.4, 0.1], [True, True, False, False]) == 0.875
+    assert auroc([0.1, 0.9], [True, False]) == 0.0
+    assert math.isnan(auroc([0.5, 0.6], [True, True]))
+
+
+def test_best_of_n_takes_the_highest_scored_sample_first_on_ties():
+    scores = [[0.2, 0.9, 0.5], [0.7, 0.7, 0.1]]
+    correct = [[True, False, True], [False, True, True]]
+    # Prompt 0 picks sample 1 (wrong); prompt 1 ties 0.7 and 0.7 -> the first (wrong): 0 of 2
+    assert best_of_n(scores, correct) == 0.0
+    assert best_of_n([[0.2, 0.1, 0.5], [0.1, 0.7, 0.7]], correct) == 1.0

@@ -20,6 +20,9 @@ SETTINGS: dict[str, list[str]] = {
             "batch_size=2", "max_length=32", "optim.lr=1e-2", "optim.warmup_steps=1"],
     # 6 pairs in batches of 4: a new shuffle every step
     "dpo": ["data.train_size=6", "data.test_size=2", "task_eval=false", "batch_size=4", "eval_batch_size=8", "optim.lr=1e-2", "optim.warmup_steps=1"],
+    # 6 prompts x 2 solutions in batches of 4; the solutions and their labels are sampled once and kept in the checkpoint
+    "prm": ["labels.separator=' '", "data.task_params={n_operands: 2, digits: 1}", "data.train_size=6", "data.test_size=2", "samples_per_prompt=2",
+            "best_of_n.n=2", "sampling.max_new_tokens=12", "batch_size=4", "optim.lr=1e-2", "optim.warmup_steps=1"],
     "rm": ["data.train_size=6", "data.test_size=2", "batch_size=4", "eval_batch_size=8", "optim.lr=1e-2", "optim.warmup_steps=1"],
     # 5 prompts, 4 a step; adaptive KL: the controller's value is state too
     "ppo": ["rewards=[arithmetic, format]", "ppo.prompts_per_step=4", "ppo.ppo_epochs=2", "ppo.mini_batches=2", "ppo.adaptive_kl=true",

@@ -57,7 +57,8 @@ def test_a_killed_run_resumed_equals_an_uninterrupted_one(recipe, small_model_di
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe, extra", [("rm", []), ("rm", ["model.lora_r=8"]), ("ppo", []), ("distill", []), ("pretrain", [])], ids=["rm", "rm-lora", "ppo", "distill", "pretrain"])
+@pytest.mark.parametrize("recipe, extra", [("rm", []), ("rm", ["model.lora_r=8"]), ("prm", []), ("ppo", []), ("distill", []), ("pretrain", [])],
+                         ids=["rm", "rm-lora", "prm", "ppo", "distill", "pretrain"])  # fmt: skip
 def test_a_run_resumed_from_its_step_1_checkpoint_ends_with_the_uninterrupted_weights(recipe, extra, small_model_dir, tiny_model_dir, tmp_path, restore_threads):
     common = recipe_overrides(recipe, small_model_dir, tmp_path, steps=STEPS, teacher=tiny_model_dir) + ["run.save_every=1", "run.keep_checkpoints=0", *extra]
     straight = train(recipe, common + ["run.name=straight"])

@@ -5,7 +5,8 @@ Shapes: N = B * G rows (B prompts, G completions each), T completion tokens, V v
 Masks are bool or float [N, T], 1 on real tokens.
 """
 
-from r1kit.algorithms.advantages import gae, group_advantages, rloo_advantages, whiten
+from r1kit.algorithms.advantages import gae, group_advantages, process_advantages, rloo_advantages, whiten
+from r1kit.algorithms.prm import aggregate_steps, prm_step_loss
 from r1kit.algorithms.distill import distill_loss, token_divergence
 from r1kit.algorithms.kl import kl_estimate
 from r1kit.algorithms.logprobs import (
@@ -28,6 +29,7 @@ __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
     "aggregate",
+    "aggregate_steps",
     "bradley_terry_loss",
     "chosen_nll",
     "christiano_pair_loss",
@@ -44,6 +46,8 @@ __all__ = [
     "masked_var",
     "policy_loss",
     "position_ids_from_mask",
+    "prm_step_loss",
+    "process_advantages",
     "rloo_advantages",
     "selective_log_softmax",
     "token_divergence",

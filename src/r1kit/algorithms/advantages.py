@@ -1,4 +1,5 @@
-"""Advantages: group-relative (GRPO, Dr. GRPO, RLOO) and per-token GAE (PPO), plus whitening.
+"""Advantages: group-relative (GRPO, Dr. GRPO, RLOO), GRPO's process-supervision form, per-token
+GAE (PPO), plus whitening.
 
 Rows of a GRPO batch are laid out group by group: rows [g*G, (g+1)*G) are the G completions of
 prompt g, so `rewards.view(-1, G)` gives one group per row. A reward of NaN means "not applicable
@@ -54,6 +55,46 @@ def group_advantages(
     elif scale == "batch":
         centred = centred / _nonzero(masked_var(values, valid).sqrt() + eps)
     return torch.where(valid, centred, torch.zeros_like(centred)).reshape(-1)
+
+
+@torch.no_grad()
+def process_advantages(
+    step_rewards: torch.Tensor,
+    step_ends: torch.Tensor,
+    num_tokens: int,
+    group_size: int,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """GRPO with process supervision (DeepSeekMath, Shao et al. 2024, section 4.1.3): per-token
+    advantages from one reward per reasoning step.
+
+    step_rewards  # [N, S] float, N = B * G; NaN = no such step (rows have different step counts)
+    step_ends     # [N, S] long: the completion token that ends each step (ignored where NaN)
+    num_tokens    # T, the completion length of the batch
+    Returns       # [N, T] float
+
+    The rewards of all steps of all G outputs of one prompt are normalised together,
+    r~ = (r - mean) / (std + eps), and a token's advantage is the sum of the normalised rewards of
+    the steps that end at or after it: A_t = sum over steps j with end_j >= t of r~_j. Tokens after
+    a row's last step get 0. The std is unbiased (n - 1) as in `group_advantages`; a group whose
+    steps all have the same reward (or that has at most one step) gets exactly 0.
+    """
+    if step_rewards.dim() != 2 or step_rewards.shape != step_ends.shape:
+        raise ValueError(f"step_rewards and step_ends must both be [N, S]; got {tuple(step_rewards.shape)} and {tuple(step_ends.shape)}")
+    N, S = step_rewards.shape
+    groups = _grouped(step_rewards.reshape(-1), group_size * S).view(-1, group_size * S)  # [B, G*S]
+    valid = ~torch.isnan(groups)
+    values = torch.where(valid, groups, torch.zeros_like(groups))
+    mean = masked_mean(values, valid, dim=1).unsqueeze(1)
+    centred = torch.where(_all_equal(groups, valid), torch.zeros_like(values), values - mean)
+    n = valid.sum(dim=1, keepdim=True).to(values.dtype)
+    std = ((centred**2 * valid).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1.0)).sqrt()
+    normalised = torch.where(valid, centred / _nonzero(std + eps), torch.zeros_like(centred)).view(N, S)
+    # Each step's normalised reward placed at its last token, then summed from the right.
+    at_end = torch.zeros(N, num_tokens + 1, dtype=values.dtype, device=values.device)
+    ends = torch.where(valid.view(N, S), step_ends.clamp(0, num_tokens - 1), torch.full_like(step_ends, num_tokens))
+    at_end.scatter_add_(1, ends, normalised)
+    return at_end[:, :num_tokens].flip(1).cumsum(1).flip(1)
 
 
 @torch.no_grad()

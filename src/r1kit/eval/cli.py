@@ -60,7 +60,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     console.print(describe(data, eval_args, len(rows), recorded))
     result = Evaluator.for_data(tokenizer, data, eval_args, rows=rows)(model)
     n = eval_args.n or eval_args.k
-    table = Table(title=f"{args.model} on {data.test_path or data.task} ({len(rows)} rows, k={eval_args.k}, n={n})")
+    table = Table(title=f"{args.model} on {data.test_path or data.builtin_task} ({len(rows)} rows, k={eval_args.k}, n={n})")
     table.add_column("metric")
     table.add_column("value", justify="right")  # one row a metric: pass@1 ... pass@n fit any terminal
     for key, value in result.items():

@@ -1,8 +1,11 @@
-"""The estimators of evaluation: unbiased pass@k and majority voting (maj@k, R1's cons@64), and
-`sample_metrics`, which applies them to n samples per prompt."""
+"""The estimators of evaluation: unbiased pass@k, majority voting (maj@k, R1's cons@64),
+`sample_metrics`, which applies them to n samples per prompt, best-of-N under a scorer, and AUROC
+(a process reward model's step classification)."""
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import Counter
 from math import comb
 from statistics import fmean
@@ -51,3 +54,25 @@ def sample_metrics(correct: Sequence[Sequence[bool]], answers: Sequence[Sequence
     out = {f"pass@{j}": fmean(pass_at_k(n, sum(c), j) for c in correct) for j in reported_ks(n, k)}
     out[f"maj@{n}"] = fmean(maj_at_k(a, c) for a, c in zip(answers, correct, strict=True))
     return out
+
+
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance that a random positive outscores a random negative,
+    ties counting half (the Mann-Whitney U statistic over n_pos * n_neg). NaN without both classes."""
+    pos = [s for s, p in zip(scores, positive, strict=True) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    if not pos or not neg:
+        return math.nan
+    ranked = sorted(neg)
+    wins = 0.0
+    for s in pos:  # negatives below s count 1, equal to s count 1/2
+        below, upto = bisect.bisect_left(ranked, s), bisect.bisect_right(ranked, s)
+        wins += below + 0.5 * (upto - below)
+    return wins / (len(pos) * len(neg))
+
+
+def best_of_n(scores: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]]) -> float:
+    """Best-of-N accuracy: the share of prompts whose highest-scored sample (the first one among
+    equal scores) is correct."""
+    picks = [c[max(range(len(s)), key=lambda j: s[j])] for s, c in zip(scores, correct, strict=True) if s]
+    return sum(picks) / len(scores) if scores else math.nan

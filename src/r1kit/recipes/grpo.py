@@ -13,6 +13,7 @@ the reference is a frozen copy, reset to the policy every `ref_reset_every` step
 does (with LoRA it is the base with the adapters disabled).
 
 The maths is in r1kit.algorithms; sampling and scoring a step's groups in r1kit/train/rollouts.py;
+process supervision (`rewards: ["prm:PATH"]`, DeepSeekMath's step rewards) in r1kit/train/process.py;
 the run skeleton (r1kit/train/run.py) gives torchrun (each rank samples its share of the prompts),
 exact resume, the Ctrl-C / SIGTERM guard and LoRA. A non-finite loss or gradient skips the update
 and is counted (fault/nonfinite_skipped).
@@ -37,13 +38,13 @@ from r1kit.models.load import load_tokenizer, save_model
 from r1kit.recipes import grpo_presets
 from r1kit.report.logger import console
 from r1kit.report.samples import write_samples
-from r1kit.rewards.compose import RewardComposer
 from r1kit.rollout import RolloutBatch
 from r1kit.train import distributed as dist_
 from r1kit.train.distributed import SINGLE, Dist
 from r1kit.train.microbatch import backward_pieces, mini_batches, row_pieces
 from r1kit.train.optim import optimizer_step
 from r1kit.train.precision import autocast, uses_bf16
+from r1kit.train.process import StepRewards, build_rewards
 from r1kit.train.reference import reference_model
 from r1kit.train.rollouts import collect, fit_prompts, load_prompts
 from r1kit.train.run import Run
@@ -114,7 +115,8 @@ class GRPOConfig:
     data: DataArgs = field(default_factory=DataArgs)
     """Prompts and gold answers."""
     rewards: list[Any] = field(default_factory=list)
-    """Reward specs: names, dotted paths or {name, weight, kwargs}; empty = the task's reward plus 0.5 x format."""
+    """Reward specs: names, dotted paths or {name, weight, kwargs}; empty = the task's reward plus 0.5 x format.
+    `prm:PATH` (a process reward model from `r1kit prm`) rewards every step (r1kit/train/process.py)."""
     reward_failure_steps: int = 3
     """Stop the run (saving its checkpoint first) when a reward function raised on every row of this many steps in a row (0: never)."""
     grpo: GRPOArgs = field(default_factory=GRPOArgs)
@@ -150,7 +152,7 @@ def train(config: GRPOConfig) -> Path:
         dist_.rank_rows(g.prompts_per_step, g.group_size, g.mini_batches, run.dist, "grpo")  # B must divide by the number of processes
         # Everything a user can get wrong is checked before the run directory is touched.
         tokenizer = load_tokenizer(config.model.path)
-        composer = RewardComposer(reward_specs(config), config.reward_failure_steps)
+        composer, process = build_rewards(reward_specs(config), config.data, str(run.device), g.dynamic_sampling, config.reward_failure_steps)  # `prm:PATH`: step rewards
         model = run.policy(config.model)
         ref = run.frozen(reference_model(model, config.model, run.checkpoint)) if g.beta > 0 else None  # a copy (sharded under fsdp), or the base under LoRA
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "grpo")
@@ -175,11 +177,12 @@ def train(config: GRPOConfig) -> Path:
                     data=config.data, seed=config.run.seed, precision=config.precision, dist=run.dist, truncate_to=truncate_to,
                     dynamic_sampling=g.dynamic_sampling, max_resample=g.max_resample,
                 )  # fmt: skip
+                steps = process.steps(batch, step_rows, metrics, tokenizer) if process else None
                 metrics["perf/rollout_s"] = time.perf_counter() - loop.step_start
                 with loop.guard:  # Ctrl-C waits until the step is complete and consistent
                     if ref is not None and g.ref_reset_every and step % g.ref_reset_every == 0:
                         ref.load_state_dict(model.state_dict())
-                    metrics.update(update(config, learner, ref, opt, sched, batch, rewards, run.dist))
+                    metrics.update(update(config, learner, ref, opt, sched, batch, rewards, run.dist, steps))
                     engine.sync_weights(model)
                     run.counters["nonfinite_skipped"] += metrics["fault/nonfinite_skipped"]
                     metrics.update({"fault/nonfinite_skipped": run.counters["nonfinite_skipped"], "data/skipped_long_prompts": skipped_long})
@@ -202,22 +205,21 @@ def _check(config: GRPOConfig) -> None:
         raise R1kitError("grpo.ref_reset_every needs a separate reference model, but with LoRA (model.lora_r > 0) the reference is the base model; set one of them to 0")
 
 
-def advantages_for(config: GRPOConfig, rewards: torch.Tensor) -> torch.Tensor:
-    """Advantages [N] of rewards [N] (NaN = None: left out of every baseline, advantage 0)."""
+def advantages_for(config: GRPOConfig, rewards: torch.Tensor, steps: StepRewards | None = None) -> torch.Tensor:
+    """Advantages [N] of rewards [N] (NaN = None: advantage 0); with step rewards [N, C] (train/process.py)."""
     g = config.grpo
-    return rloo_advantages(rewards, g.group_size) if g.advantage == "rloo" else group_advantages(rewards, g.group_size, g.scale)
+    adv = rloo_advantages(rewards, g.group_size) if g.advantage == "rloo" else group_advantages(rewards, g.group_size, g.scale)
+    return adv if steps is None else steps.token_advantages(adv, g.group_size)
 
 
-def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewards: torch.Tensor, dist: Dist = SINGLE) -> dict[str, float]:
+def update(config: GRPOConfig, model, ref, opt, sched, batch: RolloutBatch, rewards: torch.Tensor, dist: Dist = SINGLE, steps: StepRewards | None = None) -> dict[str, float]:
     """mu passes over mini-batches of the batch; returns averaged loss and clip metrics, and in
     `fault/nonfinite_skipped` how many optimizer steps a non-finite loss or gradient skipped.
-
-    `model` is the learner (DDP-wrapped under torchrun); `ref` any callable model, or None.
-    """
+    `model` is the learner (DDP-wrapped under torchrun); `ref` any callable model, or None."""
     g = config.grpo
     device = next(model.parameters()).device
     batch = batch.to(device)
-    adv = advantages_for(config, rewards).to(device)  # [N]
+    adv = advantages_for(config, rewards, steps).to(device)  # [N], or [N, C] with step rewards
     mask = batch.completion_mask.float()  # [N, C]
     if g.mask_truncated:
         mask = mask * torch.tensor([r != "length" for r in batch.finish_reason], device=device, dtype=mask.dtype).unsqueeze(1)

@@ -3,7 +3,8 @@ TRL's PPOTrainer: a policy, a frozen reference, a value model, GAE over per-toke
 
     build (policy, reference, value model) -> loop:
         B prompts -> one completion each (rollout engine) -> sequence score (rule rewards or model:PATH)
-        -> per-token rewards r_t = -beta * KL_t (+ score on the last token)
+        -> per-token rewards r_t = -beta * KL_t (+ score on the last token; + a `prm:PATH` step's
+           score on the token ending the step, r1kit/train/process.py)
         -> values V(s_t) -> GAE advantages and returns -> whiten advantages
         -> ppo_epochs x mini-batches: clipped policy loss + clipped value loss
         -> adapt beta (optional) -> log -> save
@@ -59,13 +60,13 @@ from r1kit.eval.evaluate import Evaluator
 from r1kit.models.load import load_tokenizer, save_model, training_options
 from r1kit.models.value_head import load_scalar_model, save_scalar_model, token_scalars
 from r1kit.report.logger import console
-from r1kit.rewards.compose import RewardComposer
 from r1kit.rollout import RolloutBatch
 from r1kit.train import distributed as dist_
 from r1kit.train.distributed import SINGLE, Dist
 from r1kit.train.microbatch import backward_pieces, mini_batches, row_pieces
 from r1kit.train.optim import optimizer_step
 from r1kit.train.precision import autocast, uses_bf16
+from r1kit.train.process import StepRewards, build_rewards
 from r1kit.train.reference import reference_model
 from r1kit.train.rollouts import collect, fit_prompts, load_prompts
 from r1kit.train.run import Run
@@ -146,7 +147,7 @@ def train(config: PPOConfig) -> Path:
     with Run(config, "ppo") as run:
         dist_.rank_rows(p.prompts_per_step, 1, p.mini_batches, run.dist, "ppo")  # B must divide by the number of processes
         tokenizer = load_tokenizer(config.model.path)
-        composer = RewardComposer(list(config.rewards) or [config.data.builtin_task or "math"], config.reward_failure_steps)
+        composer, process = build_rewards(list(config.rewards) or [config.data.builtin_task or "math"], config.data, str(run.device), failure_steps=config.reward_failure_steps)  # `prm:PATH`: step rewards
         model = run.policy(config.model)
         ref = run.frozen(reference_model(model, config.model, run.checkpoint))  # a copy (sharded under fsdp), or the base under LoRA
         value_path = run.weights("value_model") or p.value_model or config.model.path
@@ -169,14 +170,15 @@ def train(config: PPOConfig) -> Path:
 
         with run.loop(p.steps, evaluate=lambda: evaluator(model), line_keys=("reward/mean", "objective/kl", "vf/explained_var", "eval/pass@1")) as loop:
             for step in loop:
-                batch, scores, metrics, _ = collect(
+                batch, scores, metrics, step_rows = collect(
                     engine, tokenizer, composer, stream, step, prompts=p.prompts_per_step, group_size=1, sampling=config.sampling,
                     data=config.data, seed=config.run.seed, precision=config.precision, dist=run.dist, truncate_to=truncate_to,
                 )  # fmt: skip
+                steps = process.steps(batch, step_rows, metrics, tokenizer) if process else None
                 metrics["perf/rollout_s"] = time.perf_counter() - loop.step_start
                 with loop.guard:  # Ctrl-C waits until the step is complete and consistent
                     scores = torch.nan_to_num(scores, nan=0.0)  # a None score counts 0
-                    metrics.update(update(config, learners, ref, (opt, v_opt), (sched, v_sched), batch, scores, kl_ctl, run.dist))
+                    metrics.update(update(config, learners, ref, (opt, v_opt), (sched, v_sched), batch, scores, kl_ctl, run.dist, steps))
                     engine.sync_weights(model)
                     kl_ctl.update(dist_.sum_float(metrics["objective/kl"], run.dist) / run.dist.world_size, p.prompts_per_step)
                     metrics["data/skipped_long_prompts"] = skipped_long
@@ -227,9 +229,10 @@ def values_of(value_model, batch: RolloutBatch) -> torch.Tensor:
     return token_scalars(value_model, batch.input_ids, batch.attention_mask)[:, P - 1 : P + C - 1]
 
 
-def update(config: PPOConfig, learners, ref, opts, scheds, batch: RolloutBatch, scores: torch.Tensor, kl_ctl, dist: Dist = SINGLE) -> dict[str, float]:
+def update(config: PPOConfig, learners, ref, opts, scheds, batch: RolloutBatch, scores: torch.Tensor, kl_ctl, dist: Dist = SINGLE,
+           steps: StepRewards | None = None) -> dict[str, float]:  # fmt: skip
     """Advantages from the rollout, then ppo_epochs passes of mini-batch updates; averaged metrics.
-    `learners` are (policy, value model), DDP-wrapped under torchrun."""
+    `learners` are (policy, value model), DDP-wrapped under torchrun; `steps`: a PRM's step rewards."""
     p = config.ppo
     model, value_model = learners
     device = next(model.parameters()).device
@@ -245,12 +248,14 @@ def update(config: PPOConfig, learners, ref, opts, scheds, batch: RolloutBatch, 
         if uses_bf16(device, config.precision):  # the cached decode rounds differently in bf16: recompute
             old_logp = completion_logprobs(model, ids, attn, C, temperature, chunked_head=chunked)
     rewards, kl = token_rewards(old_logp, ref_logp, mask, scores, kl_ctl.value)
+    if steps is not None:  # each step's PRM score on the token ending it
+        rewards = rewards + steps.token_rewards().to(device, rewards.dtype)
     adv, returns = gae(rewards, old_values, mask, p.gamma, p.lam)
     if p.whiten_advantages:
         adv = whiten(adv, mask)
     metrics = {
         "objective/kl": float(kl.sum(1).mean()),
-        "objective/non_score_reward": float(rewards.sum(1).mean() - scores.mean()),
+        "objective/non_score_reward": float(-kl_ctl.value * kl.sum(1).mean()),
         "objective/rlhf_reward": float(rewards.sum(1).mean()),
         "returns/mean": float(masked_mean(returns, mask)),
         "values/mean": float(masked_mean(old_values, mask)),

@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from r1kit.errors import R1kitError
 from r1kit.rewards.base import Completion, RewardFn, completion_text
-from r1kit.rewards.registry import MODEL_PREFIX, get
+from r1kit.rewards.registry import MODEL_PREFIX, PRM_PREFIX, get
 
 logger = logging.getLogger(__name__)
 
@@ -166,9 +166,11 @@ def resolve_spec(raw: RewardSpecLike) -> RewardSpec:
 
 
 def display_name(name: str) -> str:
-    """The metric name of a spec: `pkg.mod:fn` -> `fn`, `model:PATH` -> `model`."""
+    """The metric name of a spec: `pkg.mod:fn` -> `fn`, `model:PATH` -> `model`, `prm:PATH` -> `prm`."""
     if name.startswith(MODEL_PREFIX):
         return "model"
+    if name.startswith(PRM_PREFIX):
+        return "prm"
     return name.rpartition(":")[2].rpartition(".")[2] if ":" in name else name
 
 

@@ -8,6 +8,8 @@
 - `model:PATH`: a trained reward model used as a reward function. This is a hook:
   `r1kit.rewards.model.load_reward_model_fn(PATH)` builds the function (the module is imported
   only when such a name is asked for, so rewards work without it).
+- `prm:PATH`: a trained process reward model (`r1kit prm`) as an outcome reward, its weakest
+  step's probability (`r1kit.rewards.prm.load_prm_reward_fn`); GRPO and PPO give step rewards from it.
 
 Some entries are filled in on first read of `REWARDS` (or first `get`) rather than at import, so
 that `import r1kit.rewards` stays light: the `code` reward (it brings the sandbox) and the task
@@ -35,6 +37,7 @@ from r1kit.rewards.math import math_reward
 logger = logging.getLogger(__name__)
 
 MODEL_PREFIX = "model:"
+PRM_PREFIX = "prm:"
 
 
 class _Rewards(dict):
@@ -120,9 +123,13 @@ REWARDS: dict[str, RewardFn] = _Rewards(
 
 
 def get(name: str) -> RewardFn:
-    """The reward function for a config name, a `package.module:function` path or `model:PATH`."""
+    """The reward function for a config name, a `package.module:function` path, `model:PATH` or `prm:PATH`."""
     if name.startswith(MODEL_PREFIX):
         return _reward_model(name[len(MODEL_PREFIX) :])
+    if name.startswith(PRM_PREFIX):
+        from r1kit.rewards.prm import load_prm_reward_fn
+
+        return load_prm_reward_fn(name[len(PRM_PREFIX) :])
     if ":" in name:
         return _import_function(name)
     if name in REWARDS:

@@ -21,6 +21,8 @@ from r1kit.errors import R1kitError
 from r1kit.data.completion import Completion, completion_text
 
 LAST_INT_RE = re.compile(r"-?\d+")
+EQUATION_RE = re.compile(r"(-?\d+(?:\s*[-+*]\s*\(?-?\d+\)?)+)\s*=\s*(-?\d+)")
+TAG_RE = re.compile(r"</?(?:think|answer)>")
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,53 @@ class ArithmeticTask:
             got = self.extract_answer(text) if not strict or extract_answer_tag(text) is not None else None
             out.append(1.0 if got is not None and got == str(int(str(gold).strip())) else 0.0)
         return out
+
+    def check_steps(self, steps: Sequence[str], prompt: str, answer: Any) -> list[bool]:
+        """Whether each step of a solution is right, for process reward labels.
+
+        A step is right when every equation in it (`a+b=c`, or a terse chain `a+b+c=d`) is true
+        when read left to right, each result is a partial result of the problem's chain no earlier
+        than the last one reached, the final step's answer is the gold one, and every step before
+        it is right (a step after the first mistake is wrong, as PRM800K labels up to the first
+        error). A step with no equation is right when its predecessors are, unless it is the last.
+        """
+        problem = _parse_chain(prompt)
+        partial = [v for _, v in problem.steps()] if problem is not None else []
+        out: list[bool] = []
+        reached, ok = -1, problem is not None
+        for i, step in enumerate(steps):
+            text = TAG_RE.sub(" ", step)
+            for lhs, rhs in EQUATION_RE.findall(text):
+                value = _left_to_right(lhs)
+                later = [k for k in range(reached + 1 if reached >= 0 else 0, len(partial)) if partial[k] == value]
+                if value != int(rhs) or not later:
+                    ok = False
+                    break
+                reached = later[0]
+            if ok and i == len(steps) - 1:
+                got = self.extract_answer(" ".join(steps))
+                ok = got is not None and str(answer).strip() != "" and got == str(int(str(answer).strip()))
+            out.append(ok)
+        return out
+
+
+def _parse_chain(prompt: str) -> Problem | None:
+    """The problem a prompt such as `(2+3)*4=?` poses, or None if it is not a chain."""
+    expression = prompt.strip().removesuffix("=?").replace("(", "").replace(")", "")
+    numbers = re.findall(r"\d+", expression)
+    ops = re.findall(r"(?<=\d)\s*([-+*])", expression)
+    if len(numbers) < 2 or len(ops) != len(numbers) - 1:
+        return None
+    return Problem(tuple(int(x) for x in numbers), tuple(ops))
+
+
+def _left_to_right(expression: str) -> int:
+    """The value of `a+b*c` read left to right (as the task's chains are)."""
+    tokens = re.findall(r"(?:(?<![\d)])-)?\d+|[-+*]", expression.replace("(", "").replace(")", "").replace(" ", ""))
+    acc = int(tokens[0])
+    for op, x in zip(tokens[1::2], tokens[2::2]):
+        acc = acc + int(x) if op == "+" else acc - int(x) if op == "-" else acc * int(x)
+    return acc
 
 
 TASK = ArithmeticTask()

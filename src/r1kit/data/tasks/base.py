@@ -4,6 +4,10 @@ A task generates rows (dicts with at least `prompt` and `answer`; reasoning task
 worked `cot` for cold start), owns the verifier that scores completions against `answer`, and
 extracts the final answer from a completion (for maj@k voting). Splits are disjoint and
 reproducible from a seed.
+
+A task may also check a solution step by step, `check_steps(steps, prompt, answer) -> list[bool]`
+(the arithmetic task does): process reward models then learn from its labels
+(`labels.source=task` of `r1kit prm`); without it they use Math-Shepherd's rollouts.
 """
 
 from __future__ import annotations
