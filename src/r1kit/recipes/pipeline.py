@@ -36,7 +36,8 @@ class StageSpec:
     config: dict[str, Any] = field(default_factory=dict)
     """Overrides of the recipe's config for this stage."""
     data_from: str = ""
-    """Name of an earlier `sample` stage whose JSONL becomes this stage's training data."""
+    """Name of an earlier `sample` stage whose JSONL becomes this stage's training data; with no
+    data.test_path, a stage whose data.path is a dataset by name evaluates on its data.test_split."""
     teacher: str = ""
     """For distill: the earlier stage (or path) whose model is the teacher."""
     show: bool = True
@@ -79,7 +80,10 @@ def stage_config(pipe: PipelineConfig, stage: StageSpec, outputs: dict[str, Path
     if stage.data_from:
         if stage.data_from not in outputs:
             raise R1kitError(f"stage {stage.name!r} takes data from {stage.data_from!r}, which is not an earlier stage")
-        raw = deep_merge(raw, {"data": {"path": str(outputs[stage.data_from] / "samples.jsonl")}})
+        data = raw.get("data", {})
+        by_name = data.get("path") and not data.get("test_path") and not str(data["path"]).endswith((".jsonl", ".json", ".parquet"))
+        held_out = {"test_path": data["path"]} if by_name else {}  # a dataset by name keeps its own test split
+        raw = deep_merge(raw, {"data": {"path": str(outputs[stage.data_from] / "samples.jsonl"), **held_out}})
     if stage.teacher:
         path = str(outputs[stage.teacher] / "model") if stage.teacher in outputs else stage.teacher
         raw = deep_merge(raw, {"teacher": {"path": path}})
