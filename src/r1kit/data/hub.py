@@ -67,4 +67,4 @@ def _read_saved(path: Path, split: str, held_out: bool) -> list[dict[str, Any]]:
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return text[0] if text else "no message"
+    return text[0].rstrip(".") if text else "no message"
