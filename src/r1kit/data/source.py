@@ -44,7 +44,7 @@ def load_split(data: DataArgs, split: str, required: tuple[str, ...] = ("prompt"
     first required one (SFT: a `messages` column in place of `prompt` and a response column).
     """
     path = data.path if split == "train" else data.test_path
-    if path or (split == "test" and data.path and not _is_file(data.path)):
+    if path or (split == "test" and not test_from_task(data) and data.path):
         return read_split(data, split, dict.fromkeys(required, object), instead)
     if split == "test" and data.path and not data.task:
         raise R1kitError("data.path is set but data.test_path is not; give a held-out file for evaluation")
@@ -55,6 +55,12 @@ def load_split(data: DataArgs, split: str, required: tuple[str, ...] = ("prompt"
     if missing:
         raise R1kitError(f"the {data.task!r} task's rows have no column {missing[0]!r} (they have {sorted(rows[0])}); pick one of those or give data.path")
     return rows
+
+
+def test_from_task(data: DataArgs) -> bool:
+    """Whether the test rows come from the built-in task: no data.test_path, and data.path is
+    empty or a file (a dataset by name has its own test split)."""
+    return bool(data.task) and not data.test_path and (not data.path or _is_file(data.path))
 
 
 def _has(row: dict[str, Any], column: str, columns: Mapping[str, str]) -> bool:
