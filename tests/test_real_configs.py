@@ -175,6 +175,8 @@ def test_pipeline_stages_chain_as_in_r1():
     assert rl.model.path == str(out / "cold_start" / "model") and samples.model.path == str(out / "reasoning_rl" / "model")
     assert sft2.model.path == "Qwen/Qwen2.5-0.5B-Instruct" and sft2.data.path == str(out / "samples" / "samples.jsonl")
     assert sft2.response_column == "completion" and r1.model.path == str(out / "sft2" / "model")
+    # trained on the samples, evaluated on GSM8K's test split (the data they replaced)
+    assert (sft2.data.test_path, sft2.data.name, sft2.data.test_split) == ("openai/gsm8k", "main", "test")
     assert cold.response_column == "cot" and cold.data.train_size == 1000
     _, stages = load_any(GSM8K_0_5B / "distill.yaml")
     (_, sample), (_, student) = stages.values()

@@ -127,3 +127,14 @@ def test_a_users_transform_by_module_path_and_unknown_names(tmp_path, monkeypatc
     assert load_split(DataArgs(task="", path=str(path), transform="my_rows:upper"), "train") == [{"prompt": "ABC"}]
     with pytest.raises(R1kitError, match=r"unknown data.transform 'gsm8k'; choose one of \['gsm8k_r1'\] or give package.module:function"):
         load_split(DataArgs(task="", path=str(path), transform="gsm8k"), "train")
+
+
+def test_a_dataset_by_name_evaluates_on_its_own_test_split_scored_by_the_math_reward(gsm8k_dir):
+    """With a built-in task configured too (the tiny-arith configs), the test rows and their
+    verifier both come from the named dataset, not the task."""
+    from r1kit.eval.scoring import scorer_for
+
+    data = DataArgs(task="arithmetic", path=str(gsm8k_dir), name="main", transform="gsm8k_r1")
+    assert [r["answer"] for r in load_split(data, "test")] == ["20", "18"]
+    score, _ = scorer_for(data)
+    assert score(["<answer>\\frac{40}{2}</answer>"], answer=["20"]) == [1.0]  # math-verify equivalence, not the task's integer check

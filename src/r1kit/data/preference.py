@@ -36,7 +36,7 @@ import torch
 
 from r1kit.config import DataArgs
 from r1kit.data.chat import completion_text_after
-from r1kit.data.source import TEXT, read_split
+from r1kit.data.source import TEXT, is_file, read_split
 from r1kit.data.tasks.arithmetic import ArithmeticTask, Problem
 from r1kit.data.tasks.split import sample_split
 from r1kit.data.templates import format_response, render_prompt
@@ -125,7 +125,7 @@ def load_pairs(data: DataArgs, pref: PreferenceArgs, split: str) -> list[dict[st
     path = data.path if split == "train" else data.test_path
     n = data.train_size if split == "train" else data.test_size
     flip = pref.flip_fraction if split == "train" else 0.0
-    if path or (split == "test" and data.path and not Path(data.path).is_file()):  # a dataset by name has its test_split
+    if path or (split == "test" and data.path and not is_file(data.path)):  # a dataset by name has its test_split
         return flip_labels(preference_rows(data, split), flip, data.seed)
     if split == "test" and data.path:
         raise R1kitError("data.path holds the training pairs but data.test_path is empty; give a held-out preference file")

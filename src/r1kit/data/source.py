@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from r1kit.config import DataArgs
-from r1kit.data.io import check_rows, read_rows
+from r1kit.data.io import SUFFIXES, check_rows, read_rows
 from r1kit.data.tasks import get_task
 from r1kit.data.transforms import apply_transform
 from r1kit.errors import R1kitError
@@ -44,7 +44,7 @@ def load_split(data: DataArgs, split: str, required: tuple[str, ...] = ("prompt"
     first required one (SFT: a `messages` column in place of `prompt` and a response column).
     """
     path = data.path if split == "train" else data.test_path
-    if path or (split == "test" and not test_from_task(data) and data.path):
+    if path or (split == "test" and data.path and not is_file(data.path)):
         return read_split(data, split, dict.fromkeys(required, object), instead)
     if split == "test" and data.path and not data.task:
         raise R1kitError("data.path is set but data.test_path is not; give a held-out file for evaluation")
@@ -60,7 +60,7 @@ def load_split(data: DataArgs, split: str, required: tuple[str, ...] = ("prompt"
 def test_from_task(data: DataArgs) -> bool:
     """Whether the test rows come from the built-in task: no data.test_path, and data.path is
     empty or a file (a dataset by name has its own test split)."""
-    return bool(data.task) and not data.test_path and (not data.path or _is_file(data.path))
+    return bool(data.task) and not data.test_path and (not data.path or is_file(data.path))
 
 
 def _has(row: dict[str, Any], column: str, columns: Mapping[str, str]) -> bool:
@@ -68,5 +68,7 @@ def _has(row: dict[str, Any], column: str, columns: Mapping[str, str]) -> bool:
     return column in row or columns.get(column, "\0") in row
 
 
-def _is_file(path: str) -> bool:
-    return Path(path).is_file()
+def is_file(path: str) -> bool:
+    """Whether data.path names a file (one that exists, or any path with a data file's suffix)
+    rather than a dataset by name, which has splits of its own."""
+    return Path(path).is_file() or path.endswith(SUFFIXES)
