@@ -77,3 +77,15 @@ def char_tokenizer():
 def tiny_model_dir(tmp_path_factory, char_tokenizer) -> Path:
     """A saved tiny Llama (2 layers, hidden 64) with its tokenizer; read-only for tests."""
     return save_tiny(tmp_path_factory.mktemp("tiny-model"), char_tokenizer, TINY_MODEL_CONFIG, seed=0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def datasets_cache(tmp_path_factory):
+    """`datasets.load_dataset` caches what it reads from a local dataset folder; keep that cache in
+    the session's temporary directory rather than the user's."""
+    import datasets
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hf-datasets-cache"))
+    yield
+    mp.undo()

@@ -80,7 +80,7 @@ def test_missing_prompt_column(capsys, tmp_path, tiny_model_dir, earlier_run):
 def test_mistyped_prompt_column(capsys, tmp_path, tiny_model_dir, earlier_run):
     data = write_jsonl(tmp_path / "train.jsonl", [GOOD[0], GOOD[1], {"prompt": 7, "answer": "7"}])
     assert_error(capsys, tmp_path, earlier_run, grpo_args(tmp_path, tiny_model_dir, f"data.path={data}"),
-                 f"{data}:3: column 'prompt' must be str, got int 7")
+                 f"{data}:3: column 'prompt' must be str or list, got int 7")
 
 
 def test_empty_dataset(capsys, tmp_path, tiny_model_dir, earlier_run):

@@ -2,24 +2,23 @@
 stage's config), the real-model ones keep the R1 / DeepSeekMath hyperparameters they state, and
 their data path works end to end with local stand-ins.
 
-Nothing is downloaded. The export one-liner written in each real config's comments is run with
-`datasets.load_dataset` replaced by in-memory stand-ins with the hub datasets' schemas (GSM8K:
-question / answer ending in `#### n`; MATH: problem / solution with a \\boxed{}; MATH-500 also has
-a bare `answer`), in a scratch directory, so the configs' own relative data paths point at the
-parquet files that command writes. The real configs then run for one step with only the model
-(the tiny char model, which has a chat template, so `template: chat` stays), the run directory
-and the sizes overridden; everything else is the real config.
+Nothing is downloaded. The configs name their datasets by Hub id (`openai/gsm8k`); the tests write
+local copies laid out like those repositories (tests/hub_layout.py: GSM8K: question / answer
+ending in `#### n`; MATH: problem / solution with a \\boxed{}; MATH-500 also has a bare `answer`)
+at the same relative paths in a scratch directory and run from there, where `datasets.load_dataset`
+reads a local folder before it asks the Hub. The real configs then run for one step with only the
+model (the tiny char model, which has a chat template, so `template: chat` stays), the run
+directory and the sizes overridden; everything else is the real config.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shlex
 from pathlib import Path
 
 import pytest
 import yaml
+from hub_layout import GSM8K, write_hub_dataset
 
 from r1kit import config
 from r1kit.data.source import load_split
@@ -36,37 +35,30 @@ REAL_YAML = sorted(p for p in ALL_YAML if p.parent.name.startswith("qwen"))
 GSM8K_0_5B = CONFIGS / "qwen2.5-0.5b-gsm8k"
 MATH_1_5B = CONFIGS / "qwen2.5-1.5b-math"
 
-# What `load_dataset(path, name)` returns for the hub datasets the configs name: a few rows each,
-# with the real column names and answer conventions.
+# Local copies of the hub datasets the configs name: a few rows each, with the real column names
+# and answer conventions.
 STAND_INS = {
-    ("openai/gsm8k", "main"): {
-        "train": [
-            {"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"},
-            {"question": "A box holds 6 eggs. How many eggs are in 7 boxes?", "answer": "7 boxes hold 7 * 6 = <<7*6=42>>42 eggs.\n#### 42"},
-            {"question": "Ann had 20 dollars and spent 8. How much is left?", "answer": "20 - 8 = <<20-8=12>>12 dollars are left.\n#### 12"},
-            {"question": "Half of 30 pens are red. How many are red?", "answer": "30 / 2 = <<30/2=15>>15 pens are red.\n#### 15"},
-        ],
-        "test": [
-            {"question": "Sam reads 5 pages a day. How many in 4 days?", "answer": "5 * 4 = <<5*4=20>>20 pages.\n#### 20"},
-            {"question": "Mia has 9 cards and gets 9 more. How many now?", "answer": "9 + 9 = <<9+9=18>>18 cards.\n#### 18"},
-        ],
+    "openai/gsm8k": {"main": GSM8K},
+    "DigitalLearningGmbH/MATH-lighteval": {
+        "default": {
+            "train": [
+                {"problem": "What is $1+1$?", "level": "Level 1", "type": "Prealgebra", "solution": "We add: $1+1=\\boxed{2}$."},
+                {"problem": "Solve $2x=1$.", "level": "Level 1", "type": "Algebra", "solution": "Divide by 2: $x=\\boxed{\\frac{1}{2}}$."},
+                {"problem": "What is $3^2$?", "level": "Level 1", "type": "Prealgebra", "solution": "$3^2=3\\cdot 3=\\boxed{9}$."},
+                {"problem": "Find $x$ if $x-4=6$.", "level": "Level 2", "type": "Algebra", "solution": "Add 4: $x=\\boxed{10}$."},
+            ],
+            "test": [
+                {"problem": "What is $2+5$?", "level": "Level 1", "type": "Prealgebra", "solution": "$2+5=\\boxed{7}$."},
+            ],
+        },
     },
-    ("DigitalLearningGmbH/MATH-lighteval", "default"): {
-        "train": [
-            {"problem": "What is $1+1$?", "level": "Level 1", "type": "Prealgebra", "solution": "We add: $1+1=\\boxed{2}$."},
-            {"problem": "Solve $2x=1$.", "level": "Level 1", "type": "Algebra", "solution": "Divide by 2: $x=\\boxed{\\frac{1}{2}}$."},
-            {"problem": "What is $3^2$?", "level": "Level 1", "type": "Prealgebra", "solution": "$3^2=3\\cdot 3=\\boxed{9}$."},
-            {"problem": "Find $x$ if $x-4=6$.", "level": "Level 2", "type": "Algebra", "solution": "Add 4: $x=\\boxed{10}$."},
-        ],
-        "test": [
-            {"problem": "What is $2+5$?", "level": "Level 1", "type": "Prealgebra", "solution": "$2+5=\\boxed{7}$."},
-        ],
-    },
-    ("HuggingFaceH4/MATH-500", None): {
-        "test": [
-            {"problem": "What is $6/4$?", "solution": "$6/4=\\boxed{\\frac{3}{2}}$.", "answer": "\\frac{3}{2}", "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/1.json"},
-            {"problem": "What is $\\sqrt{16}$?", "solution": "$\\sqrt{16}=\\boxed{4}$.", "answer": "4", "subject": "Algebra", "level": 1, "unique_id": "test/algebra/2.json"},
-        ],
+    "HuggingFaceH4/MATH-500": {
+        None: {
+            "test": [
+                {"problem": "What is $6/4$?", "solution": "$6/4=\\boxed{\\frac{3}{2}}$.", "answer": "\\frac{3}{2}", "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/1.json"},
+                {"problem": "What is $\\sqrt{16}$?", "solution": "$\\sqrt{16}=\\boxed{4}$.", "answer": "4", "subject": "Algebra", "level": 1, "unique_id": "test/algebra/2.json"},
+            ],
+        },
     },
 }
 
@@ -78,18 +70,6 @@ TINY_SIZES = [
 GRPO_SIZES = ["grpo.steps=1", "grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.mini_batches=2", "sampling.max_new_tokens=8"]
 """GRPO shrunk to 4 rows a step, so at most 4 mini-batches (each takes an optimizer step)."""
 SFT_SIZES = ["steps=1", "batch_size=2", "grad_accum=1"]
-
-
-def export_commands(path: Path) -> list[str]:
-    """The Python code of each `python -c "..."` export line in a config's comments, checked to
-    reach Python unchanged through a POSIX shell's quoting."""
-    lines = re.findall(r"^#\s+(python -c .+?)\s*$", path.read_text(), flags=re.MULTILINE)
-    codes = []
-    for line in lines:
-        argv = shlex.split(line)
-        assert argv[:2] == ["python", "-c"] and len(argv) == 3, line
-        codes.append(argv[2])
-    return codes
 
 
 def load_any(path: Path, overrides=()):
@@ -111,28 +91,11 @@ def typed_configs(path: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    """A directory holding data/... as the configs' export one-liners write it from the stand-ins."""
-    import datasets
-
+def hub_copies(tmp_path_factory) -> Path:
+    """A scratch directory holding a local copy of every dataset the configs name, at its Hub id."""
     root = tmp_path_factory.mktemp("real-configs")
-    calls = []
-
-    def fake_load_dataset(path, name=None, split=None, **kwargs):
-        key = (path, name)
-        assert key in STAND_INS, f"a config exports {key}, which has no stand-in here"
-        calls.append(key)
-        d = datasets.DatasetDict({s: datasets.Dataset.from_list(rows) for s, rows in STAND_INS[key].items()})
-        return d[split] if split else d
-
-    commands = {c for p in REAL_YAML for c in export_commands(p)}
-    assert commands, "the real configs show no export command"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(datasets, "load_dataset", fake_load_dataset)
-        mp.chdir(root)
-        for code in sorted(commands):
-            exec(compile(code, "<export one-liner>", "exec"), {})
-    assert set(calls) == set(STAND_INS)
+    for repo, configs in STAND_INS.items():
+        write_hub_dataset(root / repo, configs)
     return root
 
 
@@ -150,11 +113,12 @@ def test_every_config_loads_into_its_typed_config(path):
     assert typed_configs(path)
 
 
-def test_every_real_config_shows_its_data_export_and_the_readme_the_same_lines():
-    commands = {p.name: export_commands(p) for p in REAL_YAML}
-    assert all(commands.values()), commands
-    readme = re.findall(r"^(python -c .+?)\s*$", (CONFIGS / "README.md").read_text(), flags=re.MULTILINE)
-    assert readme and {shlex.split(line)[2] for line in readme} == {c for cs in commands.values() for c in cs}
+def test_real_configs_name_their_datasets_by_hub_id_and_the_readme_exports_nothing():
+    names = {(cfg.data.path, cfg.data.name) for p in REAL_YAML for cfg in typed_configs(p) if not cfg.data.path.endswith("samples.jsonl")}
+    assert names == {("openai/gsm8k", "main"), ("DigitalLearningGmbH/MATH-lighteval", "default")}
+    readme = (CONFIGS / "README.md").read_text()
+    assert "python -c" not in readme and all(f"`{repo}`" in readme for repo in STAND_INS)
+    assert not any("python -c" in p.read_text() for p in REAL_YAML)
 
 
 def test_the_real_configs_are_the_expected_files():
@@ -173,9 +137,10 @@ def test_real_configs_use_r1_hyperparameters_where_they_transfer(path):
     for cfg in typed_configs(path):
         assert cfg.model.path.startswith(("Qwen/Qwen2.5-", "runs/"))
         d = cfg.data
-        assert d.task == "" and d.path.endswith((".parquet", "samples.jsonl")) and d.test_path.endswith(".parquet")
+        assert d.task == "" and (d.path in STAND_INS or d.path.endswith("samples.jsonl"))
+        assert d.test_path in ("", *STAND_INS) and (d.test_path or d.path in STAND_INS) and d.test_split == "test"
         assert d.template in ("chat", "r1zero")
-        assert "answer" in d.columns or d.columns == {"prompt": "question"}
+        assert "answer" in d.columns or d.columns == {"prompt": "question"} or d.transform == "gsm8k_r1"
         assert (cfg.eval.temperature, cfg.eval.top_p) == (0.6, 0.95)
         if isinstance(cfg, GRPOConfig):
             g = cfg.grpo
@@ -210,6 +175,8 @@ def test_pipeline_stages_chain_as_in_r1():
     assert rl.model.path == str(out / "cold_start" / "model") and samples.model.path == str(out / "reasoning_rl" / "model")
     assert sft2.model.path == "Qwen/Qwen2.5-0.5B-Instruct" and sft2.data.path == str(out / "samples" / "samples.jsonl")
     assert sft2.response_column == "completion" and r1.model.path == str(out / "sft2" / "model")
+    # trained on the samples, evaluated on GSM8K's test split (the data they replaced)
+    assert (sft2.data.test_path, sft2.data.name, sft2.data.test_split) == ("openai/gsm8k", "main", "test")
     assert cold.response_column == "cot" and cold.data.train_size == 1000
     _, stages = load_any(GSM8K_0_5B / "distill.yaml")
     (_, sample), (_, student) = stages.values()
@@ -220,23 +187,24 @@ def test_pipeline_stages_chain_as_in_r1():
 # The data path, with stand-ins
 
 
-def test_export_one_liners_write_the_expected_files(exported):
-    from r1kit.data.io import load_rows
-
-    train = load_rows(exported / "data/gsm8k/train.parquet")
-    assert set(train[0]) == {"question", "answer", "cot"}
-    assert train[0]["cot"] == "<think>He has 3 + 4 = 7 apples.</think><answer>7</answer>"
-    assert set(load_rows(exported / "data/gsm8k/test.parquet")[0]) == {"question", "answer"}
-    assert len(load_rows(exported / "data/math/train.parquet")) == 4
-    assert "unique_id" in load_rows(exported / "data/math/test.parquet")[0]
+def test_the_local_copies_load_by_hub_id_through_the_configs_data_args(hub_copies, monkeypatch):
+    monkeypatch.chdir(hub_copies)
+    sft = config.load(GSM8K_0_5B / "sft.yaml")
+    train = load_split(sft.data, "train", required=("prompt", "cot"))
+    assert len(train) == 4 and set(train[0]) == {"prompt", "answer", "solution", "cot"}
+    assert train[0]["cot"] == "<think>He has 3 + 4 = 7 apples.</think><answer>7</answer>" and train[0]["answer"] == "7"
+    assert [r["answer"] for r in load_split(sft.data, "test")] == ["20", "18"]
+    math = config.load(MATH_1_5B / "grpo.yaml")
+    assert len(load_split(math.data, "train")) == 4
+    assert [r["answer"] for r in load_split(math.data, "test")] == [r["solution"] for r in STAND_INS["HuggingFaceH4/MATH-500"][None]["test"]]
 
 
 @pytest.mark.parametrize("path", REAL_YAML, ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_the_gold_column_mapping_gives_the_math_reward_its_answers(path, exported, monkeypatch):
+def test_the_gold_column_mapping_gives_the_math_reward_its_answers(path, hub_copies, monkeypatch):
     """Through each config's own data args, a completion stating the gold answer scores 1."""
     from r1kit.rewards.math import gold_answer, math_reward
 
-    monkeypatch.chdir(exported)
+    monkeypatch.chdir(hub_copies)
     for cfg in typed_configs(path):
         splits = ["test"] + (["train"] if not cfg.data.path.endswith("samples.jsonl") else [])
         for split in splits:
@@ -254,12 +222,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("path", [GSM8K_0_5B / "grpo.yaml", MATH_1_5B / "grpo.yaml"], ids=["0.5b-gsm8k", "1.5b-math"])
-def test_real_grpo_config_runs_on_stand_ins(path, exported, tiny_model_dir, monkeypatch):
+def test_real_grpo_config_runs_on_stand_ins(path, hub_copies, tiny_model_dir, monkeypatch):
     from r1kit.recipes import grpo
 
-    monkeypatch.chdir(exported)
+    monkeypatch.chdir(hub_copies)
     cfg = config.load(path, [f"model.path={tiny_model_dir}", "run.output_dir=runs-test", *TINY_SIZES, *GRPO_SIZES])
-    assert cfg.data.template == "chat" and cfg.data.path.startswith("data/")  # the real config's own
+    assert cfg.data.template == "chat" and cfg.data.path in STAND_INS  # the real config's own
     run_dir = grpo.train(cfg)
     rows = read_metrics(run_dir)
     step = next(r for r in rows if "reward/mean" in r)
@@ -272,10 +240,10 @@ def test_real_grpo_config_runs_on_stand_ins(path, exported, tiny_model_dir, monk
     assert (run_dir / "model" / "config.json").is_file()
 
 
-def test_real_sft_config_runs_on_stand_ins(exported, tiny_model_dir, monkeypatch):
+def test_real_sft_config_runs_on_stand_ins(hub_copies, tiny_model_dir, monkeypatch):
     from r1kit.recipes import sft
 
-    monkeypatch.chdir(exported)
+    monkeypatch.chdir(hub_copies)
     cfg = config.load(GSM8K_0_5B / "sft.yaml", [f"model.path={tiny_model_dir}", "run.output_dir=runs-test", *TINY_SIZES, *SFT_SIZES])
     assert cfg.data.template == "chat" and cfg.response_column == "cot"
     run_dir = sft.train(cfg)
@@ -309,7 +277,7 @@ def tiny_pipeline(path: Path, model_dir: Path, keep: int) -> PipelineConfig:
     return cfg
 
 
-def test_r1_pipeline_runs_on_stand_ins_up_to_rejection_sampling(exported, tiny_model_dir, monkeypatch):
+def test_r1_pipeline_runs_on_stand_ins_up_to_rejection_sampling(hub_copies, tiny_model_dir, monkeypatch):
     """R1-Zero, cold start, reasoning RL and rejection sampling run from the real pipeline YAML. An
     untrained tiny model answers nothing right, so rejection sampling keeps nothing and stops the
     pipeline (every completion dropped as `incorrect`: the gold answers were read); the stages after
@@ -317,7 +285,7 @@ def test_r1_pipeline_runs_on_stand_ins_up_to_rejection_sampling(exported, tiny_m
     from r1kit.errors import R1kitError
     from r1kit.recipes.pipeline import run_pipeline
 
-    monkeypatch.chdir(exported)
+    monkeypatch.chdir(hub_copies)
     cfg = tiny_pipeline(GSM8K_0_5B / "r1.yaml", tiny_model_dir, keep=4)
     assert [s.name for s in cfg.stages] == ["r1_zero", "cold_start", "reasoning_rl", "samples"]
     with pytest.raises(R1kitError, match=r"stage 'samples' failed: rejection sampling kept none of the 4 completions .*\{'incorrect': 4\}"):
@@ -333,16 +301,16 @@ def test_r1_pipeline_runs_on_stand_ins_up_to_rejection_sampling(exported, tiny_m
     assert templates == {"r1_zero": "r1zero", "cold_start": "chat", "reasoning_rl": "chat"}
 
 
-def test_distill_student_stage_runs_on_stand_in_teacher_samples(exported, tiny_model_dir, monkeypatch):
+def test_distill_student_stage_runs_on_stand_in_teacher_samples(hub_copies, tiny_model_dir, monkeypatch):
     """The student stage of distill.yaml on rows shaped as a sample stage writes them (the tiny
     teacher would keep none), with the tiny model as teacher and student."""
     from r1kit.data.io import write_jsonl
     from r1kit.recipes import distill
 
-    monkeypatch.chdir(exported)
+    monkeypatch.chdir(hub_copies)
     cfg = tiny_pipeline(GSM8K_0_5B / "distill.yaml", tiny_model_dir, keep=2)
     samples_dir = Path("runs-test/distill-teacher-samples")
-    gsm8k = STAND_INS[("openai/gsm8k", "main")]["train"]
+    gsm8k = GSM8K["train"]
     write_jsonl(samples_dir / "samples.jsonl", [
         {"prompt": r["question"], "completion": f"<think>{r['answer'].split('####')[0].strip()}</think><answer>{r['answer'].split('####')[1].strip()}</answer>",
          "answer": r["answer"], "source": "sample"}

@@ -99,10 +99,24 @@ class DataArgs:
     task_params: dict[str, Any] = field(default_factory=dict)
     """Parameters of the built-in task, e.g. {n_operands: 2, digits: 1}."""
     path: str = ""
-    """Training data: a .jsonl/.json/.parquet file or a saved HF dataset directory."""
+    """Training data: a .jsonl/.json/.parquet file, a `save_to_disk` directory, a local dataset
+    folder laid out like a Hub repository, or a Hub id (`openai/gsm8k`), the last two read by
+    `datasets.load_dataset` (a Hub id from the cache when offline)."""
+    name: str = ""
+    """The dataset's config (`load_dataset`'s `name`, e.g. `main` for openai/gsm8k); also used for
+    `test_path` when that is a dataset by name. Empty = the dataset's only or default config."""
+    split: str = "train"
+    """Split of `path` to train on (a dataset by name or a saved DatasetDict), e.g. `train[:1000]`."""
     test_path: str = ""
-    """Held-out data in the same form as `path`; when empty, the test split of `builtin_task`
-    (an error when there is none: a run on `path` with no test file)."""
+    """Held-out data in the same forms as `path`; when empty, `test_split` of `path` when `path` is
+    a dataset by name (a Hub id or a dataset folder), else the test split of `builtin_task` (an
+    error when there is none: a run on a file with no test file)."""
+    test_split: str = "test"
+    """Split of `test_path` (or, when that is empty, of `path`) to evaluate on."""
+    transform: str = ""
+    """A row transform applied before `columns`: a built-in name (`gsm8k_r1`: GSM8K's question as
+    `prompt`, its `#### n` as `answer`, its solution in R1 form as `cot`; see
+    r1kit.data.transforms) or `package.module:function` taking and returning one row dict."""
     columns: dict[str, str] = field(default_factory=dict)
     """Column mapping {our_name: their_name}, e.g. {prompt: question, answer: solution}."""
     train_size: NonNegativeInt = 2000
@@ -115,7 +129,8 @@ class DataArgs:
     """How a prompt is shown to the model: `tiny` (Q:/A: for char-level models), `r1zero` (the
     DeepSeek-R1-Zero template), `chat` (the tokenizer's chat template), `plain` (as is)."""
     system_prompt: str = ""
-    """System message for the `chat` template."""
+    """System message for the `chat` template, put first in every prompt (a row whose prompt is a
+    message list with its own system message is an error while this is set)."""
     max_prompt_tokens: NonNegativeInt = 0
     """Longest prompt in tokens (GRPO, PPO); 0 = the model's context minus sampling.max_new_tokens."""
     long_prompts: Literal["skip", "truncate", "error"] = "skip"

@@ -169,7 +169,7 @@ def test_unreadable_parquet_is_an_error(tmp_path):
         load_rows(tmp_path / "d.parquet")
 
 
-def test_directory_that_is_not_a_saved_dataset_is_an_error(tmp_path):
+def test_directory_with_no_dataset_in_it_is_an_error(tmp_path):
     (tmp_path / "plain").mkdir()
-    with pytest.raises(R1kitError, match=r"plain: not a dataset saved with save_to_disk"):
+    with pytest.raises(R1kitError, match=r"plain' could not be loaded \(EmptyDatasetError: .* doesn't contain any data files\); data.path takes"):
         load_rows(tmp_path / "plain")

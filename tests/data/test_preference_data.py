@@ -51,14 +51,15 @@ def test_wrong_type_and_bad_margin_errors_name_line_and_column(tmp_path):
         load_preferences(path)
 
 
-def test_margin_column_mapping_and_chat_messages_are_read(tmp_path):
+def test_margin_column_mapping_and_chat_messages_are_read_whole(tmp_path):
     rows = [
         {"question": "2+2=?", "chosen": [{"role": "assistant", "content": "4"}], "rejected": "5", "margin": 2},
         {"question": "3+3=?", "chosen": "6", "rejected": "7"},
     ]
     path = write_jsonl(tmp_path / "pairs.jsonl", [json.dumps(r) for r in rows])
     pairs = load_preferences(path, columns={"prompt": "question"})
-    assert [(p["prompt"], p["chosen"], p["rejected"], p["margin"]) for p in pairs] == [("2+2=?", "4", "5", 2.0), ("3+3=?", "6", "7", 0.0)]
+    chosen = [{"role": "assistant", "content": "4"}]
+    assert [(p["prompt"], p["chosen"], p["rejected"], p["margin"]) for p in pairs] == [("2+2=?", chosen, "5", 2.0), ("3+3=?", "6", "7", 0.0)]
 
 
 def test_builtin_pairs_chosen_is_the_cot_and_each_rejected_kind_is_what_it_says():

@@ -39,7 +39,7 @@ def test_chat_template_uses_the_tokenizers_template_with_a_system_prompt(char_to
 
 
 def test_chat_template_without_a_tokenizer_template_is_an_error():
-    with pytest.raises(R1kitError, match="data.template is `chat` but the tokenizer has no chat template"):
+    with pytest.raises(R1kitError, match=r"the data asks for the chat template \(data.template is `chat`, or prompts are chat messages\) but the tokenizer has none"):
         render_prompt("3+4=?", "chat", None)
 
 

@@ -1,8 +1,9 @@
-"""Read rows from JSONL, JSON, parquet or a saved Hugging Face dataset, with column mapping.
+"""Read rows from JSONL, JSON, parquet or a dataset by name, with column mapping.
 
 Every problem a user can cause -- a missing file, an empty file, a malformed line, a missing
 column, a value of the wrong type -- is one `R1kitError` that names the file, the line (for
-JSONL) and the column. Parquet and saved datasets are read through the `datasets` library.
+JSONL) and the column. Parquet is read through the `datasets` library; a directory (saved with
+`save_to_disk`, or laid out like a Hub repository) or a Hub id through `r1kit.data.hub`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from r1kit.data import hub
 from r1kit.errors import R1kitError
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -24,13 +26,21 @@ def load_rows(
 ) -> list[dict[str, Any]]:
     """Rows of `path` as dicts, renamed by `columns` ({our_name: their_name}) and checked.
 
-    `required` lists column names, or maps them to the accepted Python type(s).
+    `required` lists column names, or maps them to the accepted Python type(s). `path` is a file,
+    or a dataset the `datasets` library reads (`r1kit.data.hub`), whose `train` split is read.
     """
-    path = Path(path)
-    if not path.exists():
+    rows, where = read_rows(path, limit=limit)
+    return check_rows(rows, path, required, columns or {}, where)
+
+
+def read_rows(path: str | Path, name: str = "", split: str = "train", limit: int = 0, held_out: bool = False) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """(rows, their JSONL line numbers or None): the first `limit` rows (0 = all) of a data file,
+    or of `split` of a dataset by name (config `name`; `held_out`: see `hub.read_dataset`)."""
+    path = Path(path) if Path(path).exists() or _looks_like_file(str(path)) else str(path)
+    if isinstance(path, Path) and not path.exists():
         raise R1kitError(f"data file {str(path)!r} does not exist; check the path")
-    if path.is_dir():
-        rows, where = _read_hf_dataset(path), None
+    if isinstance(path, str) or path.is_dir():
+        rows, where = hub.read_dataset(str(path), name, split, held_out), None
     elif path.suffix == ".jsonl":
         rows, where = _read_jsonl(path)
     elif path.suffix == ".json":
@@ -38,13 +48,19 @@ def load_rows(
     elif path.suffix == ".parquet":
         rows, where = _read_parquet(path), None
     else:
-        raise R1kitError(f"data file {str(path)!r} has an unknown type; use one of {', '.join(SUFFIXES)} or a saved HF dataset directory")
+        raise R1kitError(f"data file {str(path)!r} has an unknown type; use one of {', '.join(SUFFIXES)} or a saved HF dataset directory, a local dataset folder or a Hub id")
     if not rows:
         raise R1kitError(f"data file {str(path)!r} is empty; it needs at least one row")
     if limit:
         rows = rows[:limit]
         where = where[:limit] if where else None
-    return check_rows(rows, path, required, columns or {}, where)
+    return rows, where
+
+
+def _looks_like_file(path: str) -> bool:
+    """A path that cannot be a Hub id (`owner/name` or `name`): a data file's suffix, or an
+    absolute, home- or dot-relative path."""
+    return path.endswith(SUFFIXES) or path.startswith(("/", "~", ".")) or path.count("/") > 1
 
 
 def check_rows(
@@ -109,19 +125,6 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
         return Dataset.from_parquet(str(path)).to_list()
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
         raise R1kitError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
-
-
-def _read_hf_dataset(path: Path) -> list[dict[str, Any]]:
-    from datasets import DatasetDict, load_from_disk
-
-    try:
-        ds = load_from_disk(str(path))
-    except Exception as e:  # noqa: BLE001
-        raise R1kitError(f"{path}: not a dataset saved with save_to_disk ({type(e).__name__}); pass a file or such a directory") from None
-    if isinstance(ds, DatasetDict):
-        split = "train" if "train" in ds else next(iter(ds))
-        ds = ds[split]
-    return ds.to_list()
 
 
 def write_jsonl(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:

@@ -3,8 +3,9 @@
 Files are JSONL (or JSON / parquet / a saved HF dataset) with columns `prompt`, `chosen`,
 `rejected` and optionally `margin` (how strongly the chosen wins, as in Llama 2's reward model).
 They are read through `r1kit.data.io.load_rows`, so a malformed line or a missing or mistyped
-column is one error naming the file, the line and the column. `chosen` / `rejected` may also be
-chat message lists (TRL's conversational format); the last message's content is the completion.
+column is one error naming the file, the line and the column. `prompt`, `chosen` and `rejected` may
+also be chat message lists (TRL's conversational format): the prompt's turns are rendered whole
+through the chat template, and each completion's turns as the template renders them after it.
 
 The built-in synthetic set is derived from the arithmetic task, so that reward models, PPO and DPO
 can be exercised with no data at all. For each problem the chosen completion is the correct,
@@ -34,15 +35,14 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from r1kit.config import DataArgs, Probability
-from r1kit.data.io import load_rows
+from r1kit.data.chat import completion_text_after
+from r1kit.data.source import TEXT, is_file, read_split
 from r1kit.data.tasks.arithmetic import ArithmeticTask, Problem
 from r1kit.data.tasks.split import sample_split
 from r1kit.data.templates import format_response, render_prompt
 from r1kit.errors import R1kitError
-from r1kit.data.completion import completion_text
 
 REJECTED_KINDS = ("wrong", "malformed", "rambling", "unexplained")
-TEXT = (str, list)  # a string, or chat messages
 
 
 @dataclass
@@ -56,14 +56,21 @@ class PreferenceArgs:
 
 
 def load_preferences(path: str | Path, columns: Mapping[str, str] | None = None, limit: int = 0) -> list[dict[str, Any]]:
-    """Pairs from a file: dicts with `prompt`, `chosen`, `rejected` (strings) and `margin` (float, 0 if absent)."""
-    rows = load_rows(path, required={"prompt": TEXT, "chosen": TEXT, "rejected": TEXT}, columns=columns, limit=limit)
+    """Pairs from a file or dataset: see `preference_rows`."""
+    return preference_rows(DataArgs(task="", path=str(path), columns=dict(columns or {}), train_size=limit), "train")
+
+
+def preference_rows(data: DataArgs, split: str) -> list[dict[str, Any]]:
+    """Pairs of the user's data: dicts with `prompt`, `chosen`, `rejected` (text or chat messages,
+    kept whole for `encode_pairs` to render) and `margin` (float, 0 if absent)."""
+    rows = read_split(data, split, required={"prompt": TEXT, "chosen": TEXT, "rejected": TEXT})
+    path = data.path if split == "train" else data.test_path or data.path
     out = []
     for i, row in enumerate(rows):
         margin = row.get("margin")
         if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
             raise R1kitError(f"{_location(path, i)}: column 'margin' must be a number, got {type(margin).__name__} {margin!r:.60}")
-        out.append({**row, **{k: completion_text(row[k]) for k in ("prompt", "chosen", "rejected")}, "margin": float(margin or 0.0)})
+        out.append({**row, "margin": float(margin or 0.0)})
     return out
 
 
@@ -118,8 +125,8 @@ def load_pairs(data: DataArgs, pref: PreferenceArgs, split: str) -> list[dict[st
     path = data.path if split == "train" else data.test_path
     n = data.train_size if split == "train" else data.test_size
     flip = pref.flip_fraction if split == "train" else 0.0
-    if path:
-        return flip_labels(load_preferences(path, data.columns, limit=n), flip, data.seed)
+    if path or (split == "test" and data.path and not is_file(data.path)):  # a dataset by name has its test_split
+        return flip_labels(preference_rows(data, split), flip, data.seed)
     if split == "test" and data.path:
         raise R1kitError("data.path holds the training pairs but data.test_path is empty; give a held-out preference file")
     if data.builtin_task != "arithmetic":
@@ -171,7 +178,7 @@ def encode_text(tokenizer, prompt: str, completion: str, max_length: int, add_eo
     least one of its tokens; the prompt is cut from the left only if it alone is too long."""
     p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
     c = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if add_eos and tokenizer.eos_token_id is not None:
+    if add_eos and tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in c:  # a chat turn may end in eos already
         c = c + [tokenizer.eos_token_id]
     truncated = len(p) + len(c) > max_length
     if truncated:
@@ -189,6 +196,8 @@ def encode_pairs(
     add_eos: bool = False,
 ) -> tuple[list[EncodedPair], int]:
     """Token ids of pairs, prompts rendered with `template`; returns (pairs, number truncated).
+    A prompt given as chat messages is rendered whole, and completions given as chat messages as
+    the chat template renders them after it (with the template's end of turn).
 
     add_eos: end each completion with the eos token (DPO: the policy learns where to stop). A
     reward model is trained without it, because reward functions see decoded text, where eos is gone.
@@ -200,7 +209,12 @@ def encode_pairs(
         for side in ("chosen", "rejected"):
             if not pair[side]:
                 raise R1kitError(f"preference pair {i} has an empty {side!r} completion; drop it or fill it in")
-            p, ids[side], cut = encode_text(tokenizer, prompt, pair[side], max_length, add_eos)
+            text = pair[side]
+            if not isinstance(text, str):  # assistant turns: as the chat template renders them after the prompt
+                if template != "chat":
+                    raise R1kitError(f"preference pair {i}: {side!r} holds chat messages, which are rendered through the chat template; set data.template=chat")
+                prompt, text = completion_text_after(tokenizer, pair["prompt"], text, system_prompt)
+            p, ids[side], cut = encode_text(tokenizer, prompt, text, max_length, add_eos)
             truncated += cut
         out.append(EncodedPair(p, ids["chosen"], ids["rejected"], float(pair.get("margin") or 0.0)))
     return out, truncated

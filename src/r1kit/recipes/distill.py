@@ -42,6 +42,7 @@ import torch
 
 from r1kit.algorithms import distill_loss, position_ids_from_mask
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, NonNegativeFloat, OptimArgs, PositiveFloat, PositiveInt, Probability, Range, RunArgs
+from r1kit.data.chat import load_supervised_rows, row_segments
 from r1kit.data.source import load_split
 from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
@@ -56,7 +57,7 @@ from r1kit.train.optim import optimizer_step
 from r1kit.train.precision import autocast
 from r1kit.train.reference import load_frozen
 from r1kit.train.run import Run
-from r1kit.train.supervised import IGNORE, Example, collate, fit_supervised, pack, tokenize_examples
+from r1kit.train.supervised import IGNORE, Example, collate, fit_supervised, pack, tokenize_segments
 from r1kit.train.validate import check_examples
 
 SPECIAL_ROLES = ("bos_token", "eos_token", "unk_token")
@@ -131,7 +132,7 @@ def train(config: DistillConfig) -> Path:
         if config.mode != "sft":
             check_shared_tokenizer(tokenizer, load_tokenizer(config.teacher.path), config.model.path, config.teacher.path, config.mode)
         needs_responses = not (config.mode == "on_policy" and config.lmbda >= 1.0)
-        rows = load_split(config.data, "train", required=("prompt", config.response_column) if needs_responses else ("prompt",))
+        rows = load_supervised_rows(config.data, config.response_column) if needs_responses else load_split(config.data, "train", required=("prompt",))
         prompt_ids, examples, truncated = encode(config, tokenizer, rows, needs_responses)
         evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
         model = run.policy(config.model)
@@ -176,34 +177,19 @@ def _check(config: DistillConfig) -> None:
 
 
 def encode(config: DistillConfig, tokenizer, rows: Sequence[dict[str, Any]], with_responses: bool) -> tuple[list[list[int]], list[Example] | None, int]:
-    """Prompt token ids, (prompt, response) examples in step with them (None without responses)
-    and how many examples were truncated to max_length. A row whose response falls wholly past
-    max_length is dropped from both lists."""
-    prompts = [render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt) for r in rows]
+    """Prompt token ids, examples (a prompt and its response, or a conversation: r1kit/data/chat.py)
+    in step with them (None without responses) and how many examples were truncated to max_length.
+    An example's prompt is everything before its first trained token; a row whose response falls
+    wholly past max_length is dropped from both lists."""
     if not with_responses:
+        prompts = [render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt) for r in rows]
         return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts], None, 0
-    _check_column(rows, config.response_column)
-    pairs = [(p, _text(r[config.response_column], config.response_column)) for p, r in zip(prompts, rows)]
-    examples, truncated = tokenize_examples(tokenizer, pairs, config.max_length)
+    if config.mode == "on_policy" and "prompt" not in rows[0]:
+        raise R1kitError("mode=on_policy samples the student from each row's prompt; give rows with a `prompt` (text or chat messages) and a response, not `messages` conversations")
+    segments = [row_segments(r, config.data, tokenizer, config.response_column) for r in rows]
+    examples, truncated = tokenize_segments(tokenizer, segments, config.max_length)
     prompt_ids = [e.input_ids[: next(i for i, label in enumerate(e.labels) if label != IGNORE)] for e in examples]
     return prompt_ids, examples, truncated
-
-
-def _check_column(rows: Sequence[dict[str, Any]], column: str) -> None:
-    """Built-in task rows are not checked on loading; a missing response column is a user error."""
-    if column not in rows[0]:
-        raise R1kitError(
-            f"the training rows have no {column!r} column (they have {sorted(rows[0])}); point data.path at a "
-            "sample stage's samples.jsonl, or set response_column (e.g. cot for a built-in task's worked solutions)"
-        )
-
-
-def _text(value: Any, column: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and isinstance(value[-1], dict):  # chat messages
-        return str(value[-1].get("content", ""))
-    raise R1kitError(f"column {column!r} must hold text (or chat messages), got {type(value).__name__}")
 
 
 def check_shared_tokenizer(student, teacher, student_name: str, teacher_name: str, mode: str = "logits") -> None:

@@ -57,8 +57,9 @@ class DPOConfig:
     ref_model: str = ""
     """Reference model path; empty = the policy's starting weights (scored before training, no copy kept)."""
     data: DataArgs = field(default_factory=lambda: DataArgs(test_size=200))
-    """Pairs: data.path / data.test_path files (prompt, chosen, rejected), else the built-in
-    arithmetic pairs; data.task also names the task whose test split measures task accuracy."""
+    """Pairs: data.path / data.test_path (files or datasets by name; prompt, chosen, rejected as text
+    or chat messages), else the built-in arithmetic pairs; data.task also names the task whose test
+    split measures task accuracy."""
     pref: PreferenceArgs = field(default_factory=PreferenceArgs)
     """Label noise (flip_fraction) and the built-in set's rejected kinds."""
     loss_type: Literal["sigmoid", "cdpo", "ipo", "robust", "simpo"] = "sigmoid"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.config import RECIPES, deep_merge, dump, from_dict, recipe_config_class
+from r1kit.data.source import is_file
 from r1kit.errors import R1kitError
 from r1kit.report.logger import console
 from r1kit.report.tables import stage_metrics, stage_table
@@ -37,7 +38,8 @@ class StageSpec:
     config: dict[str, Any] = field(default_factory=dict)
     """Overrides of the recipe's config for this stage."""
     data_from: str = ""
-    """Name of an earlier `sample` stage whose JSONL becomes this stage's training data."""
+    """Name of an earlier `sample` stage whose JSONL becomes this stage's training data; with no
+    data.test_path, a stage whose data.path is a dataset by name evaluates on its data.test_split."""
     teacher: str = ""
     """For distill: the earlier stage (or path) whose model is the teacher."""
     show: bool = True
@@ -80,7 +82,10 @@ def stage_config(pipe: PipelineConfig, stage: StageSpec, outputs: dict[str, Path
     if stage.data_from:
         if stage.data_from not in outputs:
             raise R1kitError(f"stage {stage.name!r} takes data from {stage.data_from!r}, which is not an earlier stage")
-        raw = deep_merge(raw, {"data": {"path": str(outputs[stage.data_from] / "samples.jsonl")}})
+        data = raw.get("data", {})
+        by_name = data.get("path") and not data.get("test_path") and not is_file(str(data["path"]))
+        held_out = {"test_path": data["path"]} if by_name else {}  # a dataset by name keeps its own test split
+        raw = deep_merge(raw, {"data": {"path": str(outputs[stage.data_from] / "samples.jsonl"), **held_out}})
     if stage.teacher:
         path = str(outputs[stage.teacher] / "model") if stage.teacher in outputs else stage.teacher
         raw = deep_merge(raw, {"teacher": {"path": path}})

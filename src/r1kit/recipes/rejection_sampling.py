@@ -107,7 +107,7 @@ def train(config: SampleConfig) -> Path:
         rows = load_split(config.data, "train", required=("prompt",))
         if not any(c in rows[0] for c in ("answer", "solution")):
             raise R1kitError(f"the prompts have no gold `answer` column (columns: {sorted(rows[0])}), so nothing can be verified; map yours with data.columns, e.g. {{answer: solution}}")
-        mix_rows = load_rows(config.mix_path, required={"prompt": str, "completion": str}) if config.mix_path else []
+        mix_rows = load_rows(config.mix_path, required={"prompt": (str, list), "completion": str}) if config.mix_path else []
         score, extract = scorer_for(config.data)
         composer = RewardComposer([_named(score, verifier_name(config.data)), "format", {"name": "language", "kwargs": {"target": config.language}}])
         tokenizer = load_tokenizer(config.model.path)

@@ -59,8 +59,9 @@ class RewardModelConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
     """The starting point: a causal-LM directory (a new scalar head is added) or a reward model."""
     data: DataArgs = field(default_factory=lambda: DataArgs(test_size=200))
-    """Pairs: data.path / data.test_path files (prompt, chosen, rejected[, margin]), else the
-    built-in arithmetic pairs; data.template renders the prompts."""
+    """Pairs: data.path / data.test_path (files or datasets by name; prompt, chosen, rejected as
+    text or chat messages, [margin]), else the built-in arithmetic pairs; data.template renders
+    the prompts."""
     pref: PreferenceArgs = field(default_factory=PreferenceArgs)
     """Label noise (flip_fraction) and the built-in set's rejected kinds."""
     loss: Literal["bradley_terry", "christiano"] = "bradley_terry"

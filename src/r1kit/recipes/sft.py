@@ -2,7 +2,8 @@
 `<think>…</think><answer>…</answer>` form, loss on response tokens only.
 
 Also serves "SFT from the base on rejection-sampled data" and SFT distillation: any rows with a
-prompt and a response column. Simplifications: packing lets attention cross example boundaries;
+prompt and a response column, or chat conversations in a `messages` column (loss on the assistant
+turns, rendered through the tokenizer's chat template: r1kit/data/chat.py). Simplifications: packing lets attention cross example boundaries;
 evaluation is greedy accuracy and pass@1 over k samples on the task's test split.
 
     build (model, rows) -> evaluate before -> train -> evaluate after -> save model/ and eval.json
@@ -19,14 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, OptimArgs, PositiveInt, RunArgs
-from r1kit.data.source import load_split
-from r1kit.data.templates import render_prompt
-from r1kit.errors import R1kitError
+from r1kit.data.chat import load_supervised_rows, row_segments
 from r1kit.eval.evaluate import Evaluator
 from r1kit.models.load import load_tokenizer, save_model
 from r1kit.report.logger import console
 from r1kit.train.run import Run
-from r1kit.train.supervised import fit_supervised, pack, tokenize_examples
+from r1kit.train.supervised import fit_supervised, pack, tokenize_segments
 from r1kit.train.validate import check_examples
 
 
@@ -55,9 +54,11 @@ class SFTConfig:
     packing: bool = False
     """Pack examples into rows of exactly max_length tokens."""
     completion_only: bool = True
-    """Loss on response tokens only (prompt tokens masked)."""
+    """Loss on response tokens only (prompt tokens masked; with `messages`, on assistant turns only)."""
     response_column: str = "cot"
-    """Column holding the target response (`cot` for built-in tasks; `completion` for sampled data)."""
+    """Column holding the target response (`cot` for built-in tasks; `completion` for sampled data):
+    text, or assistant messages after a message-list `prompt`. Rows with a `messages` column and no
+    `prompt` are whole conversations instead (TRL's format), trained on their assistant turns."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16 autocast where the device supports it (auto = on CUDA with bf16), else fp32."""
     eval_before: bool = True
@@ -68,9 +69,9 @@ def train(config: SFTConfig) -> Path:
     """Run SFT; returns the run directory (the model, or the LoRA adapter, is in run_dir/model)."""
     with Run(config, "sft") as run:
         tokenizer = load_tokenizer(config.model.path)
-        rows = load_split(config.data, "train", required=("prompt", config.response_column))
-        pairs = [(render_prompt(r["prompt"], config.data.template, tokenizer, config.data.system_prompt), _text(r[config.response_column], config.response_column)) for r in rows]
-        examples, truncated = tokenize_examples(tokenizer, pairs, config.max_length, config.completion_only)
+        rows = load_supervised_rows(config.data, config.response_column)
+        segments = [row_segments(r, config.data, tokenizer, config.response_column) for r in rows]
+        examples, truncated = tokenize_segments(tokenizer, segments, config.max_length, config.completion_only)
         if config.packing:
             examples = pack(examples, config.max_length)
         evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes)
@@ -94,10 +95,3 @@ def train(config: SFTConfig) -> Path:
             console.print(f"sft done: loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}; greedy acc {r.get('before', {}).get('greedy_acc', float('nan')):.3f} -> {r['after']['greedy_acc']:.3f}; run {run_dir}")
     return run_dir
 
-
-def _text(value, column: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and isinstance(value[-1], dict):  # chat messages
-        return str(value[-1].get("content", ""))
-    raise R1kitError(f"column {column!r} must hold text (or chat messages), got {type(value).__name__}")

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from r1kit.data.chat import prompt_preview
 from r1kit.report.logger import console
 from r1kit.rollout import RolloutBatch
 
@@ -32,5 +33,5 @@ def write_samples(run_dir: Path, step: int, rows: list[dict[str, Any]], batch: R
         for col in ("prompt", "completion", "reward"):
             table.add_column(col)
         for x in lines[:3]:
-            table.add_row(x["prompt"], x["completion"][:80], f"{x['reward']}")
+            table.add_row(prompt_preview(x["prompt"]), x["completion"][:80], f"{x['reward']}")
         console.print(table)

@@ -56,7 +56,7 @@ def load_reward_model_fn(path: str, device: str = "auto", batch_size: int = 32, 
         prompts = list(prompt) if prompt is not None else [None] * len(completions)
         encoded = []
         for c, p in zip(completions, prompts, strict=True):
-            text = render_prompt(str(p), meta["template"], tokenizer, meta["system_prompt"]) if p is not None else ""
+            text = render_prompt(p if isinstance(p, list) else str(p), meta["template"], tokenizer, meta["system_prompt"]) if p is not None else ""
             encoded.append(encode_text(tokenizer, text, completion_text(c), max_length, add_eos=False)[:2])
         scores: list[float | None] = [None] * len(encoded)
         todo = [i for i, (p, c) in enumerate(encoded) if p or c]

@@ -21,8 +21,7 @@ from typing import Any
 import torch
 
 from r1kit.config import DataArgs, SamplingArgs
-from r1kit.data.io import load_rows
-from r1kit.data.source import load_split
+from r1kit.data.source import TEXT, load_split, read_split
 from r1kit.data.stream import PromptStream
 from r1kit.data.templates import render_prompt
 from r1kit.errors import R1kitError
@@ -37,9 +36,10 @@ Row = dict[str, Any]
 
 
 def load_prompts(data: DataArgs) -> list[Row]:
-    """Training rows; from a file, a `prompt` that is not text is an error naming its line."""
+    """Training rows; from the user's data, a `prompt` that is neither text nor chat messages is
+    an error naming its line."""
     if data.path:
-        return load_rows(data.path, required={"prompt": str}, columns=data.columns, limit=data.train_size)
+        return read_split(data, "train", required={"prompt": TEXT})
     return load_split(data, "train", required=("prompt",))
 
 

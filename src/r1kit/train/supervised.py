@@ -50,21 +50,43 @@ def tokenize_examples(
     add_eos: bool = True,
 ) -> tuple[list[Example], int]:
     """Token ids and labels for (prompt, response) pairs; returns (examples, number truncated)."""
-    examples, truncated = [], 0
-    eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
-    for row, (prompt, response) in enumerate(pairs):
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-        r = tokenizer(response, add_special_tokens=False)["input_ids"] + eos
-        ids = p + r
-        labels = ([IGNORE] * len(p) if completion_only else list(p)) + r
+    return tokenize_segments(tokenizer, [[(p, False), (r, True)] for p, r in pairs], max_length, completion_only, add_eos)
+
+
+def tokenize_segments(
+    tokenizer,
+    examples: Sequence[Sequence[tuple[str, bool]]],
+    max_length: int,
+    completion_only: bool = True,
+    add_eos: bool = True,
+) -> tuple[list[Example], int]:
+    """Token ids and labels for examples given as [(text, trainable), ...] segments (a prompt and
+    a response, or a conversation's turns: `r1kit.data.chat`); returns (examples, number truncated).
+
+    Each segment is tokenized on its own, so a token never straddles a segment boundary. With
+    `completion_only` only trainable segments carry labels. `add_eos` ends the example with the
+    eos token unless its last trainable segment already holds it (a chat template's end of turn).
+    """
+    out, truncated = [], 0
+    for row, segments in enumerate(examples):
+        ids: list[int] = []
+        labels: list[int] = []
+        last: list[int] = []
+        for text, trainable in segments:
+            piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+            ids += piece
+            labels += piece if trainable or not completion_only else [IGNORE] * len(piece)
+            last = piece if trainable else last
+        if add_eos and tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in last:
+            ids, labels = ids + [tokenizer.eos_token_id], labels + [tokenizer.eos_token_id]
         if len(ids) > max_length:
             truncated += 1
             ids, labels = ids[:max_length], labels[:max_length]
         if any(l != IGNORE for l in labels[1:]):
-            examples.append(Example(ids, labels, row))
-    if not examples:
+            out.append(Example(ids, labels, row))
+    if not out:
         raise R1kitError(f"no training example has a response token within max_length={max_length}; raise max_length")
-    return examples, truncated
+    return out, truncated
 
 
 def pack(examples: Sequence[Example], max_length: int) -> list[Example]:

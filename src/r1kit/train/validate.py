@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from r1kit.config import DataArgs, check_ranges
-from r1kit.data.source import NO_TEST_SPLIT
+from r1kit.data.source import NO_TEST_SPLIT, is_file
 from r1kit.errors import R1kitError
 from r1kit.report.tracking import check_wandb
 
@@ -88,9 +88,10 @@ def check_fsdp(config: Any, recipe: str) -> None:
 
 def check_test_split(data: DataArgs, recipe: str, evaluates: bool = True) -> None:
     """The held-out rows must come from where the training rows come from: a run on `data.path`
-    needs `data.test_path`, or a built-in task named explicitly in `data.task` (rows sampled from
+    needs `data.test_path` (a dataset by name has its own test split, data.test_split), or a
+    built-in task named explicitly in `data.task` (rows sampled from
     that task); the arithmetic task that `auto` means without a file is never used for a file."""
-    if not data.path or data.test_path:
+    if not data.path or data.test_path or not is_file(data.path):  # a dataset by name has its own test split
         return
     if recipe in PAIR_RECIPES:
         raise R1kitError("data.path holds the training pairs but data.test_path is empty; set data.test_path to a held-out preference file")
