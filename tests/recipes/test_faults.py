@@ -167,3 +167,18 @@ def test_long_prompts_truncate_fits_the_held_out_prompts_as_the_training_ones(re
     results = json.loads((run_dir / "eval.json").read_text())
     assert 0.0 <= results["before"]["greedy_acc"] <= 1.0 and 0.0 <= results["after"]["greedy_acc"] <= 1.0
     assert (run_dir / "model" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["grpo", "ppo"])
+def test_long_prompts_skip_skips_the_held_out_prompts_too_and_error_refuses_them_before_training(recipe, gpt2_model_dir, tmp_path, restore_threads, capsys):
+    # Training answers take 4 new tokens (room for a 12-token prompt in GPT-2's 16 positions);
+    # evaluation answers take 6, leaving 10: every held-out prompt (12 tokens) is too long for
+    # evaluation alone, where it indexed past the position table after training.
+    base = ["data.task_params={n_operands: 2, digits: 1}", "sampling.max_new_tokens=4", "eval.max_new_tokens=6"]
+    with pytest.raises(R1kitError, match=r"every held-out prompt is longer than 10 tokens"):
+        train(recipe, recipe_overrides(recipe, gpt2_model_dir, tmp_path, steps=1) + base + ["data.long_prompts=skip", "run.name=skip"])
+    with pytest.raises(R1kitError, match=r"held-out prompts are longer than 10 tokens.*set data.long_prompts=skip or truncate"):
+        train(recipe, recipe_overrides(recipe, gpt2_model_dir, tmp_path, steps=1) + base + ["data.long_prompts=error", "run.name=error"])
+    assert not (tmp_path / "skip").exists() and not (tmp_path / "error").exists()  # refused before the run directory
+    run_dir = train(recipe, recipe_overrides(recipe, gpt2_model_dir, tmp_path, steps=1) + base + ["data.long_prompts=truncate", "run.name=truncate"])
+    assert 0.0 <= json.loads((run_dir / "eval.json").read_text())["after"]["greedy_acc"] <= 1.0

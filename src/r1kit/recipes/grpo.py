@@ -46,7 +46,7 @@ from r1kit.train.optim import optimizer_step
 from r1kit.train.precision import autocast, uses_bf16
 from r1kit.train.process import StepRewards, build_rewards
 from r1kit.train.reference import reference_model
-from r1kit.train.rollouts import collect, fit_prompts, load_prompts
+from r1kit.train.rollouts import collect, fit_held_out, fit_prompts, load_prompts
 from r1kit.train.run import Run
 
 
@@ -156,7 +156,7 @@ def train(config: GRPOConfig) -> Path:
         model = run.policy(config.model)
         ref = run.frozen(reference_model(model, config.model, run.checkpoint)) if g.beta > 0 else None  # a copy (sharded under fsdp), or the base under LoRA
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "grpo")
-        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes, truncate_to=truncate_to)  # held-out prompts fit as training's do
+        evaluator = fit_held_out(Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes), config.data, config.eval.max_new_tokens, tokenizer, model, "grpo")
         run_dir = run.create()
         run.tokenizer = tokenizer
         learner = run.learner(model)

@@ -68,7 +68,7 @@ from r1kit.train.optim import optimizer_step
 from r1kit.train.precision import autocast, uses_bf16
 from r1kit.train.process import StepRewards, build_rewards
 from r1kit.train.reference import reference_model
-from r1kit.train.rollouts import collect, fit_prompts, load_prompts
+from r1kit.train.rollouts import collect, fit_held_out, fit_prompts, load_prompts
 from r1kit.train.run import Run
 
 
@@ -153,7 +153,7 @@ def train(config: PPOConfig) -> Path:
         value_path = run.weights("value_model") or p.value_model or config.model.path
         value_model = training_options(load_scalar_model(str(value_path), tokenizer.pad_token_id, config.model.dtype, str(run.device)), config.model)
         rows, truncate_to, skipped_long = fit_prompts(config.data, load_prompts(config.data), tokenizer, config.sampling.max_new_tokens, model, "ppo")
-        evaluator = Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes, truncate_to=truncate_to)  # held-out prompts fit as training's do
+        evaluator = fit_held_out(Evaluator.for_data(tokenizer, config.data, config.eval, config.run.rollout_processes), config.data, config.eval.max_new_tokens, tokenizer, model, "ppo")
         run_dir = run.create()
         run.tokenizer = tokenizer
         learners = run.learner(model), run.learner(value_model, "value_model")

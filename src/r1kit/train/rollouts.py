@@ -43,21 +43,22 @@ def load_prompts(data: DataArgs) -> list[Row]:
     return load_split(data, "train", required=("prompt",))
 
 
-def fit_prompts(data: DataArgs, rows: list[Row], tokenizer, max_new_tokens: int, model, who: str) -> tuple[list[Row], int, int]:
-    """Apply data.max_prompt_tokens and data.long_prompts to the training rows.
+def fit_prompts(data: DataArgs, rows: list[Row], tokenizer, max_new_tokens: int, model, who: str, split: str = "training",
+                new_tokens_key: str = "sampling.max_new_tokens") -> tuple[list[Row], int, int]:  # fmt: skip
+    """Apply data.max_prompt_tokens and data.long_prompts to the rows of `split`.
 
     Returns (rows, the length `collect` truncates prompts to (0 = none), how many were skipped).
-    The limit defaults to the model's context minus max_new_tokens; `who` names the recipe in
-    the message about skipped prompts.
+    The limit is the model's context minus max_new_tokens (`new_tokens_key` names that setting),
+    or data.max_prompt_tokens when that is smaller; `who` names the recipe in the message about
+    skipped prompts.
     """
-    limit = data.max_prompt_tokens
+    context = getattr(model.config, "max_position_embeddings", None) or 0
+    room = context - max_new_tokens if context else 0
+    if context and room < 1:
+        raise R1kitError(f"{new_tokens_key}={max_new_tokens} leaves no room for a prompt in the model's context of {context} tokens; lower it")
+    limit = min(x for x in (data.max_prompt_tokens, room) if x) if data.max_prompt_tokens or room else 0
     if not limit:
-        context = getattr(model.config, "max_position_embeddings", None) or 0
-        if not context:
-            return rows, 0, 0
-        limit = context - max_new_tokens
-        if limit < 1:
-            raise R1kitError(f"sampling.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context of {context} tokens; lower it")
+        return rows, 0, 0
     texts = [render_prompt(r["prompt"], data.template, tokenizer, data.system_prompt) for r in rows]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     long = [i for i, n in enumerate(lengths) if n > limit]
@@ -67,15 +68,24 @@ def fit_prompts(data: DataArgs, rows: list[Row], tokenizer, max_new_tokens: int,
         return rows, 0, 0
     if data.long_prompts == "error":
         raise R1kitError(
-            f"{len(long)} of {len(rows)} training prompts are longer than {limit} tokens (the first is row {long[0]}, {lengths[long[0]]} tokens); "
+            f"{len(long)} of {len(rows)} {split} prompts are longer than {limit} tokens (the first is row {long[0]}, {lengths[long[0]]} tokens); "
             "set data.long_prompts=skip or truncate, or raise data.max_prompt_tokens"
         )
     dropped = set(long)
     kept = [r for i, r in enumerate(rows) if i not in dropped]
     if not kept:
-        raise R1kitError(f"every training prompt is longer than {limit} tokens; raise data.max_prompt_tokens or set data.long_prompts=truncate")
-    console.print(f"{who}: skipping {len(long)} of {len(rows)} training prompts longer than {limit} tokens (data.long_prompts=skip)")
+        raise R1kitError(f"every {split} prompt is longer than {limit} tokens; raise data.max_prompt_tokens or set data.long_prompts=truncate")
+    console.print(f"{who}: skipping {len(long)} of {len(rows)} {split} prompts longer than {limit} tokens (data.long_prompts=skip)")
     return kept, 0, len(long)
+
+
+def fit_held_out(evaluator, data: DataArgs, max_new_tokens: int, tokenizer, model, who: str):
+    """`evaluator` (r1kit.eval.Evaluator) with its held-out prompts fitted by data.long_prompts as
+    `fit_prompts` fits the training ones, for answers of up to max_new_tokens (eval.max_new_tokens):
+    truncated alike, skipped alike, or refused before training starts."""
+    rows, evaluator.truncate_to, _ = fit_prompts(data, list(evaluator.rows), tokenizer, max_new_tokens, model, who, "held-out", "eval.max_new_tokens")
+    evaluator.rows = rows
+    return evaluator
 
 
 def collect(
