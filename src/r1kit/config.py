@@ -192,6 +192,35 @@ class RunArgs:
 
 
 @dataclass
+class MCTSArgs:
+    """Monte Carlo Tree Search over reasoning steps (r1kit/search/mcts.py), per test problem."""
+
+    budget_tokens: int = 256
+    """Generated tokens the search of one problem may spend (expansions and rollouts); never exceeded."""
+    simulations: int = 64
+    """Most simulations (select, expand, evaluate, backup) per problem."""
+    k: int = 4
+    """Next steps sampled at each expansion; their probabilities are the priors."""
+    c_puct: float = 1.0
+    """Exploration weight of PUCT (Silver et al. 2017): Q + c_puct * P * sqrt(N) / (1 + N_child)."""
+    widening: float = 0.5
+    """Progressive widening (Coulom 2007): a node visited N times asks the policy for k more next
+    steps until it has done so ceil(N ** widening) times; 0 expands each node once (AlphaZero).
+    A sharp policy samples the same few steps, so without it a small tree can run out of new ones."""
+    step_max_tokens: int = 32
+    """Longest step; a step ends at a separator, the end of the answer or the end of sequence."""
+    separators: list[str] = field(default_factory=list)
+    """Strings that end a step (kept in it); empty = the task's (arithmetic: a space and </think>,
+    one partial sum per step), else blank lines."""
+    value: Literal["rollout", "model"] = "rollout"
+    """How a leaf is valued: `rollout`, a sampled completion scored by the verifier (an oracle at
+    test time: it knows the gold answer, and the first verified solution ends the search); `model`,
+    a value model trained on rollout outcomes (`r1kit search`), which generates nothing."""
+    value_model: str = ""
+    """The value model's directory, for value=model (the `value_model` of an `r1kit search` run)."""
+
+
+@dataclass
 class EvalArgs:
     """Evaluation on the test split."""
 
@@ -205,6 +234,11 @@ class EvalArgs:
     """Longest completion."""
     batch_size: int = 64
     """Prompts per generation batch."""
+    search: Literal["none", "mcts"] = "none"
+    """Also answer each problem by a search at test time: `mcts` adds mcts_acc (and
+    mcts_tokens, generated tokens per problem) under the settings of eval.mcts."""
+    mcts: MCTSArgs = field(default_factory=MCTSArgs)
+    """Settings of the test-time search."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from r1kit.errors import R1kitError
-from r1kit.search.mcts import Evaluation, Node, Step, add_children, backup, priors, puct_score, search, select_child
+from r1kit.search.mcts import Evaluation, Node, Step, add_children, backup, priors, puct_score, search, select_child, widen_due
 from r1kit.search.steps import separators_for, split_steps
 
 
@@ -109,31 +109,58 @@ class ScriptedPolicy:
 def test_mcts_finds_the_answer_the_policy_does_not_prefer():
     policy = ScriptedPolicy()
     result = search(policy, budget_tokens=100, simulations=50, k=2, c_puct=1.0)
-    # The trace, worked by hand (Q / U per child; root N before the simulation):
-    # 1: expand root (2 tokens); N=0 -> 1: A .6 vs B .4 -> A; value .2
-    # 2: N=1: A .2 + .6/2 = .5, B .4 -> A; expand A (4 tokens); A1 = A2 = .5 -> A1 (first); wrong: 0
-    # 3: N=2: A .1 + .6*1.414/3 = .383, B .4*1.414 = .566 -> B; expand B (6 tokens); B2 .7 > B1 .3 -> B2: 0
-    # 4: N=3: A .1 + .6*1.732/3 = .446, B .4*1.732/2 = .346 -> A; A1 .5*1.414/2 = .354 < A2 .707 -> A2: 0
-    # 5: N=4: A .2/3 + .6*2/4 = .367, B .4*2/2 = .4 -> B; B1 .3 < B2 .7/2 = .35 -> B2: 0
-    # 6: N=5: A .0667 + .6*2.236/4 = .402, B .4*2.236/3 = .298 -> A; A1 = A2 = .5*1.732/2 -> A1: 0
-    # 7: N=6: A .2/4 + .6*2.449/5 = .344, B .4*2.449/3 = .327 -> A; A1 .5*2/3 = .333 < A2 .5*2/2 = .5 -> A2: 0
-    # 8: N=7: A .2/5 + .6*2.646/6 = .305, B .4*2.646/3 = .353 -> B; B1 .3*1.414 = .424 > B2 .7*1.414/3 = .330 -> B1: right
-    assert result.simulations == 8
+    # The trace, worked by hand: per simulation, root N before it, then Q + U of each child.
+    #  1: N=0 (taken as 1): A .6, B .4 -> A, never evaluated: value .2   [root expanded: 2 tokens]
+    #  2: N=1: A .2 + .6/2 = .5, B .4 -> A, visited: expand A (4 tokens); A1 = A2 = .5 -> A1: 0
+    #  3: N=2: A .1 + .6*1.414/3 = .383, B .4*1.414 = .566 -> B, never evaluated: value 0
+    #  4: N=3: A .1 + .6*1.732/3 = .446, B .4*1.732/2 = .346 -> A; A1 .5*1.414/2 = .354, A2 .707 -> A2: 0
+    #  5: N=4: A .2/3 + .6*2/4 = .367, B .4*2/2 = .4 -> B: expand B (6 tokens); B1 .3, B2 .7 -> B2: 0
+    #  6: N=5: A .0667 + .6*2.236/4 = .402, B .4*2.236/3 = .298 -> A; A1 = A2 = .5*1.732/2 -> A1: 0
+    #  7: N=6: A .05 + .6*2.449/5 = .344, B .4*2.449/3 = .327 -> A; A1 .5*2/3 = .333, A2 .5*2/2 = .5 -> A2: 0
+    #  8: N=7: A .04 + .6*2.646/6 = .305, B .4*2.646/3 = .353 -> B; B1 .3*1.414 = .424, B2 .7*1.414/2 = .495 -> B2: 0
+    #  9: N=8: A .04 + .6*2.828/6 = .323, B .4*2.828/4 = .283 -> A; A1 = A2 = .5*2.236/3 -> A1: 0
+    # 10: N=9: A .2/6 + .6*3/7 = .290, B .4*3/4 = .3 -> B; B1 .3*1.732 = .520, B2 .7*1.732/3 = .404 -> B1: right
+    assert result.simulations == 10
     assert result.tokens == policy.generated == 6
     best = result.best()
     assert best is not None and best.value == 1.0 and [n.step.text for n in best.node.path()] == ["B", "B1"]
     a, b = result.root.children
-    assert (result.root.visits, a.visits, b.visits) == (8, 5, 3)
-    assert [c.visits for c in a.children] == [2, 2] and [c.visits for c in b.children] == [1, 2]
+    assert (result.root.visits, a.visits, b.visits) == (10, 6, 4)
+    assert [c.visits for c in a.children] == [3, 2] and [c.visits for c in b.children] == [1, 2]
+    assert result.root.value_sum == pytest.approx(1.2)  # A's .2 and B1's 1.0
+
+
+def test_progressive_widening_samples_again_at_the_2nd_5th_and_10th_visit():
+    # ceil(N ** 0.5) expansions by visit N: 1 at N=1, 2 at N=2..4, 3 at N=5..9, 4 at N=10.
+    due = []
+    node = Node(expansions=1)
+    for n in range(1, 11):
+        node.visits = n
+        if widen_due(node, 0.5):
+            due.append(n)
+            node.expansions += 1
+    assert due == [2, 5, 10]
+    assert not widen_due(Node(visits=7, expansions=1), 0.0) and widen_due(Node(visits=7), 0.0)
+
+
+def test_a_new_expansion_adds_only_new_steps_and_renormalises_every_prior():
+    root = Node()
+    add_children(root, [Step("x", (1,), math.log(0.4))])
+    new = add_children(root, [Step("x", (1,), math.log(0.4)), Step("y", (2,), math.log(0.1))])
+    assert [c.step.text for c in new] == ["y"]
+    assert [c.prior for c in root.children] == pytest.approx([0.8, 0.2])  # 0.4 / 0.5, 0.1 / 0.5
 
 
 def test_a_budget_of_three_tokens_stops_after_one_expansion_of_the_root_and_one_of_a():
-    # Tokens: 2 for the root, then min(k=2, left=1) = 1 step of A; then none left.
+    # Tokens: 2 for the root, then min(k=2, left=1) = 1 step of A; then none left. Simulations as
+    # in the trace above: 1 A, 2 A1 (wrong), 3 B (valued by the table at no cost), 4 A again, whose
+    # only child A1 is terminal (its verdict costs nothing); 5 selects B (.4 > A's .367), whose
+    # expansion the budget cannot pay for: the search ends.
     result = search(ScriptedPolicy(), budget_tokens=3, simulations=50, k=2, c_puct=1.0)
-    assert result.tokens == 3
+    assert result.tokens == 3 and result.simulations == 4
     assert [c.step.text for c in result.root.children[0].children] == ["A1"]
     best = result.best()  # the only completed solution, wrong A1, is the search's answer
-    assert best is not None and best.value == 0.0 and best.node.step.text == "A1" and result.simulations == 2
+    assert best is not None and best.value == 0.0 and best.node.step.text == "A1"
 
 
 class RandomPolicy:
@@ -168,7 +195,7 @@ class RandomPolicy:
 def test_the_token_budget_is_never_exceeded(budget):
     for seed in range(20):
         policy = RandomPolicy(seed)
-        result = search(policy, budget_tokens=budget, simulations=1000, k=3, c_puct=1.25)
+        result = search(policy, budget_tokens=budget, simulations=1000, k=3, c_puct=1.25, widening=0.5 * (seed % 2))
         assert result.tokens == policy.generated <= budget
 
 

@@ -32,7 +32,7 @@ def run_eval(args) -> dict[str, float]:
     table = Table(title=f"{args.model} on {args.data or args.task} ({len(rows)} rows, k={eval_args.k})")
     for key in result:
         table.add_column(key, justify="right")
-    table.add_row(*(f"{v:.3f}" if "length" not in k else f"{v:.1f}" for k, v in result.items()))
+    table.add_row(*(f"{v:.1f}" if k.startswith(("length", "mcts_tokens", "mcts_sim")) else f"{v:.3f}" for k, v in result.items()))
     console.print(table)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

@@ -34,6 +34,7 @@ def evaluate(
     seed: int = 1234,
     samples_out: list[dict[str, Any]] | None = None,
     processes: int = 0,
+    task: str = "",
 ) -> dict[str, float]:
     """Metrics over `rows` (each with `prompt` and the columns `score` needs).
 
@@ -41,7 +42,8 @@ def evaluate(
     `extract(text)` gives the final answer used for majority voting. When `samples_out` is a list,
     the greedy completions are appended to it as {prompt, completion, correct}. `processes`: the
     rollout engine's (`r1kit.accel.rollout_engine`, which builds the engine of this process's
-    `run.accel`).
+    `run.accel`). With args.search=mcts each row is also answered by a search (`eval/search.py`);
+    `task` names the built-in task whose step separators it uses.
     """
     engine = accel.rollout_engine(model, tokenizer, processes=processes)
     texts = [render_prompt(r["prompt"], template, tokenizer, system_prompt) for r in rows]
@@ -61,6 +63,10 @@ def evaluate(
         out[f"maj@{k}"] = sum(maj_at_k(a, c) for a, c in zip(answers, correct)) / len(rows)
         out["length_mean"] = sum(lengths) / len(lengths)
     engine.close()
+    if args.search == "mcts":
+        from r1kit.eval.search import mcts_metrics
+
+        out.update(mcts_metrics(model, tokenizer, rows, score, args, task, template, system_prompt, seed))
     return out
 
 
@@ -69,9 +75,9 @@ class Evaluator:
     `evaluator(model, samples)` also appends the greedy completions to `samples`."""
 
     def __init__(self, tokenizer, rows: Sequence[dict[str, Any]], score: ScoreFn, extract: Callable[[str], Any], args: EvalArgs,
-                 template: str = "tiny", system_prompt: str = "", processes: int = 0):  # fmt: skip
+                 template: str = "tiny", system_prompt: str = "", processes: int = 0, task: str = ""):  # fmt: skip
         self.tokenizer, self.rows, self.score, self.extract, self.args = tokenizer, rows, score, extract, args
-        self.template, self.system_prompt, self.processes = template, system_prompt, processes
+        self.template, self.system_prompt, self.processes, self.task = template, system_prompt, processes, task
 
     @classmethod
     def for_data(cls, tokenizer, data: DataArgs, args: EvalArgs, processes: int = 0, rows: Sequence[dict[str, Any]] | None = None) -> Evaluator:
@@ -82,11 +88,12 @@ class Evaluator:
 
         score, extract = scorer_for(data)
         rows = load_split(data, "test") if rows is None else rows
-        return cls(tokenizer, rows, score, extract, args, data.template, data.system_prompt, processes)
+        task = data.task if data.task and not data.test_path else ""
+        return cls(tokenizer, rows, score, extract, args, data.template, data.system_prompt, processes, task)
 
     def __call__(self, model, samples_out: list[dict[str, Any]] | None = None) -> dict[str, float]:
         return evaluate(model, self.tokenizer, self.rows, self.score, self.extract, self.args, self.template, self.system_prompt,
-                        samples_out=samples_out, processes=self.processes)  # fmt: skip
+                        samples_out=samples_out, processes=self.processes, task=self.task)  # fmt: skip
 
 
 def g_correct_samples(rows, g_correct) -> list[dict[str, Any]]:

@@ -3,20 +3,21 @@
 A node is a prefix of the solution, a whole number of steps long; its children are the next steps
 the policy proposed, each with the policy's probability of it as the prior P. One simulation
 
-    select   from the root, take the child with the largest PUCT score until a node that is not
-             expanded yet (or is terminal):
+    select   from the root, take the child with the largest PUCT score
                  Q(s,a) + c_puct * P(s,a) * sqrt(N(s)) / (1 + N(s,a))      (Silver et al. 2017)
-             Q is the mean backed-up value (0 for a child never visited), N the visit count.
-    expand   ask the policy for K next steps of that leaf (the step model samples them and
-             charges the tokens it generated to the budget);
-    evaluate the first child PUCT then picks (the most probable new step) by a rollout to the end
-             scored by the verifier, or by a value model (AlphaZero's v(s));
+             (Q the mean backed-up value, 0 for a child never visited; N the visit counts) until
+             a node never evaluated, or a terminal one;
+    expand   on the way, a node visited before but without children asks the policy for K next
+             steps (the step model samples them, charging the tokens to the budget); with
+             progressive widening a busy node asks again now and then (`widen_due`);
+    evaluate the node reached: a rollout to the end scored by the verifier, or a value model
+             (AlphaZero's v(s)); a terminal node by the verifier's verdict (or the value model);
     backup   add the value to every node on the path to the root and count the visit.
 
-The search stops after `simulations` simulations, when the token budget cannot pay for another
-expansion, or (with an oracle evaluation, whose values are verdicts) at the first verified
-solution. The budget counts generated tokens and is never exceeded: the step model is told how many
-tokens are left and must generate no more (`TokenBudget.charge` raises if one does).
+The search stops after `simulations` simulations, when the token budget cannot pay for a needed
+expansion or rollout, or (with an oracle evaluation, whose values are verdicts) at the first
+verified solution. The budget counts generated tokens and is never exceeded: the step model is told
+how many tokens are left and must generate no more (`TokenBudget.charge` raises if one does).
 
 Everything here is plain Python over a `StepModel` protocol, so the tree maths can be checked by
 hand and the loop driven by a scripted policy; `r1kit.search.lm` is the step model of a language
@@ -56,6 +57,8 @@ class Node:
     children: list[Node] = field(default_factory=list)
     visits: int = 0
     """N: simulations that passed through this node."""
+    expansions: int = 0
+    """How many times the policy was asked for next steps here."""
     value_sum: float = 0.0
     """W: the sum of the values backed up through this node; Q = W / N."""
 
@@ -120,13 +123,30 @@ def priors(steps: Sequence[Step]) -> list[float]:
 
 
 def add_children(node: Node, steps: Sequence[Step]) -> list[Node]:
-    """Attach one child per distinct step (by tokens; a step sampled twice is one child) with its prior."""
-    unique: dict[tuple[int, ...], Step] = {}
+    """Attach one child per new distinct step (by tokens: a step sampled twice, or again at a later
+    expansion, is one child) and set every child's prior from the policy over all of them.
+    Returns the new children."""
+    known = {c.step.tokens for c in node.children}  # type: ignore[union-attr]
+    new: list[Node] = []
     for s in steps:
-        unique.setdefault(s.tokens, s)
-    kept = list(unique.values())
-    node.children = [Node(step=s, prior=p, parent=node) for s, p in zip(kept, priors(kept))]
-    return node.children
+        if s.tokens not in known:
+            known.add(s.tokens)
+            new.append(Node(step=s, parent=node))
+    node.children.extend(new)
+    if not node.children:
+        return new
+    for c, p in zip(node.children, priors([c.step for c in node.children])):  # type: ignore[misc]
+        c.prior = p
+    return new
+
+
+def widen_due(node: Node, widening: float) -> bool:
+    """Whether `node` should sample more next steps now: it never has, or (progressive widening,
+    Coulom 2007) its expansions so far are fewer than ceil(N ** widening). widening 0 expands a node
+    once, as AlphaZero does; 0.5 samples again at the 2nd, 5th, 10th, 17th ... visit."""
+    if node.expansions == 0:
+        return True
+    return widening > 0 and node.expansions < math.ceil(node.visits**widening)
 
 
 class TokenBudget:
@@ -206,27 +226,18 @@ class SearchResult:
         return [s for s in self.solutions if node is s.node or node in s.node.path()]
 
 
-def search(model: StepModel, budget_tokens: int, simulations: int, k: int, c_puct: float) -> SearchResult:
+def search(model: StepModel, budget_tokens: int, simulations: int, k: int, c_puct: float, widening: float = 0.0) -> SearchResult:
     """Run up to `simulations` simulations of MCTS from an empty prefix (see the module docstring)."""
-    if simulations < 1 or k < 1 or c_puct < 0:
-        raise R1kitError(f"MCTS needs simulations >= 1, k >= 1 and c_puct >= 0, got {simulations}, {k}, {c_puct}; fix eval.mcts")
+    if simulations < 1 or k < 1 or c_puct < 0 or widening < 0:
+        raise R1kitError(f"MCTS needs simulations >= 1, k >= 1, c_puct >= 0 and widening >= 0, got {simulations}, {k}, {c_puct}, {widening}; fix eval.mcts")
     root, budget = Node(), TokenBudget(budget_tokens)
     solutions: list[Solution] = []
     done = 0
     while done < simulations:
-        node = root
-        while node.expanded and not node.terminal:
-            node = select_child(node, c_puct)
-        if not node.terminal:
-            steps, spent = model.expand(node, k, budget.left)
-            budget.charge(spent)
-            if not steps:
-                break  # the budget cannot pay for another step
-            add_children(node, steps)
-            node = select_child(node, c_puct)  # all new: the most probable step
-        evaluation = model.evaluate(node, budget.left)
+        node = _descend(root, model, budget, k, c_puct, widening)
+        evaluation = model.evaluate(node, budget.left) if node is not None else None
         if evaluation is None:
-            break
+            break  # the budget cannot pay for another step or rollout
         budget.charge(evaluation.tokens)
         if evaluation.solution is not None:
             solutions.append(Solution(evaluation.solution, evaluation.value, node, evaluation.verified))
@@ -235,3 +246,19 @@ def search(model: StepModel, budget_tokens: int, simulations: int, k: int, c_puc
         if evaluation.verified and evaluation.value >= 1.0:
             break  # a verified solution: with the verifier as the oracle, nothing better is left to find
     return SearchResult(root, solutions, budget.spent, done)
+
+
+def _descend(root: Node, model: StepModel, budget: TokenBudget, k: int, c_puct: float, widening: float) -> Node | None:
+    """Select down to a node never evaluated (or a terminal one), expanding on the way every node
+    whose turn it is (`widen_due`); None when a node with no children cannot be expanded."""
+    node = root
+    while not node.terminal and (node is root or node.visits > 0):
+        if widen_due(node, widening):
+            steps, spent = model.expand(node, k, budget.left)
+            budget.charge(spent)
+            node.expansions += 1
+            add_children(node, steps)
+        if not node.children:
+            return None
+        node = select_child(node, c_puct)
+    return node
