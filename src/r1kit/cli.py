@@ -27,6 +27,7 @@ TRAIN_VERBS = {
     "rm": "train a reward model on preference pairs",
     "dpo": "DPO and its variants on preference pairs",
     "sample": "rejection sampling: keep verified completions as SFT data",
+    "search": "MCTS over reasoning steps: verified solutions as SFT data, a value model from rollout outcomes",
     "distill": "distil a teacher into a smaller student",
     "pipeline": "run a multi-stage recipe declared in YAML",
 }

@@ -31,6 +31,7 @@ RECIPES: dict[str, str] = {
     "rm": "r1kit.recipes.reward_model:RewardModelConfig",
     "dpo": "r1kit.recipes.dpo:DPOConfig",
     "sample": "r1kit.recipes.rejection_sampling:SampleConfig",
+    "search": "r1kit.recipes.search:SearchConfig",
     "distill": "r1kit.recipes.distill:DistillConfig",
     "pipeline": "r1kit.recipes.pipeline:PipelineConfig",
 }

@@ -45,7 +45,7 @@ from r1kit.train import distributed as dist_
 from r1kit.train.checkpoint import capture_rng, find_run_dir, load_trainer_state, resolve_resume, save_checkpoint
 from r1kit.train.optim import build_optimizer, build_scheduler
 
-NO_CHECKPOINTS = {"sample": "it trains nothing"}
+NO_CHECKPOINTS = {"sample": "it trains nothing", "search": "it writes its data and value model once, at the end"}
 """Recipes that have no training state to checkpoint, and why."""
 PROMPT_RECIPES = ("grpo", "ppo")
 """The recipes that apply data.max_prompt_tokens and data.long_prompts."""
