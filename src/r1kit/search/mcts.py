@@ -181,6 +181,8 @@ class Evaluation:
 
 
 class StepModel(Protocol):
+    """The policy and evaluator a search calls: `r1kit.search.lm.LMStepModel`, or a scripted one in tests."""
+
     def expand(self, node: Node, k: int, budget_left: int) -> tuple[list[Step], int]:
         """Up to k next steps of `node`'s prefix and the tokens generated, at most budget_left;
         no steps when nothing can be generated within it."""
@@ -193,6 +195,8 @@ class StepModel(Protocol):
 
 @dataclass
 class Solution:
+    """A completed solution the search found, with its value."""
+
     tokens: list[int]
     value: float
     node: Node
@@ -202,6 +206,8 @@ class Solution:
 
 @dataclass
 class SearchResult:
+    """The tree, what it completed and what it cost."""
+
     root: Node
     solutions: list[Solution]
     """Every completed solution, in the order found."""
@@ -239,7 +245,7 @@ def search(model: StepModel, budget_tokens: int, simulations: int, k: int, c_puc
         if evaluation is None:
             break  # the budget cannot pay for another step or rollout
         budget.charge(evaluation.tokens)
-        if evaluation.solution is not None:
+        if evaluation.solution is not None and node.visits == 0:  # a terminal node's revisits add none
             solutions.append(Solution(evaluation.solution, evaluation.value, node, evaluation.verified))
         backup(node, evaluation.value)
         done += 1
