@@ -10,7 +10,6 @@ import pytest
 from r1kit import config as cfg
 from r1kit.config import EvalArgs, MCTSArgs
 from r1kit.data.io import load_rows
-from r1kit.errors import R1kitError
 from r1kit.eval.search import mcts_metrics
 from r1kit.models.load import load_model, load_tokenizer
 from r1kit.recipes import search as search_recipe
@@ -58,8 +57,3 @@ def test_a_value_model_search_generates_only_expansions(search_run, small_model_
     # most k=2 steps of at most 4 tokens, generate; a node is expanded on its second visit only.
     assert 0 < out["mcts_tokens"] <= 30 and out["mcts_simulations"] <= 8
 
-
-def test_search_refuses_a_value_model_search(small_model_dir, tmp_path):
-    overrides = [f"model.path={small_model_dir}", f"run.output_dir={tmp_path}", *QUIET, "mcts.value=model"]
-    with pytest.raises(R1kitError, match="mcts.value=rollout"):
-        search_recipe.train(cfg.load(None, overrides, search_recipe.SearchConfig))
