@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--value-prompts", type=int, default=0, help="training prompts searched to fit a value model (0 = no value-model row)")
     ap.add_argument("--c-puct", type=float, default=1.0)
     ap.add_argument("--k", type=int, default=4, help="steps sampled per expansion")
+    ap.add_argument("--widening", type=float, default=0.5, help="progressive widening exponent (0 = expand each node once)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=".cache/r1kit")
     ap.add_argument("--out", default="runs/mcts_bench")
@@ -130,12 +131,13 @@ def main() -> None:
     model, tokenizer = load_model(str(base)), load_tokenizer(str(base))
     task = get_task("arithmetic", **TASK_PARAMS)
     rows = task.generate("test", args.n, seed=0)
-    mcts = MCTSArgs(budget_tokens=args.budget, simulations=10_000, k=args.k, c_puct=args.c_puct)
+    mcts = MCTSArgs(budget_tokens=args.budget, simulations=10_000, k=args.k, c_puct=args.c_puct, widening=args.widening)
     eval_args = EvalArgs(k=0, max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, search="mcts", mcts=mcts)
     value_model = fit_value_model(base, args.value_prompts, args.budget, out) if args.value_prompts else None
 
     t0 = time.perf_counter()
     results: dict[str, dict[str, list[float]]] = {}
+    answered: dict[str, list[float]] = {}  # share of problems where the search completed any solution
 
     def add(method: str, acc: float, tokens: float) -> None:
         results.setdefault(method, {"acc": [], "tokens": []})
@@ -150,16 +152,19 @@ def main() -> None:
         add("best-of-n, majority", b["majority"], b["tokens"])
         m = mcts_metrics(model, tokenizer, rows, task.reward, eval_args, task="arithmetic", seed=seed)
         add("MCTS, rollouts (oracle)", m["mcts_acc"], m["mcts_tokens"])
+        answered.setdefault("MCTS, rollouts (oracle)", []).append(m["mcts_answered"])
         if value_model is not None:
             v = mcts_metrics(model, tokenizer, rows, task.reward, replace(eval_args, mcts=replace(mcts, value="model", value_model=str(value_model))), task="arithmetic", seed=seed)
             add("MCTS, value model", v["mcts_acc"], v["mcts_tokens"])
+            answered.setdefault("MCTS, value model", []).append(v["mcts_answered"])
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     print(f"\n{args.n} held-out problems, budget {args.budget} generated tokens per problem, {args.seeds} seeds, base {base}")
+    print(f"MCTS: k={args.k}, c_puct={args.c_puct}, widening={args.widening}; share of problems answered at all: " + ", ".join(f"{m} {mean_sd(a)}" for m, a in answered.items()))
     print(f"| method | accuracy | generated tokens per problem |\n|---|---|---|")
     for method, r in results.items():
         print(f"| {method} | {mean_sd(r['acc'])} | {mean_sd(r['tokens'])} |")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "base": str(base), "results": results}, indent=2))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "base": str(base), "results": results, "answered": answered}, indent=2))
 
 
 if __name__ == "__main__":

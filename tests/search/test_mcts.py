@@ -91,7 +91,7 @@ class ScriptedPolicy:
     VALUE = {("A",): 0.2, ("B",): 0.0}
 
     def __init__(self):
-        self.generated = 0
+        self.generated = self.evaluations = 0
 
     def expand(self, node, k, budget_left):
         path = tuple(n.step.text for n in node.path())
@@ -100,6 +100,7 @@ class ScriptedPolicy:
         return [Step(t, (hash(path + (t,)),), math.log(p), terminal=len(path) == 1) for t, p in options], len(options)
 
     def evaluate(self, node, budget_left):
+        self.evaluations += 1
         path = tuple(n.step.text for n in node.path())
         if node.terminal:
             return Evaluation(float(path[-1] == "B1"), 0, [0], verified=True)
@@ -122,6 +123,7 @@ def test_mcts_finds_the_answer_the_policy_does_not_prefer():
     # 10: N=9: A .2/6 + .6*3/7 = .290, B .4*3/4 = .3 -> B; B1 .3*1.732 = .520, B2 .7*1.732/3 = .404 -> B1: right
     assert result.simulations == 10
     assert result.tokens == policy.generated == 6
+    assert policy.evaluations == 6  # simulations 6-9 revisit a finished solution, whose value is kept
     best = result.best()
     assert best is not None and best.value == 1.0 and [n.step.text for n in best.node.path()] == ["B", "B1"]
     a, b = result.root.children

@@ -57,21 +57,22 @@ def search_row(engine, tokenizer, row: dict[str, Any], score, args: EvalArgs, se
 @torch.inference_mode()
 def mcts_metrics(model, tokenizer, rows: Sequence[dict[str, Any]], score, args: EvalArgs, task: str = "",
                  template: str = "tiny", system_prompt: str = "", seed: int = 1234) -> dict[str, float]:  # fmt: skip
-    """mcts_acc (share of problems whose search answer the verifier accepts), mcts_tokens and
-    mcts_simulations (means per problem)."""
+    """mcts_acc (share of problems whose search answer the verifier accepts), mcts_answered (share
+    whose search completed a solution at all), mcts_tokens and mcts_simulations (means per problem)."""
     device = next(model.parameters()).device
     value = load_value_model(args.mcts.value_model, tokenizer, device) if args.mcts.value == "model" else None
     engine = accel.rollout_engine(model, tokenizer, processes=1)  # one prompt per call: nothing to share out
     separators = separators_for(task, args.mcts.separators)
-    correct = tokens = sims = 0
+    correct = answered = tokens = sims = 0
     try:
         for i, row in enumerate(rows):
             result, step_model = search_row(engine, tokenizer, row, score, args, separators, seed * 100_003 + i, template, system_prompt, value)
             best = result.best()
+            answered += best is not None
             correct += best is not None and row_verifier(score, row)(step_model.text(best.tokens)) >= 1.0
             tokens += result.tokens
             sims += result.simulations
     finally:
         engine.close()
     n = max(1, len(rows))
-    return {"mcts_acc": correct / n, "mcts_tokens": tokens / n, "mcts_simulations": sims / n}
+    return {"mcts_acc": correct / n, "mcts_answered": answered / n, "mcts_tokens": tokens / n, "mcts_simulations": sims / n}

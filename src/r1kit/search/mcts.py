@@ -11,7 +11,8 @@ the policy proposed, each with the policy's probability of it as the prior P. On
              steps (the step model samples them, charging the tokens to the budget); with
              progressive widening a busy node asks again now and then (`widen_due`);
     evaluate the node reached: a rollout to the end scored by the verifier, or a value model
-             (AlphaZero's v(s)); a terminal node by the verifier's verdict (or the value model);
+             (AlphaZero's v(s)); a terminal node by the verifier's verdict (or the value model),
+             once: a revisit backs up the same value again;
     backup   add the value to every node on the path to the root and count the visit.
 
 The search stops after `simulations` simulations, when the token budget cannot pay for a needed
@@ -241,11 +242,15 @@ def search(model: StepModel, budget_tokens: int, simulations: int, k: int, c_puc
     done = 0
     while done < simulations:
         node = _descend(root, model, budget, k, c_puct, widening)
+        if node is not None and node.terminal and node.visits:
+            backup(node, node.q)  # a finished solution's value does not change: no second evaluation
+            done += 1
+            continue
         evaluation = model.evaluate(node, budget.left) if node is not None else None
         if evaluation is None:
             break  # the budget cannot pay for another step or rollout
         budget.charge(evaluation.tokens)
-        if evaluation.solution is not None and node.visits == 0:  # a terminal node's revisits add none
+        if evaluation.solution is not None:
             solutions.append(Solution(evaluation.solution, evaluation.value, node, evaluation.verified))
         backup(node, evaluation.value)
         done += 1
