@@ -131,7 +131,7 @@ def main() -> None:
     model, tokenizer = load_model(str(base)), load_tokenizer(str(base))
     task = get_task("arithmetic", **TASK_PARAMS)
     rows = task.generate("test", args.n, seed=0)
-    mcts = MCTSArgs(budget_tokens=args.budget, simulations=10_000, k=args.k, c_puct=args.c_puct, widening=args.widening)
+    mcts = MCTSArgs(budget_tokens=args.budget, simulations=2000, k=args.k, c_puct=args.c_puct, widening=args.widening)
     eval_args = EvalArgs(k=0, max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, search="mcts", mcts=mcts)
     value_model = fit_value_model(base, args.value_prompts, args.budget, out) if args.value_prompts else None
 

@@ -10,6 +10,7 @@ import torch
 
 from r1kit.config import EvalArgs, MCTSArgs
 from r1kit.errors import R1kitError
+from r1kit.eval.evaluate import evaluate
 from r1kit.eval.search import mcts_metrics, search_row
 from r1kit.models.load import load_model, load_tokenizer
 from r1kit.models.value_head import load_scalar_model
@@ -75,6 +76,9 @@ def test_mcts_metrics_in_eval_and_a_missing_value_model_is_an_error(policy):
     args = EvalArgs(k=0, max_new_tokens=12, search="mcts", mcts=MCTSArgs(budget_tokens=40, simulations=50, k=2))
     out = mcts_metrics(model, tokenizer, rows, never, args, task="arithmetic")
     assert out["mcts_acc"] == 0.0 and 0 < out["mcts_tokens"] <= 40 and out["mcts_simulations"] >= 1
+    # Through the evaluator every recipe uses: greedy metrics, then the search's.
+    full = evaluate(model, tokenizer, rows, never, lambda text: None, args)
+    assert full["greedy_acc"] == 0.0 and {"mcts_acc", "mcts_answered", "mcts_tokens", "mcts_simulations"} <= set(full)
     with pytest.raises(R1kitError, match="eval.mcts.value_model"):
         mcts_metrics(model, tokenizer, rows, never, EvalArgs(search="mcts", mcts=MCTSArgs(value="model")))
 
