@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--base-steps", type=int, default=150, help="its pretraining steps (0 = the demo's own)")
     ap.add_argument("--value-prompts", type=int, default=0, help="training prompts searched to fit a value model (0 = no value-model row)")
     ap.add_argument("--c-puct", type=float, default=1.0)
-    ap.add_argument("--k", type=int, default=4, help="steps sampled per expansion")
+    ap.add_argument("--k", type=int, default=2, help="steps sampled per expansion")
     ap.add_argument("--widening", type=float, default=0.5, help="progressive widening exponent (0 = expand each node once)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=".cache/r1kit")
