@@ -28,6 +28,7 @@ TRAIN_VERBS = {
     "prm": "train a process reward model that scores every step of a solution",
     "dpo": "DPO and its variants on preference pairs",
     "sample": "rejection sampling: keep verified completions as SFT data",
+    "search": "MCTS over reasoning steps: verified solutions as SFT data, a value model from rollout outcomes",
     "distill": "distil a teacher into a smaller student",
     "pipeline": "run a multi-stage recipe declared in YAML",
 }

@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import difflib
 import importlib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from r1kit.errors import R1kitError
-from r1kit.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Range, check_ranges  # noqa: F401 (the fields' types, re-exported)
+from r1kit.fields import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Range, check_ranges, coerce  # noqa: F401 (the fields' types, re-exported)
 
 
 # Recipe name -> "module:ConfigClass". Imported lazily so `r1kit --help` stays fast.
@@ -37,6 +36,7 @@ RECIPES: dict[str, str] = {
     "prm": "r1kit.recipes.prm:PRMConfig",
     "dpo": "r1kit.recipes.dpo:DPOConfig",
     "sample": "r1kit.recipes.rejection_sampling:SampleConfig",
+    "search": "r1kit.recipes.search:SearchConfig",
     "distill": "r1kit.recipes.distill:DistillConfig",
     "pipeline": "r1kit.recipes.pipeline:PipelineConfig",
 }
@@ -241,6 +241,37 @@ class RunArgs:
 
 
 @dataclass
+class MCTSArgs:
+    """Monte Carlo Tree Search over reasoning steps (r1kit/search/mcts.py), per test problem."""
+
+    budget_tokens: PositiveInt = 256
+    """Generated tokens the search of one problem may spend (expansions and rollouts); never exceeded."""
+    simulations: PositiveInt = 64
+    """Most simulations (select, expand, evaluate, backup) per problem."""
+    k: PositiveInt = 2
+    """Next steps sampled at each expansion; their probabilities are the priors. Each level of the
+    tree costs k steps: on the demo's arithmetic, k=2 answered more problems within a budget than
+    k=4 (benchmarks/mcts_vs_bestofn.py)."""
+    c_puct: NonNegativeFloat = 1.0
+    """Exploration weight of PUCT (Silver et al. 2017): Q + c_puct * P * sqrt(N) / (1 + N_child)."""
+    widening: NonNegativeFloat = 0.5
+    """Progressive widening (Coulom 2007): a node visited N times asks the policy for k more next
+    steps until it has done so ceil(N ** widening) times; 0 expands each node once (AlphaZero).
+    A sharp policy samples the same few steps, so without it a small tree can run out of new ones."""
+    step_max_tokens: PositiveInt = 32
+    """Longest step; a step ends at a separator, the end of the answer or the end of sequence."""
+    separators: list[str] = field(default_factory=list)
+    """Strings that end a step (kept in it); empty = the task's (arithmetic: a space and </think>,
+    one partial sum per step), else blank lines."""
+    value: Literal["rollout", "model"] = "rollout"
+    """How a leaf is valued: `rollout`, a sampled completion scored by the verifier (an oracle at
+    test time: it knows the gold answer, and the first verified solution ends the search); `model`,
+    a value model trained on rollout outcomes (`r1kit search`), which generates nothing."""
+    value_model: str = ""
+    """The value model's directory, for value=model (the `value_model` of an `r1kit search` run)."""
+
+
+@dataclass
 class EvalArgs:
     """Evaluation on the test split."""
 
@@ -258,6 +289,11 @@ class EvalArgs:
     """Longest completion."""
     batch_size: PositiveInt = 64
     """Prompts per generation batch."""
+    search: Literal["none", "mcts"] = "none"
+    """Also answer each problem by a search at test time: `mcts` adds mcts_acc (and
+    mcts_tokens, generated tokens per problem) under the settings of eval.mcts."""
+    mcts: MCTSArgs = field(default_factory=MCTSArgs)
+    """Settings of the test-time search."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,7 +380,7 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
             )
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
             value = _over_default(fields[key], value)
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+        kwargs[key] = coerce(hints[key], value, f"{prefix}{key}", from_dict)
     return cls(**kwargs)
 
 
@@ -362,65 +398,6 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for k, v in over.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value if value is not None else {}, key + ".")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise R1kitError(f"config key {key!r} is {value!r}; choose one of {list(choices)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, key)
-            except R1kitError as e:
-                errors.append(str(e))
-        raise R1kitError(errors[0] if errors else f"config key {key!r} has an invalid value {value!r}")
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise R1kitError(f"config key {key!r} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise R1kitError(f"config key {key!r} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise R1kitError(f"config key {key!r} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise R1kitError(f"config key {key!r} must be a string, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise R1kitError(f"config key {key!r} must be a list, got {value!r}")
-        (inner,) = typing.get_args(tp) or (Any,)
-        return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise R1kitError(f"config key {key!r} must be a mapping, got {value!r}")
-        return dict(value)
-    return value
 
 
 def to_dict(config: Any) -> dict[str, Any]:

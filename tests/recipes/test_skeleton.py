@@ -118,6 +118,8 @@ def test_torchrun_runs_two_ranks_whose_first_step_is_the_one_process_step(recipe
         ("sample", ["run.save_every=2"], r"sample cannot honour run.save_every=2: it trains nothing"),
         ("sample", ["run.resume=auto"], r"sample cannot honour run.resume='auto'"),
         ("sample", ["model.lora_r=8"], r"sample cannot honour model.lora_r=8"),
+        ("search", ["run.save_every=2"], r"search cannot honour run.save_every=2: it writes its data and value model once"),
+        ("search", ["mcts.value=model"], r"search cannot honour mcts.value='model'"),
         ("sft", ["data.max_prompt_tokens=32"], r"sft cannot honour data.max_prompt_tokens=32: only grpo and ppo"),
         ("dpo", ["data.long_prompts=truncate"], r"dpo cannot honour data.long_prompts=truncate"),
         ("grpo", ["grpo.prompts_per_step=1", "grpo.group_size=2", "grpo.mini_batches=3"], r"grpo.mini_batches=3 is more than the 2 rows"),

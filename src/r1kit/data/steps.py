@@ -94,3 +94,43 @@ def step_end_tokens(token_texts: Sequence[str], separator: str) -> list[int]:
 def _check(separator: str) -> None:
     if not separator:
         raise R1kitError("the step separator is empty; set it to the text that ends a step (e.g. '\\n')")
+
+
+# --------------------------------------------------------------------------------------------
+# Steps as MCTS expands them (r1kit.search): a step ends with one of several separators, kept at its
+# end, so that joining the steps gives the text back. Arithmetic writes one partial sum per step
+# (`7+8=15 15+6=21`); other text is split at blank lines, the usual step boundary of
+# chain-of-thought data (PRM800K, Math-Shepherd).
+
+TASK_SEPARATORS: dict[str, tuple[str, ...]] = {"arithmetic": (" ", "</think>")}
+"""Step separators of the built-in tasks that have short steps."""
+
+DEFAULT_SEPARATORS: tuple[str, ...] = ("\n\n",)
+
+END_STRINGS: tuple[str, ...] = ("</answer>",)
+"""Text that ends a solution: a step holding one is terminal."""
+
+
+def separators_for(task: str, configured: Sequence[str] = ()) -> list[str]:
+    """The configured separators, else the task's, else blank lines."""
+    return list(configured) or list(TASK_SEPARATORS.get(task, DEFAULT_SEPARATORS))
+
+
+def cut_steps(text: str, separators: Sequence[str]) -> list[str]:
+    """`text` cut after every separator, separators kept: joining the steps gives `text` back.
+
+    >>> cut_steps("<think>7+8=15 15+6=21</think><answer>21</answer>", [" ", "</think>"])
+    ['<think>7+8=15 ', '15+6=21</think>', '<answer>21</answer>']
+    """
+    steps, start, i = [], 0, 0
+    while i < len(text):
+        hit = next((s for s in separators if text.startswith(s, i)), None)
+        if hit is None:
+            i += 1
+            continue
+        i += len(hit)
+        steps.append(text[start:i])
+        start = i
+    if start < len(text):
+        steps.append(text[start:])
+    return steps

@@ -64,7 +64,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     table.add_column("metric")
     table.add_column("value", justify="right")  # one row a metric: pass@1 ... pass@n fit any terminal
     for key, value in result.items():
-        table.add_row(key, f"{value:.1f}" if "length" in key else f"{value:.3f}")
+        table.add_row(key, f"{value:.1f}" if key.startswith(("length", "mcts_tokens", "mcts_sim")) else f"{value:.3f}")
     console.print(table)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

@@ -36,6 +36,7 @@ def evaluate(
     samples_out: list[dict[str, Any]] | None = None,
     processes: int = 0,
     truncate_to: int = 0,
+    task: str = "",
 ) -> dict[str, float]:
     """Metrics over `rows` (each with `prompt` and the columns `score` needs).
 
@@ -44,7 +45,8 @@ def evaluate(
     the greedy completions are appended to it as {prompt, completion, correct}. `processes`: the
     rollout engine's (`r1kit.accel.rollout_engine`, which builds the engine of this process's
     `run.accel`). `truncate_to` > 0 keeps only a prompt's last that many tokens, as training does
-    with data.long_prompts=truncate.
+    with data.long_prompts=truncate. With args.search=mcts each row is also answered by a search
+    (`eval/search.py`); `task` names the built-in task whose step separators it uses.
     """
     engine = accel.rollout_engine(model, tokenizer, processes=processes)
     texts = [render_prompt(r["prompt"], template, tokenizer, system_prompt) for r in rows]
@@ -61,6 +63,10 @@ def evaluate(
         out.update(sample_metrics(correct, answers, args.k))
         out["length_mean"] = sum(lengths) / len(lengths)
     engine.close()
+    if args.search == "mcts":
+        from r1kit.eval.search import mcts_metrics
+
+        out.update(mcts_metrics(model, tokenizer, rows, score, args, task, template, system_prompt, seed))
     return out
 
 
@@ -78,9 +84,9 @@ class Evaluator:
     `evaluator(model, samples)` also appends the greedy completions to `samples`."""
 
     def __init__(self, tokenizer, rows: Sequence[dict[str, Any]], score: ScoreFn, extract: Callable[[str], Any], args: EvalArgs,
-                 template: str = "tiny", system_prompt: str = "", processes: int = 0, truncate_to: int = 0):  # fmt: skip
+                 template: str = "tiny", system_prompt: str = "", processes: int = 0, truncate_to: int = 0, task: str = ""):  # fmt: skip
         self.tokenizer, self.rows, self.score, self.extract, self.args = tokenizer, rows, score, extract, args
-        self.template, self.system_prompt, self.processes, self.truncate_to = template, system_prompt, processes, truncate_to
+        self.template, self.system_prompt, self.processes, self.truncate_to, self.task = template, system_prompt, processes, truncate_to, task
         samples_per_prompt(args)  # a bad eval.n is refused before a run starts
 
     @classmethod
@@ -89,16 +95,17 @@ class Evaluator:
         """The test split of `data` (or `rows`) scored by its verifier (`scorer_for`), rendered
         with data.template; `processes` is run.rollout_processes; `truncate_to` as in `evaluate`
         (the length training truncates its prompts to: `r1kit.train.rollouts.fit_prompts`)."""
-        from r1kit.data.source import load_split
+        from r1kit.data.source import load_split, test_from_task
         from r1kit.eval.scoring import scorer_for
 
         score, extract = scorer_for(data)
         rows = load_split(data, "test") if rows is None else rows
-        return cls(tokenizer, rows, score, extract, args, data.template, data.system_prompt, processes, truncate_to)
+        task = data.builtin_task if test_from_task(data) else ""
+        return cls(tokenizer, rows, score, extract, args, data.template, data.system_prompt, processes, truncate_to, task)
 
     def __call__(self, model, samples_out: list[dict[str, Any]] | None = None) -> dict[str, float]:
         return evaluate(model, self.tokenizer, self.rows, self.score, self.extract, self.args, self.template, self.system_prompt,
-                        samples_out=samples_out, processes=self.processes, truncate_to=self.truncate_to)  # fmt: skip
+                        samples_out=samples_out, processes=self.processes, truncate_to=self.truncate_to, task=self.task)  # fmt: skip
 
 
 def g_correct_samples(rows, g_correct) -> list[dict[str, Any]]:

@@ -249,4 +249,4 @@ def _task_evaluator(config: DPOConfig, tokenizer) -> Evaluator | None:
         return None
     task = get_task(config.data.builtin_task, **config.data.task_params)
     rows = task.generate("test", config.task_eval_size, seed=config.data.seed)
-    return Evaluator(tokenizer, rows, task.reward, task.extract_answer, config.eval, config.data.template, config.data.system_prompt, config.run.rollout_processes)
+    return Evaluator(tokenizer, rows, task.reward, task.extract_answer, config.eval, config.data.template, config.data.system_prompt, config.run.rollout_processes, task=config.data.builtin_task)

@@ -95,7 +95,7 @@ def train(config: PretrainConfig) -> Path:
         docs = task.pretrain_documents(config.documents, seed=config.run.seed, style_weights=config.style_weights)
         examples, _ = tokenize_examples(tokenizer, [("", d) for d in docs], config.max_length, completion_only=False)
         rows = pack(examples, config.max_length)
-        evaluator = Evaluator(tokenizer, task.generate("test", config.test_size, seed=0), task.reward, task.extract_answer, config.eval, "tiny", processes=config.run.rollout_processes)
+        evaluator = Evaluator(tokenizer, task.generate("test", config.test_size, seed=0), task.reward, task.extract_answer, config.eval, "tiny", processes=config.run.rollout_processes, task=config.task)
         run_dir = run.create()
         run.tokenizer = tokenizer
         n_params = sum(p.numel() for p in model.parameters())

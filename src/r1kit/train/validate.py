@@ -26,7 +26,7 @@ from r1kit.data.source import NO_TEST_SPLIT, is_file
 from r1kit.errors import R1kitError
 from r1kit.report.tracking import check_wandb
 
-NO_CHECKPOINTS = {"sample": "it trains nothing"}
+NO_CHECKPOINTS = {"sample": "it trains nothing", "search": "it writes its data and value model once, at the end"}
 """Recipes that have no training state to checkpoint, and why."""
 PROMPT_RECIPES = ("grpo", "ppo")
 """The recipes that apply data.max_prompt_tokens and data.long_prompts."""
