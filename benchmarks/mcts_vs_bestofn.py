@@ -14,12 +14,16 @@ answered by
 - MCTS, rollouts: the test-time search with leaves valued by rollouts scored by the verifier, so an
   oracle like best-of-n's (`eval.search=mcts`, r1kit/eval/search.py);
 - MCTS, value model (with --value-prompts > 0): leaves valued by a value model fitted by
-  `r1kit search` on that many training prompts (AlphaZero's v(s)); nothing sees the gold answer.
+  `r1kit search` on that many training prompts (AlphaZero's v(s)); nothing sees the gold answer;
+- GRPO policy (with --grpo-steps > 0): the base trained by GRPO with the demo's R1-Zero settings
+  (accuracy + format rewards, 8 prompts x 8 per step) for that many steps under the seed, then
+  answering greedily and by best-of-n at the same budget. Its training tokens (every sampled
+  completion) are printed beside the table: the search spends at test time what RL spends before.
 
 Every method but greedy runs once per seed; the table gives mean ± sd over seeds of the accuracy
 and of the generated tokens per problem.
 
-    python benchmarks/mcts_vs_bestofn.py [--seeds 3] [--n 40] [--budget 120] [--base-steps 150] [--out runs/mcts_bench]
+    python benchmarks/mcts_vs_bestofn.py [--seeds 3] [--n 40] [--budget 120] [--base-steps 150] [--grpo-steps 40] [--out runs/mcts_bench]
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ from r1kit.demo import DEFAULT_CONFIG
 from r1kit.eval.metrics import majority_vote
 from r1kit.eval.search import mcts_metrics
 from r1kit.models.load import load_model, load_tokenizer
+from r1kit.recipes import grpo as grpo_recipe
 from r1kit.recipes import pretrain, search as search_recipe
+from r1kit.report.logger import read_metrics
 from r1kit.rollout import SamplingParams
 
 TASK_PARAMS = {"n_operands": 3, "digits": 1, "ops": "+"}
@@ -103,6 +109,21 @@ def fit_value_model(base: Path, prompts: int, budget: int, out: Path) -> Path:
     return search_recipe.train(from_dict(search_recipe.SearchConfig, overrides)) / "value_model"
 
 
+def train_grpo(base: Path, steps: int, seed: int, out: Path) -> tuple[Path, float]:
+    """The base after `steps` GRPO steps with the demo's R1-Zero stage settings, and the completion
+    tokens its training sampled."""
+    raw = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
+    fields = {f for f in grpo_recipe.GRPOConfig.__dataclass_fields__}
+    config = deep_merge({k: v for k, v in raw["defaults"].items() if k in fields}, raw["recipe_defaults"]["grpo"])
+    config = deep_merge(config, {"model": {"path": str(base), "device": "cpu"}, "data": {"task_params": TASK_PARAMS}, "grpo": {"steps": steps},
+                                 "eval": {"k": 0}, "eval_before": False, "samples_every": 0,
+                                 "run": {"output_dir": str(out), "name": f"grpo-seed{seed}", "seed": seed, "progress": False, "tensorboard": False, "threads": torch.get_num_threads()}})  # fmt: skip
+    run_dir = grpo_recipe.train(from_dict(grpo_recipe.GRPOConfig, config))
+    g = config["grpo"]
+    tokens = sum(m["completion/length_mean"] * g["prompts_per_step"] * g["group_size"] for m in read_metrics(run_dir) if "completion/length_mean" in m)
+    return run_dir / "model", tokens
+
+
 def mean_sd(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
@@ -116,6 +137,7 @@ def main() -> None:
     ap.add_argument("--stage", default="student_base", help="the demo's pretraining stage whose settings build the base")
     ap.add_argument("--base-steps", type=int, default=150, help="its pretraining steps (0 = the demo's own)")
     ap.add_argument("--value-prompts", type=int, default=0, help="training prompts searched to fit a value model (0 = no value-model row)")
+    ap.add_argument("--grpo-steps", type=int, default=0, help="GRPO steps from the base per seed (0 = no GRPO-policy rows)")
     ap.add_argument("--c-puct", type=float, default=1.0)
     ap.add_argument("--k", type=int, default=2, help="steps sampled per expansion")
     ap.add_argument("--widening", type=float, default=0.5, help="progressive widening exponent (0 = expand each node once)")
@@ -138,6 +160,7 @@ def main() -> None:
     t0 = time.perf_counter()
     results: dict[str, dict[str, list[float]]] = {}
     answered: dict[str, list[float]] = {}  # share of problems where the search completed any solution
+    training_tokens: list[float] = []  # completion tokens sampled by each seed's GRPO run
 
     def add(method: str, acc: float, tokens: float) -> None:
         results.setdefault(method, {"acc": [], "tokens": []})
@@ -157,14 +180,25 @@ def main() -> None:
             v = mcts_metrics(model, tokenizer, rows, task.reward, replace(eval_args, mcts=replace(mcts, value="model", value_model=str(value_model))), task="arithmetic", seed=seed)
             add("MCTS, value model", v["mcts_acc"], v["mcts_tokens"])
             answered.setdefault("MCTS, value model", []).append(v["mcts_answered"])
+        if args.grpo_steps:
+            policy_dir, spent = train_grpo(base, args.grpo_steps, seed, out)
+            training_tokens.append(spent)
+            policy = load_model(str(policy_dir))
+            pg = greedy(policy, tokenizer, rows, task)
+            add(f"GRPO policy ({args.grpo_steps} steps), greedy", pg["acc"], pg["tokens"])
+            pb = best_of_n(policy, tokenizer, rows, task, args.budget, seed)
+            add(f"GRPO policy ({args.grpo_steps} steps), best-of-n, oracle", pb["oracle"], pb["oracle_tokens"])
+            add(f"GRPO policy ({args.grpo_steps} steps), best-of-n, majority", pb["majority"], pb["tokens"])
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     print(f"\n{args.n} held-out problems, budget {args.budget} generated tokens per problem, {args.seeds} seeds, base {base}")
     print(f"MCTS: k={args.k}, c_puct={args.c_puct}, widening={args.widening}; share of problems answered at all: " + ", ".join(f"{m} {mean_sd(a)}" for m, a in answered.items()))
+    if training_tokens:
+        print(f"GRPO training sampled {mean_sd(training_tokens)} completion tokens per seed ({mean_sd([t / args.n for t in training_tokens])} per held-out problem)")
     print("| method | accuracy | generated tokens per problem |\n|---|---|---|")
     for method, r in results.items():
         print(f"| {method} | {mean_sd(r['acc'])} | {mean_sd(r['tokens'])} |")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "base": str(base), "results": results, "answered": answered}, indent=2))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "base": str(base), "results": results, "answered": answered, "grpo_training_tokens": training_tokens}, indent=2))
 
 
 if __name__ == "__main__":
