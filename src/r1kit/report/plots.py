@@ -233,3 +233,21 @@ def _png(fig: Figure) -> bytes:
 def _finite(v: Any) -> bool:
     """True for a real number that can be drawn (bools and NaN/inf are not)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def seed_bars(name: str, title: str, values: Mapping[str, Sequence[float | None]]) -> Plot | None:
+    """One bar per metric at its mean over seeds, with a dot for each seed: a finding's numbers and
+    how far apart its seeds fall, at a glance. Missing (None, NaN) values are left out."""
+    values = {k: [float(v) for v in vs if _finite(v)] for k, vs in values.items()}
+    values = {k: vs for k, vs in values.items() if vs}
+    if not values:
+        return None
+    fig = Figure(figsize=(max(FIGSIZE[0], 1.3 * len(values) + 1.5), FIGSIZE[1]), dpi=DPI)
+    ax = fig.subplots()
+    for i, (key, vs) in enumerate(values.items()):
+        ax.bar(i, sum(vs) / len(vs), width=0.6, color=f"C{i % 10}", alpha=0.55)
+        ax.scatter([i + (j - (len(vs) - 1) / 2) * 0.08 for j in range(len(vs))], vs, color="black", s=14, zorder=3)
+    ax.set_xticks(range(len(values)), list(values), rotation=15 if len(values) > 3 else 0, fontsize=8)
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="y", alpha=0.3)
+    return Plot(name, title, _png(fig))
