@@ -21,7 +21,8 @@ ISSUE_NAMES = (
     "baselines_cut_variance", "off_policy_reuse", "outcome_vs_process", "mcts_vs_rl", "distill_beats_small_rl",
     "sft_memorizes_rl_generalizes", "rl_sharpens",
 )  # fmt: skip
-IMPLEMENTED = ("r1_zero_learns", "length_grows", "cold_start_helps", "baselines_cut_variance", "distill_beats_small_rl", "rl_sharpens")
+IMPLEMENTED = ("r1_zero_learns", "length_grows", "cold_start_helps", "grpo_matches_ppo", "baselines_cut_variance", "off_policy_reuse",
+               "distill_beats_small_rl", "rl_sharpens")  # fmt: skip
 
 
 def test_the_registry_lists_the_thirteen_findings_and_which_have_experiments():
@@ -41,6 +42,10 @@ EDGES = [
     ("cold_start_helps", {"r1_zero/pass@1": 0.5, "grpo/pass@1": 0.55 + 1e-9}, {"r1_zero/pass@1": 0.5, "grpo/pass@1": 0.55 - 1e-9}),
     ("distill_beats_small_rl", {"student_rl/pass@1": 0.5, "distilled/pass@1": 0.55 + 1e-9},
      {"student_rl/pass@1": 0.5, "distilled/pass@1": 0.55 - 1e-9}),
+    ("off_policy_reuse", {"mu1/pass@1": 0.5, "mu4/pass@1": 0.55 + 1e-9}, {"mu1/pass@1": 0.5, "mu4/pass@1": 0.55 - 1e-9}),
+    # GRPO learns by 0.08 exactly and ends 0.05 below PPO exactly: held; a hair lower is not.
+    ("grpo_matches_ppo", {"base/pass@1": 0.5, "grpo/pass@1": 0.58 + 1e-9, "ppo/pass@1": 0.63},
+     {"base/pass@1": 0.5, "grpo/pass@1": 0.58 + 1e-9, "ppo/pass@1": 0.63 + 2e-9}),
     # 0.75 x 4 = 3 exactly: both baselines at 3 hold; one of them a hair above fails.
     ("baselines_cut_variance", {"rel_var/none": 4.0, "rel_var/mean": 3.0, "rel_var/group": 3.0},
      {"rel_var/none": 4.0, "rel_var/mean": 3.0, "rel_var/group": 3.0 + 1e-9}),
@@ -56,6 +61,10 @@ def test_each_criterion_holds_at_its_margin_and_not_below(name, at, below):
     assert f.held(at) is True
     assert f.held(below) is False
     assert f.held({k: math.nan for k in at}) is False  # an unmeasured metric never makes a finding hold
+
+
+def test_grpo_matches_ppo_needs_grpo_to_learn():
+    assert registry._grpo_matches_ppo({"base/pass@1": 0.5, "grpo/pass@1": 0.5, "ppo/pass@1": 0.5}) is False
 
 
 def test_rl_sharpens_needs_a_pass_at_1_gain_too():

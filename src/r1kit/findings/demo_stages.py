@@ -11,11 +11,13 @@ completion for rejection sampling to keep.
 from __future__ import annotations
 
 import json
+from copy import deepcopy
 from pathlib import Path
+from typing import Sequence
 
 from r1kit.config import deep_merge, load
 from r1kit.demo import DEFAULT_CONFIG
-from r1kit.recipes.pipeline import PipelineConfig, run_pipeline
+from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
 from r1kit.report.tables import METRICS, stage_metrics
 
 SMOKE_TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1}
@@ -25,15 +27,20 @@ SMOKE = {  # per recipe: the stage config that makes a stage of that recipe take
     "distill": {"steps": 2, "batch_size": 4},
     "sample": {"data": {"train_size": 4}, "samples_per_prompt": 2, "max_new_tokens": 8},
     "grpo": {"grpo": {"steps": 2, "prompts_per_step": 2, "group_size": 2}, "sampling": {"max_new_tokens": 8}},
+    "ppo": {"ppo": {"steps": 2, "prompts_per_step": 4, "ppo_epochs": 1, "mini_batches": 1}, "sampling": {"max_new_tokens": 8}},
 }
 
 
-def config(seed: int, workdir: Path, size: str) -> PipelineConfig:
-    """The demo pipeline of one seed, under workdir (shrunk at smoke size)."""
+def config(seed: int, workdir: Path, size: str, stages: Sequence[StageSpec] | None = None, name: str = "demo") -> PipelineConfig:
+    """The demo pipeline of one seed under `workdir/name` (shrunk at smoke size); with `stages`,
+    the demo's base followed by those stages instead of the demo's own (the demo's defaults and
+    recipe defaults still apply): a finding's own training from the shared base."""
     pipe = load(DEFAULT_CONFIG, [], PipelineConfig)
+    if stages is not None:
+        pipe.stages = pipe.stages[:1] + [deepcopy(s) for s in stages]
     pipe.seed = seed
     pipe.report = False
-    pipe.output_dir = str(workdir / ("demo" if size == "full" else "demo-smoke") / f"seed-{seed}")
+    pipe.output_dir = str(workdir / (name if size == "full" else f"{name}-smoke") / f"seed-{seed}")
     if size == "smoke":
         _shrink(pipe, workdir / "cache")
     return pipe
@@ -42,7 +49,11 @@ def config(seed: int, workdir: Path, size: str) -> PipelineConfig:
 def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
     """Run (or finish) the demo pipeline of `seed`; every shown stage's held-out metrics, as
     `stage/metric`."""
-    pipe = config(seed, workdir, size)
+    return metrics(config(seed, workdir, size))
+
+
+def metrics(pipe: PipelineConfig) -> dict[str, float]:
+    """Run (or finish) a pipeline; every shown stage's held-out metrics, as `stage/metric`."""
     out = run_pipeline(pipe)
     results = json.loads((out / "results.json").read_text())
     k = int(pipe.defaults.get("eval", {}).get("k", 4))

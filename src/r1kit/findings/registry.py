@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from r1kit.findings import demo_stages, sharpen, variance
+from r1kit.findings import demo_stages, sharpen, training, variance
 
 Metrics = Mapping[str, float]
 RunFn = Callable[[int, Path, str], dict[str, float]]
@@ -58,6 +58,11 @@ def _variance_cut(m: Metrics) -> bool:
     return m["rel_var/mean"] <= 0.75 * m["rel_var/none"] and m["rel_var/group"] <= 0.75 * m["rel_var/none"]
 
 
+def _grpo_matches_ppo(m: Metrics) -> bool:
+    # GRPO must learn (as r1_zero_learns asks) and end level with PPO or above, within 0.05.
+    return m["grpo/pass@1"] - m["base/pass@1"] >= 0.08 and m["grpo/pass@1"] - m["ppo/pass@1"] >= -0.05
+
+
 def _sharpens(m: Metrics) -> bool:
     gain_1, gain_k = m["rl/pass@1"] - m["base/pass@1"], m["rl/pass@large"] - m["base/pass@large"]
     return gain_1 >= 0.05 and gain_k <= gain_1 / 2
@@ -83,7 +88,9 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("language_mixing", "potential side effects of training language models solely on reinforcement learning, "
             "such as the model mixing languages", SEEDS_DOC),
     Finding("grpo_matches_ppo", "A key advantage of GRPO is that it doesn't require training a separate value function, "
-            "simplifying the training process.", SEEDS_DOC),
+            "simplifying the training process.", SEEDS_DOC, training.PPO_SETUP,
+            "grpo pass@1 - base pass@1 >= 0.08, and grpo pass@1 - ppo pass@1 >= -0.05", _grpo_matches_ppo,
+            training.grpo_matches_ppo, ("base/pass@1", "ppo/pass@1", "grpo/pass@1")),
     Finding("kl_limits_hacking", "without this term, the model might engage in \"reward hacking,\" prioritizing maximizing "
             "reward over generating useful and factual responses", SEEDS_DOC),
     Finding("baselines_cut_variance", "Monte Carlo estimation as an approximation, leading to high variance due to reliance "
@@ -92,7 +99,8 @@ FINDINGS: tuple[Finding, ...] = (
             "rel. variance with the mean baseline <= 0.75 x without, and with group normalisation <= 0.75 x without",
             _variance_cut, variance.run, ("rel_var/none", "rel_var/mean", "rel_var/group")),
     Finding("off_policy_reuse", "Policy ratio: Ratio of the new policy to the old policy along with the advantage function.",
-            RLHF_DOC),
+            RLHF_DOC, training.OFF_POLICY_SETUP, "mu4 pass@1 - mu1 pass@1 >= 0.05", _gap("mu4/pass@1", "mu1/pass@1", 0.05),
+            training.off_policy_reuse, ("base/pass@1", "mu1/pass@1", "mu4/pass@1")),
     Finding("outcome_vs_process", "the challenges of using process reward models in reinforcement learning, highlighting the "
             "difficulty of dividing problems into sub-problems and assigning rewards to individual steps", SEEDS_DOC),
     Finding("mcts_vs_rl", "Monte Carlo Tree Search, a technique that explores successful solution paths more extensively, "
