@@ -21,7 +21,7 @@ ISSUE_NAMES = (
     "baselines_cut_variance", "off_policy_reuse", "outcome_vs_process", "mcts_vs_rl", "distill_beats_small_rl",
     "sft_memorizes_rl_generalizes", "rl_sharpens",
 )  # fmt: skip
-IMPLEMENTED = ("r1_zero_learns", "length_grows", "cold_start_helps", "grpo_matches_ppo", "baselines_cut_variance", "off_policy_reuse",
+IMPLEMENTED = ("r1_zero_learns", "length_grows", "cold_start_helps", "grpo_matches_ppo", "kl_limits_hacking", "baselines_cut_variance", "off_policy_reuse",
                "distill_beats_small_rl", "rl_sharpens")  # fmt: skip
 
 
@@ -42,6 +42,8 @@ EDGES = [
     ("cold_start_helps", {"r1_zero/pass@1": 0.5, "grpo/pass@1": 0.55 + 1e-9}, {"r1_zero/pass@1": 0.5, "grpo/pass@1": 0.55 - 1e-9}),
     ("distill_beats_small_rl", {"student_rl/pass@1": 0.5, "distilled/pass@1": 0.55 + 1e-9},
      {"student_rl/pass@1": 0.5, "distilled/pass@1": 0.55 - 1e-9}),
+    ("kl_limits_hacking", {"ppo_kl0.02/pass@1": 0.5, "ppo_kl0.3/pass@1": 0.55 + 1e-9},
+     {"ppo_kl0.02/pass@1": 0.5, "ppo_kl0.3/pass@1": 0.55 - 1e-9}),
     ("off_policy_reuse", {"mu1/pass@1": 0.5, "mu4/pass@1": 0.55 + 1e-9}, {"mu1/pass@1": 0.5, "mu4/pass@1": 0.55 - 1e-9}),
     # GRPO learns by 0.08 exactly and ends 0.05 below PPO exactly: held; a hair lower is not.
     ("grpo_matches_ppo", {"base/pass@1": 0.5, "grpo/pass@1": 0.58 + 1e-9, "ppo/pass@1": 0.63},

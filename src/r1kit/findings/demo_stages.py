@@ -24,6 +24,7 @@ SMOKE_TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads"
 SMOKE = {  # per recipe: the stage config that makes a stage of that recipe take a second or two
     "pretrain": {"tiny": SMOKE_TINY, "documents": 100, "steps": 2, "test_size": 4},
     "sft": {"steps": 2, "batch_size": 4},
+    "rm": {"steps": 2, "batch_size": 4, "data": {"train_size": 8}},
     "distill": {"steps": 2, "batch_size": 4},
     "sample": {"data": {"train_size": 4}, "samples_per_prompt": 2, "max_new_tokens": 8},
     "grpo": {"grpo": {"steps": 2, "prompts_per_step": 2, "group_size": 2}, "sampling": {"max_new_tokens": 8}},

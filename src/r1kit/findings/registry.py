@@ -92,7 +92,10 @@ FINDINGS: tuple[Finding, ...] = (
             "grpo pass@1 - base pass@1 >= 0.08, and grpo pass@1 - ppo pass@1 >= -0.05", _grpo_matches_ppo,
             training.grpo_matches_ppo, ("base/pass@1", "ppo/pass@1", "grpo/pass@1")),
     Finding("kl_limits_hacking", "without this term, the model might engage in \"reward hacking,\" prioritizing maximizing "
-            "reward over generating useful and factual responses", SEEDS_DOC),
+            "reward over generating useful and factual responses", SEEDS_DOC, training.KL_SETUP,
+            f"ppo_kl{training.KL_LARGE} pass@1 - ppo_kl{training.KL_SMALL} pass@1 >= 0.05",
+            _gap(f"ppo_kl{training.KL_LARGE}/pass@1", f"ppo_kl{training.KL_SMALL}/pass@1", 0.05), training.kl_limits_hacking,
+            ("sft/pass@1", f"ppo_kl{training.KL_SMALL}/pass@1", f"ppo_kl{training.KL_LARGE}/pass@1")),
     Finding("baselines_cut_variance", "Monte Carlo estimation as an approximation, leading to high variance due to reliance "
             "on a limited sample of trajectories, and introduces the concept of baselines as a variance reduction technique",
             SEEDS_DOC, variance.SETUP,
