@@ -89,6 +89,7 @@ def test_entry_shape_and_verdicts():
 def test_relative_variance_by_hand():
     # Rows [1, 0] and [3, 0]: mean [2, 0], each row 1 away (squared), signal 4 -> 1 / 4.
     assert variance._relative_variance(torch.tensor([[1.0, 0.0], [3.0, 0.0]])) == 0.25
+    assert variance._variance(torch.tensor([[1.0, 0.0], [3.0, 0.0]])) == 1.0
     assert math.isnan(variance._relative_variance(torch.zeros(3, 2)))  # no gradient: nothing to compare
 
 
