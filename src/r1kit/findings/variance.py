@@ -14,11 +14,11 @@ batches (g_bar their mean): scale-free, so the normalised estimator compares wit
 criterion reads it. Each estimator's plain variance E||g - g_bar||^2 is recorded too (`var/`):
 none and mean have nearly the same expectation, so theirs compare directly.
 
-What a 3-seed run showed, as a note on the measure (the criterion stays as it was fixed): the
-relative variance divides by ||g_bar||^2, and for the no-baseline estimator g_bar carries the
-(1/N) sum r grad log pi(y) term whose expectation is zero but whose 16-batch mean is not (rare,
-low-probability completions, which would cancel it, are rarely drawn), so its denominator is
-large and its relative variance small.
+A caveat on the measure, found after a first run (the criterion stays as it was fixed): the
+relative variance divides by ||g_bar||^2, and for the no-baseline estimator g_bar holds the term
+(1/N) sum r grad log pi(y) for a near-constant r, whose expectation is zero but whose 16-batch mean
+need not be small (the rare completions that would cancel it are rarely drawn); a large
+denominator then makes its relative variance look small.
 """
 
 from __future__ import annotations
