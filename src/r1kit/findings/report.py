@@ -4,11 +4,12 @@ seed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
 from r1kit.report.html import _e, _fmt, _page, plot_grid
-from r1kit.report.plots import seed_bars
+from r1kit.report.plots import pass_at_k_curves, seed_bars
 from r1kit.report.tables import mean_sd
 
 
@@ -37,7 +38,8 @@ def _section(f: Mapping[str, Any], seeds: list[int]) -> str:
     claim = f'<blockquote>“{_e(f["claim"])}”<br><span class=muted>— {_e(f["source"])}</span></blockquote>'
     if not f["implemented"]:
         return f"{head}{claim}<p class=muted>No experiment yet.</p></section>"
-    plot = seed_bars(f["name"], f["name"], {k: f["metrics"].get(k, []) for k in f.get("plot", [])})
+    plots = [seed_bars(f["name"], f["name"], {k: f["metrics"].get(k, []) for k in f.get("plot", [])}),
+             pass_at_k_curves(f"{f['name']}-pass-at-k", f"{f['name']}: pass@k, mean over seeds", _curves(f["metrics"]))]
     head_row = "<tr><th>metric</th>" + "".join(f"<th>seed {s}</th>" for s in seeds) + "<th>mean ± sd</th></tr>"
     held_row = "<tr><th>held</th>" + "".join(f'<td class="{"ok" if h else "bad"}">{"yes" if h else "no"}</td>' for h in f["held"]) + "<td></td></tr>"
     rows = "".join(
@@ -46,9 +48,20 @@ def _section(f: Mapping[str, Any], seeds: list[int]) -> str:
     )
     return (
         f"{head}{claim}<p><b>Setup.</b> {_e(f['setup'])}</p><p><b>Criterion</b> (per seed): <code>{_e(f['criterion'])}</code></p>"
-        + (plot_grid([plot], f["name"]) if plot else "")
+        + plot_grid([p for p in plots if p], f["name"])
         + f"<table>{head_row}{held_row}{rows}</table><p class=muted>{f['seconds']:.0f} s</p></section>"
     )
+
+
+def _curves(metrics: Mapping[str, list[Any]]) -> dict[str, dict[int, float]]:
+    """`model/pass@k` metrics as {model: {k: mean over seeds}}."""
+    curves: dict[str, dict[int, float]] = {}
+    for key, values in metrics.items():
+        match = re.fullmatch(r"(.+)/pass@(\d+)", key)
+        finite = [v for v in values if isinstance(v, (int, float)) and v == v]
+        if match and finite:
+            curves.setdefault(match[1], {})[int(match[2])] = sum(finite) / len(finite)
+    return curves
 
 
 def _mean(values: list[Any]) -> str:
