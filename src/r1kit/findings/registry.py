@@ -19,9 +19,10 @@ Metrics = Mapping[str, float]
 RunFn = Callable[[int, Path, str], dict[str, float]]
 """run(seed, workdir, size) -> one seed's metrics; size is "full" or "smoke" (seconds, for tests)."""
 
-SEEDS_DOC = "seeds: Reinforcement Learning in DeepSeek R1 Explained (video notes)"
-RL_REVIEW = "seeds: Deepseek R1 - RL review (notes)"
-RLHF_DOC = "seeds: Reinforcement Learning in DeepSeek R1 Explained (RLHF, PPO, GRPO)"
+# The seed documents the quotes come from (each quote is verbatim).
+VIDEO_NOTES = "seeds: notes on a video explanation of DeepSeek-R1's reinforcement learning (RLHF, GRPO, distillation)"
+R1_EXPLAINED = "seeds: summary of the video \"Reinforcement Learning in DeepSeek R1 Explained\""
+RL_REVIEW = "seeds: \"Deepseek R1 - RL review\" (notes on EZ Encoder Academy's videos)"
 
 
 @dataclass(frozen=True)
@@ -75,41 +76,41 @@ DEMO_SETUP = ("The demo pipeline (configs/demo.yaml) on sums of three one-digit 
 
 FINDINGS: tuple[Finding, ...] = (
     Finding("r1_zero_learns", "It highlights the use of reinforcement learning without supervised data, emphasizing the "
-            "self-evolution aspect of the model's learning process", SEEDS_DOC, DEMO_SETUP,
+            "self-evolution aspect of the model's learning process", VIDEO_NOTES, DEMO_SETUP,
             "r1_zero pass@1 - base pass@1 >= 0.08", _gap("r1_zero/pass@1", "base/pass@1", 0.08),
             demo_stages.run, ("base/pass@1", "r1_zero/pass@1")),
-    Finding("length_grows", "the model's ability to generate longer responses through reinforcement learning", SEEDS_DOC,
+    Finding("length_grows", "the model's ability to generate longer responses through reinforcement learning", VIDEO_NOTES,
             DEMO_SETUP, "r1_zero mean sampled length - base mean sampled length >= 1 token",
             _gap("r1_zero/mean_length", "base/mean_length", 1.0), demo_stages.run, ("base/mean_length", "r1_zero/mean_length")),
-    Finding("cold_start_helps", "R1 uses initial supervised CoT data", SEEDS_DOC,
+    Finding("cold_start_helps", "R1 uses initial supervised CoT data", R1_EXPLAINED,
             DEMO_SETUP + " Compares GRPO after the cold start (stage grpo) with GRPO on the base (r1_zero), same steps.",
             "grpo pass@1 - r1_zero pass@1 >= 0.05", _gap("grpo/pass@1", "r1_zero/pass@1", 0.05),
             demo_stages.run, ("r1_zero/pass@1", "grpo/pass@1")),
     Finding("language_mixing", "potential side effects of training language models solely on reinforcement learning, "
-            "such as the model mixing languages", SEEDS_DOC),
+            "such as the model mixing languages", VIDEO_NOTES),
     Finding("grpo_matches_ppo", "A key advantage of GRPO is that it doesn't require training a separate value function, "
-            "simplifying the training process.", SEEDS_DOC, training.PPO_SETUP,
+            "simplifying the training process.", VIDEO_NOTES, training.PPO_SETUP,
             "grpo pass@1 - base pass@1 >= 0.08, and grpo pass@1 - ppo pass@1 >= -0.05", _grpo_matches_ppo,
             training.grpo_matches_ppo, ("base/pass@1", "ppo/pass@1", "grpo/pass@1")),
     Finding("kl_limits_hacking", "without this term, the model might engage in \"reward hacking,\" prioritizing maximizing "
-            "reward over generating useful and factual responses", SEEDS_DOC, training.KL_SETUP,
+            "reward over generating useful and factual responses", VIDEO_NOTES, training.KL_SETUP,
             f"ppo_kl{training.KL_LARGE} pass@1 - ppo_kl{training.KL_SMALL} pass@1 >= 0.05",
             _gap(f"ppo_kl{training.KL_LARGE}/pass@1", f"ppo_kl{training.KL_SMALL}/pass@1", 0.05), training.kl_limits_hacking,
             ("sft/pass@1", f"ppo_kl{training.KL_SMALL}/pass@1", f"ppo_kl{training.KL_LARGE}/pass@1")),
     Finding("baselines_cut_variance", "Monte Carlo estimation as an approximation, leading to high variance due to reliance "
             "on a limited sample of trajectories, and introduces the concept of baselines as a variance reduction technique",
-            SEEDS_DOC, variance.SETUP,
+            VIDEO_NOTES, variance.SETUP,
             "rel. variance with the mean baseline <= 0.75 x without, and with group normalisation <= 0.75 x without",
             _variance_cut, variance.run, ("rel_var/none", "rel_var/mean", "rel_var/group")),
     Finding("off_policy_reuse", "Policy ratio: Ratio of the new policy to the old policy along with the advantage function.",
-            RLHF_DOC, training.OFF_POLICY_SETUP, "mu4 pass@1 - mu1 pass@1 >= 0.05", _gap("mu4/pass@1", "mu1/pass@1", 0.05),
+            R1_EXPLAINED, training.OFF_POLICY_SETUP, "mu4 pass@1 - mu1 pass@1 >= 0.05", _gap("mu4/pass@1", "mu1/pass@1", 0.05),
             training.off_policy_reuse, ("base/pass@1", "mu1/pass@1", "mu4/pass@1")),
     Finding("outcome_vs_process", "the challenges of using process reward models in reinforcement learning, highlighting the "
-            "difficulty of dividing problems into sub-problems and assigning rewards to individual steps", SEEDS_DOC),
+            "difficulty of dividing problems into sub-problems and assigning rewards to individual steps", VIDEO_NOTES),
     Finding("mcts_vs_rl", "Monte Carlo Tree Search, a technique that explores successful solution paths more extensively, "
-            "but still yields inferior results compared to reinforcement learning approaches", SEEDS_DOC),
+            "but still yields inferior results compared to reinforcement learning approaches", VIDEO_NOTES),
     Finding("distill_beats_small_rl", "knowledge distillation, a technique to transfer knowledge from a large, pre-trained "
-            "model (\"big brother\") to a smaller model", SEEDS_DOC, DEMO_SETUP,
+            "model (\"big brother\") to a smaller model", VIDEO_NOTES, DEMO_SETUP,
             "distilled pass@1 - student_rl pass@1 >= 0.05", _gap("distilled/pass@1", "student_rl/pass@1", 0.05),
             demo_stages.run, ("student_rl/pass@1", "distilled/pass@1")),
     Finding("sft_memorizes_rl_generalizes", "A paper summarized it as \u201cSFT Memorizes, RL Generalizes\u201d", RL_REVIEW),
