@@ -114,9 +114,10 @@ FINDINGS: tuple[Finding, ...] = (
             "distilled pass@1 - student_rl pass@1 >= 0.05", _gap("distilled/pass@1", "student_rl/pass@1", 0.05),
             demo_stages.run, ("student_rl/pass@1", "distilled/pass@1")),
     Finding("sft_memorizes_rl_generalizes", "A paper summarized it as \u201cSFT Memorizes, RL Generalizes\u201d", RL_REVIEW),
-    Finding("rl_sharpens", "while RLVR-trained models outperform their base models at small values of k (e.g., k=1), "
+    Finding("rl_sharpens", "while RLVR-trained models outperform their base models at smaller values of k (e.g., k=1), "
             "base models achieve higher pass@k score when k is large",
-            "paper: Does Reinforcement Learning Really Incentivize Reasoning Capacity in LLMs Beyond the Base Model?",
+            "paper: Yue et al. 2025, Does Reinforcement Learning Really Incentivize Reasoning Capacity in LLMs Beyond the Base "
+            "Model? (arXiv 2504.13837), abstract",
             sharpen.SETUP, f"RL pass@1 gain over the base >= 0.05, and its pass@{sharpen.K} gain (pass@large) <= half its pass@1 gain",
             _sharpens, sharpen.run, ("base/pass@1", "rl/pass@1", "base/pass@large", "rl/pass@large")),
 )
