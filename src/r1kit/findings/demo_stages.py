@@ -47,10 +47,15 @@ def config(seed: int, workdir: Path, size: str, stages: Sequence[StageSpec] | No
     return pipe
 
 
-def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
-    """Run (or finish) the demo pipeline of `seed`; every shown stage's held-out metrics, as
-    `stage/metric`."""
-    return metrics(config(seed, workdir, size))
+def run(seed: int, workdir: Path, size: str, upto: str = "") -> dict[str, float]:
+    """Run (or finish) the demo pipeline of `seed`, or only its stages up to `upto`; every shown
+    stage's held-out metrics, as `stage/metric`. A stage's fingerprint does not depend on later
+    ones, so a partial run's stages are the full run's."""
+    pipe = config(seed, workdir, size)
+    if upto:
+        names = [s.name for s in pipe.stages]
+        pipe.stages = pipe.stages[: names.index(upto) + 1]
+    return metrics(pipe)
 
 
 def metrics(pipe: PipelineConfig) -> dict[str, float]:

@@ -51,7 +51,7 @@ def grpo_matches_ppo(seed: int, workdir: Path, size: str) -> dict[str, float]:
     }  # fmt: skip
     out = demo_stages.metrics(demo_stages.config(seed, workdir, size, [StageSpec(name="ppo", recipe="ppo", start="base", config=ppo)],
                                                  name="grpo_matches_ppo"))  # fmt: skip
-    ran = demo_stages.run(seed, workdir, size)  # the demo's R1-Zero GRPO of this seed: shared, skipped when done
+    ran = demo_stages.run(seed, workdir, size, upto="r1_zero")  # the demo's R1-Zero GRPO of this seed: shared, skipped when done
     out.update({k.replace("r1_zero/", "grpo/"): v for k, v in ran.items() if k.startswith("r1_zero/")})
     return out
 

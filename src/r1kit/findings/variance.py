@@ -14,11 +14,12 @@ batches (g_bar their mean): scale-free, so the normalised estimator compares wit
 criterion reads it. Each estimator's plain variance E||g - g_bar||^2 is recorded too (`var/`):
 none and mean have nearly the same expectation, so theirs compare directly.
 
-A caveat on the measure, found after a first run (the criterion stays as it was fixed): the
-relative variance divides by ||g_bar||^2, and for the no-baseline estimator g_bar holds the term
-(1/N) sum r grad log pi(y) for a near-constant r, whose expectation is zero but whose 16-batch mean
-need not be small (the rare completions that would cancel it are rarely drawn); a large
-denominator then makes its relative variance look small.
+What a first 3-seed run at the demo's base showed: both baselines raised the noise, by either
+measure (plain variance too, about 3 to 7 times). A likely reason: the variance-minimising
+baseline is E[r ||grad log pi||^2] / E[||grad log pi||^2], a mean weighted by each completion's
+gradient norm; at this base the completions with the largest gradients are the unlikely, mostly
+wrong ones (r near 0), so that baseline sits near 0, and the plain mean (about 0.9) weights those
+completions heavily instead of zeroing them.
 """
 
 from __future__ import annotations
