@@ -1,4 +1,4 @@
-"""`r1kit <verb> --config FILE [key=value ...]`, `r1kit demo`, `r1kit eval`, `r1kit report RUN_DIR`,
+"""`r1kit <verb> --config FILE [key=value ...]`, `r1kit demo`, `r1kit findings`, `r1kit eval`, `r1kit report RUN_DIR`,
 `r1kit merge-lora ADAPTER_DIR OUT_DIR`.
 
 A problem the user can fix (an R1kitError) prints one sentence and exits with status 2; anything
@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", help="key=value overrides of the demo config")
     demo.add_argument("--config", "-c", default=None, help="demo config (defaults to the built-in tiny arithmetic one)")
     demo.add_argument("--seeds", type=int, default=1, help="run every stage after the pretrained bases with seeds 0..N-1 and report mean ± sd")
+    fnd = sub.add_parser("findings", help="the claims r1kit was started from, each as a small experiment over seeds: findings.json and report.html")
+    fnd.add_argument("--only", nargs="+", default=[], metavar="NAME", help="run only these findings (default: all)")
+    fnd.add_argument("--seeds", type=int, default=3, help="run seeds 0..N-1 of each finding (default 3)")
+    fnd.add_argument("--output-dir", default="runs/findings", help="where findings.json, report.html and each finding's runs go")
+    fnd.add_argument("--size", choices=("full", "smoke"), default="full", help="smoke: every experiment at toy size, to check it runs")
     ev = sub.add_parser("eval", help="evaluate a model: greedy acc, pass@1 over n samples, pass@k for k = 1, 2, 4 ... <= n, maj@n, length",
                         description="A model inside a run directory (RUN/model) is evaluated on the task, task parameters and "
                                     "eval settings the run recorded; flags and overrides win.")  # fmt: skip
@@ -95,6 +100,11 @@ def dispatch(args: argparse.Namespace) -> int:
         from r1kit.demo import run_demo
 
         run_demo(args.config, list(args.overrides), seeds=args.seeds)
+        return 0
+    if args.verb == "findings":
+        from r1kit.findings.run import run_findings
+
+        run_findings(args.only, args.seeds, args.output_dir, args.size)
         return 0
     if args.verb == "eval":
         from r1kit.eval.cli import run_eval

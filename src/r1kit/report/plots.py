@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 Rows = Sequence[Mapping[str, Any]]
 """Rows of metrics.jsonl: each a dict with `step` and namespaced metric keys."""
@@ -201,6 +202,8 @@ def _draw(
     lines: Mapping[str, tuple[list[float], list[float]]],
     colors: Mapping[str, str] | None = None,
     smooth: bool = True,
+    xlabel: str = "step",
+    logx: bool = False,
 ) -> bytes:
     """One line per entry; long noisy series get a faint raw line under their EMA."""
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
@@ -214,7 +217,10 @@ def _draw(
             marker = "o" if len(ys) <= MARKER_MAX_POINTS else None
             ax.plot(xs, ys, color=color, marker=marker, markersize=4, linewidth=1.5, label=label)
     ax.set_title(title, fontsize=11)
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
+    if logx:
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 1 2 4 ..., not mathtext powers
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -233,3 +239,29 @@ def _png(fig: Figure) -> bytes:
 def _finite(v: Any) -> bool:
     """True for a real number that can be drawn (bools and NaN/inf are not)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def seed_bars(name: str, title: str, values: Mapping[str, Sequence[float | None]]) -> Plot | None:
+    """One bar per metric at its mean over seeds, with a dot for each seed: a finding's numbers and
+    how far apart its seeds fall, at a glance. Missing (None, NaN) values are left out."""
+    values = {k: [float(v) for v in vs if _finite(v)] for k, vs in values.items()}
+    values = {k: vs for k, vs in values.items() if vs}
+    if not values:
+        return None
+    fig = Figure(figsize=(max(FIGSIZE[0], 1.3 * len(values) + 1.5), FIGSIZE[1]), dpi=DPI)
+    ax = fig.subplots()
+    for i, (key, vs) in enumerate(values.items()):
+        ax.bar(i, sum(vs) / len(vs), width=0.6, color=f"C{i % 10}", alpha=0.55)
+        ax.scatter([i + (j - (len(vs) - 1) / 2) * 0.08 for j in range(len(vs))], vs, color="black", s=14, zorder=3)
+    ax.set_xticks(range(len(values)), list(values), rotation=15 if len(values) > 3 else 0, fontsize=8)
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="y", alpha=0.3)
+    return Plot(name, title, _png(fig))
+
+
+def pass_at_k_curves(name: str, title: str, curves: Mapping[str, Mapping[int, float]]) -> Plot | None:
+    """pass@k against k (log scale), one line per model: where RL's gain at k = 1 goes at large k."""
+    lines = {label: (sorted(c), [c[k] for k in sorted(c)]) for label, c in curves.items() if len(c) >= 2}
+    if not lines:
+        return None
+    return Plot(name, title, _draw(title, "pass@k", lines, smooth=False, xlabel="k", logx=True))

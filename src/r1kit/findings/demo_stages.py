@@ -1,0 +1,95 @@
+"""The demo pipeline as an experiment: r1_zero_learns, length_grows, cold_start_helps and
+distill_beats_small_rl read its held-out metrics, and rl_sharpens its base and R1-Zero models.
+
+It runs once per seed under `workdir/demo/seed-<s>/` (its stages skip themselves when done, so the
+findings that share it train it once); the two bases are pretrained once and cached, as in
+`r1kit demo`. At smoke size every model is a 32-wide, one-layer one trained for two steps, and
+sft2 and distilled train on the task's own worked solutions: a model that small samples no correct
+completion for rejection sampling to keep.
+"""
+
+from __future__ import annotations
+
+import json
+from copy import deepcopy
+from pathlib import Path
+from typing import Sequence
+
+from r1kit.config import deep_merge, load
+from r1kit.demo import DEFAULT_CONFIG
+from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
+from r1kit.report.tables import METRICS, stage_metrics
+
+SMOKE_TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1}
+SMOKE = {  # per recipe: the stage config that makes a stage of that recipe take a second or two
+    "pretrain": {"tiny": SMOKE_TINY, "documents": 100, "steps": 2, "test_size": 4},
+    "sft": {"steps": 2, "batch_size": 4},
+    "rm": {"steps": 2, "batch_size": 4, "data": {"train_size": 8}},
+    "distill": {"steps": 2, "batch_size": 4},
+    "sample": {"data": {"train_size": 4}, "samples_per_prompt": 2, "max_new_tokens": 8},
+    "grpo": {"grpo": {"steps": 2, "prompts_per_step": 2, "group_size": 2}, "sampling": {"max_new_tokens": 8}},
+    "ppo": {"ppo": {"steps": 2, "prompts_per_step": 4, "ppo_epochs": 1, "mini_batches": 1}, "sampling": {"max_new_tokens": 8}},
+}
+
+
+def config(seed: int, workdir: Path, size: str, stages: Sequence[StageSpec] | None = None, name: str = "demo") -> PipelineConfig:
+    """The demo pipeline of one seed under `workdir/name` (shrunk at smoke size); with `stages`,
+    the demo's base followed by those stages instead of the demo's own (the demo's defaults and
+    recipe defaults still apply): a finding's own training from the shared base."""
+    pipe = load(DEFAULT_CONFIG, [], PipelineConfig)
+    if stages is not None:
+        pipe.stages = pipe.stages[:1] + [deepcopy(s) for s in stages]
+    pipe.seed = seed
+    pipe.report = False
+    pipe.output_dir = str(workdir / (name if size == "full" else f"{name}-smoke") / f"seed-{seed}")
+    if size == "smoke":
+        _shrink(pipe, workdir / "cache")
+    return pipe
+
+
+def run(seed: int, workdir: Path, size: str, upto: str = "") -> dict[str, float]:
+    """Run (or finish) the demo pipeline of `seed`, or only its stages up to `upto`; every shown
+    stage's held-out metrics, as `stage/metric`. A stage's fingerprint does not depend on later
+    ones, so a partial run's stages are the full run's."""
+    pipe = config(seed, workdir, size)
+    if upto:
+        names = [s.name for s in pipe.stages]
+        pipe.stages = pipe.stages[: names.index(upto) + 1]
+    return metrics(pipe)
+
+
+def metrics(pipe: PipelineConfig) -> dict[str, float]:
+    """Run (or finish) a pipeline; every shown stage's held-out metrics, as `stage/metric`."""
+    out = run_pipeline(pipe)
+    results = json.loads((out / "results.json").read_text())
+    k = int(pipe.defaults.get("eval", {}).get("k", 4))
+    return {f"{stage}/{m}": v for stage, r in results.items() for m, v in stage_metrics(r, k).items() if m in METRICS}
+
+
+def base_model(workdir: Path, size: str) -> Path:
+    """The demo's teacher base alone (pretrained once, cached): the fixed policy of measurements."""
+    pipe = config(0, workdir, size)
+    pipe.stages = pipe.stages[:1]
+    pipe.output_dir = str(Path(pipe.output_dir).parent / "base")
+    return model_dir(run_pipeline(pipe), pipe.stages[0].name)
+
+
+def model_dir(pipe_dir: Path, stage: str) -> Path:
+    """The model a stage of a finished pipeline wrote."""
+    return Path(json.loads((pipe_dir / "stages.json").read_text())[stage]) / "model"
+
+
+def _shrink(pipe: PipelineConfig, cache_dir: Path) -> None:
+    pipe.defaults = deep_merge(pipe.defaults, {
+        "data": {"test_size": 4, "train_size": 32}, "eval": {"k": 2, "max_new_tokens": 8},
+        "run": {"threads": 1, "progress": False, "tensorboard": False},
+    })  # fmt: skip
+    pipe.stages = [s for s in pipe.stages if s.recipe != "sample"]
+    for stage in pipe.stages:
+        if stage.data_from:
+            stage.data_from = ""
+            stage.config = {**stage.config, "response_column": "cot"}
+        stage.config = deep_merge(stage.config, SMOKE.get(stage.recipe, {}))
+        if stage.recipe == "pretrain":
+            stage.config = deep_merge(stage.config, {"cache_dir": str(cache_dir)})
+            stage.config["tiny"] = dict(SMOKE_TINY)  # the student's own shape is replaced, not merged

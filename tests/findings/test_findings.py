@@ -1,0 +1,139 @@
+"""`r1kit findings`: every criterion on hand-made metrics (held exactly at its margin, not just
+below), findings.json's shape, and every implemented experiment at smoke size."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from r1kit.errors import R1kitError
+from r1kit.findings import registry, variance
+from r1kit.findings import run as run_module
+from r1kit.findings.registry import FINDINGS, NAMES, by_name
+from r1kit.findings.run import entry, run_findings, verdict
+
+ISSUE_NAMES = (
+    "r1_zero_learns", "length_grows", "cold_start_helps", "language_mixing", "grpo_matches_ppo", "kl_limits_hacking",
+    "baselines_cut_variance", "off_policy_reuse", "outcome_vs_process", "mcts_vs_rl", "distill_beats_small_rl",
+    "sft_memorizes_rl_generalizes", "rl_sharpens",
+)  # fmt: skip
+IMPLEMENTED = ("r1_zero_learns", "length_grows", "cold_start_helps", "grpo_matches_ppo", "kl_limits_hacking", "baselines_cut_variance", "off_policy_reuse",
+               "distill_beats_small_rl", "rl_sharpens")  # fmt: skip
+
+
+def test_the_registry_lists_the_thirteen_findings_and_which_have_experiments():
+    assert sorted(NAMES) == sorted(ISSUE_NAMES)
+    assert tuple(f.name for f in FINDINGS if f.implemented) == IMPLEMENTED
+    for f in FINDINGS:
+        assert f.claim and f.source, f.name
+        if f.implemented:
+            assert f.setup and f.criterion and f.plot, f.name
+
+
+# (finding, metrics exactly at its margin, metrics just below). Values are binary fractions plus the
+# margin, so each subtraction is exact to far within the 1e-9 nudges either side.
+EDGES = [
+    ("r1_zero_learns", {"base/pass@1": 0.5, "r1_zero/pass@1": 0.58 + 1e-9}, {"base/pass@1": 0.5, "r1_zero/pass@1": 0.58 - 1e-9}),
+    ("length_grows", {"base/mean_length": 10.0, "r1_zero/mean_length": 11.0}, {"base/mean_length": 10.0, "r1_zero/mean_length": 11.0 - 1e-9}),
+    ("cold_start_helps", {"r1_zero/pass@1": 0.5, "grpo/pass@1": 0.55 + 1e-9}, {"r1_zero/pass@1": 0.5, "grpo/pass@1": 0.55 - 1e-9}),
+    ("distill_beats_small_rl", {"student_rl/pass@1": 0.5, "distilled/pass@1": 0.55 + 1e-9},
+     {"student_rl/pass@1": 0.5, "distilled/pass@1": 0.55 - 1e-9}),
+    ("kl_limits_hacking", {"ppo_kl0.02/pass@1": 0.5, "ppo_kl0.3/pass@1": 0.55 + 1e-9},
+     {"ppo_kl0.02/pass@1": 0.5, "ppo_kl0.3/pass@1": 0.55 - 1e-9}),
+    ("off_policy_reuse", {"mu1/pass@1": 0.5, "mu4/pass@1": 0.55 + 1e-9}, {"mu1/pass@1": 0.5, "mu4/pass@1": 0.55 - 1e-9}),
+    # GRPO learns by 0.08 exactly and ends 0.05 below PPO exactly: held; a hair lower is not.
+    ("grpo_matches_ppo", {"base/pass@1": 0.5, "grpo/pass@1": 0.58 + 1e-9, "ppo/pass@1": 0.63},
+     {"base/pass@1": 0.5, "grpo/pass@1": 0.58 + 1e-9, "ppo/pass@1": 0.63 + 2e-9}),
+    # 0.75 x 4 = 3 exactly: both baselines at 3 hold; one of them a hair above fails.
+    ("baselines_cut_variance", {"rel_var/none": 4.0, "rel_var/mean": 3.0, "rel_var/group": 3.0},
+     {"rel_var/none": 4.0, "rel_var/mean": 3.0, "rel_var/group": 3.0 + 1e-9}),
+    # pass@1 gain 0.25 (>= 0.05), pass@large gain 0.125 = half of it: held; a hair more is not.
+    ("rl_sharpens", {"base/pass@1": 0.5, "rl/pass@1": 0.75, "base/pass@large": 0.75, "rl/pass@large": 0.875},
+     {"base/pass@1": 0.5, "rl/pass@1": 0.75, "base/pass@large": 0.75, "rl/pass@large": 0.875 + 1e-9}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,at,below", EDGES, ids=[e[0] for e in EDGES])
+def test_each_criterion_holds_at_its_margin_and_not_below(name, at, below):
+    f = by_name(name)
+    assert f.held(at) is True
+    assert f.held(below) is False
+    assert f.held({k: math.nan for k in at}) is False  # an unmeasured metric never makes a finding hold
+
+
+def test_grpo_matches_ppo_needs_grpo_to_learn():
+    assert registry._grpo_matches_ppo({"base/pass@1": 0.5, "grpo/pass@1": 0.5, "ppo/pass@1": 0.5}) is False
+
+
+def test_rl_sharpens_needs_a_pass_at_1_gain_too():
+    # No gain at all (0 <= 0 / 2 would pass the second half alone).
+    assert registry._sharpens({"base/pass@1": 0.5, "rl/pass@1": 0.5, "base/pass@large": 0.9, "rl/pass@large": 0.9}) is False
+
+
+def test_entry_shape_and_verdicts():
+    f = by_name("r1_zero_learns")
+    seeds = [{"base/pass@1": 0.5, "r1_zero/pass@1": 0.75}, {"base/pass@1": 0.5, "r1_zero/pass@1": 0.5, "extra": math.nan}]
+    e = entry(f, seeds, 12.34)
+    assert e["held"] == [True, False] and e["verdict"] == "held on 1 of 2 seeds"
+    assert e["metrics"] == {"base/pass@1": [0.5, 0.5], "r1_zero/pass@1": [0.75, 0.5], "extra": [None, None]}
+    assert e["seconds"] == 12.3 and e["implemented"] is True
+    todo = entry(by_name("mcts_vs_rl"), [], 0.0)
+    assert todo["held"] is None and todo["verdict"] == "not implemented yet" and todo["metrics"] == {}
+    assert verdict([True, True]) == "held on every seed" and verdict([False]) == "did not hold on any seed"
+
+
+def test_relative_variance_by_hand():
+    # Rows [1, 0] and [3, 0]: mean [2, 0], each row 1 away (squared), signal 4 -> 1 / 4.
+    assert variance._relative_variance(torch.tensor([[1.0, 0.0], [3.0, 0.0]])) == 0.25
+    assert variance._variance(torch.tensor([[1.0, 0.0], [3.0, 0.0]])) == 1.0
+    assert math.isnan(variance._relative_variance(torch.zeros(3, 2)))  # no gradient: nothing to compare
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    with pytest.raises(R1kitError, match="no such finding"):
+        run_findings(["r1_zero_learn"], output_dir=str(tmp_path))
+    with pytest.raises(R1kitError, match="--seeds"):
+        run_findings([], seeds=0, output_dir=str(tmp_path))
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_every_experiment_runs_at_smoke_size_and_reruns_skip_finished_seeds(tmp_path, one_thread, monkeypatch):
+    summary = run_findings([], seeds=1, output_dir=str(tmp_path), size="smoke")
+    written = json.loads((tmp_path / "findings.json").read_text())
+    assert written == json.loads(json.dumps(summary))
+    assert written["seeds"] == [0] and [f["name"] for f in written["findings"]] == list(NAMES)
+    for f in written["findings"]:
+        assert set(f) >= {"name", "claim", "criterion", "held", "metrics", "seconds"}
+        if f["name"] in IMPLEMENTED:
+            assert len(f["held"]) == 1 and isinstance(f["held"][0], bool), f["name"]
+            assert all(len(v) == 1 for v in f["metrics"].values()) and set(f["plot"]) <= set(f["metrics"]), f["name"]
+        else:
+            assert f["held"] is None and f["metrics"] == {}, f["name"]
+    assert "r1_zero_learns" in (tmp_path / "report.html").read_text()
+
+    def refuse(*args):
+        raise AssertionError("a finished seed ran again")
+
+    monkeypatch.setattr(run_module, "FINDINGS", tuple(dataclasses.replace(f, run=refuse) if f.implemented else f for f in FINDINGS))
+    again = run_findings(["rl_sharpens", "mcts_vs_rl"], seeds=1, output_dir=str(tmp_path), size="smoke")
+    assert [f["name"] for f in again["findings"]] == ["mcts_vs_rl", "rl_sharpens"]  # registry order
+    assert again["findings"][1]["metrics"] == written["findings"][-1]["metrics"]
+
+
+def test_cli_parses_the_findings_verb():
+    from r1kit.cli import build_parser
+
+    args = build_parser().parse_args(["findings", "--only", "rl_sharpens", "r1_zero_learns", "--seeds", "2"])
+    assert (args.only, args.seeds, args.output_dir, args.size) == (["rl_sharpens", "r1_zero_learns"], 2, "runs/findings", "full")
+    assert build_parser().parse_args(["findings"]).seeds == 3
