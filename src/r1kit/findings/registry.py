@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from r1kit.findings import demo_stages, sharpen, training, variance
+from r1kit.findings import demo_stages, search_rewards, sharpen, training, variance
 
 Metrics = Mapping[str, float]
 RunFn = Callable[[int, Path, str], dict[str, float]]
@@ -106,9 +106,13 @@ FINDINGS: tuple[Finding, ...] = (
             R1_EXPLAINED, training.OFF_POLICY_SETUP, "mu4 pass@1 - mu1 pass@1 >= 0.05", _gap("mu4/pass@1", "mu1/pass@1", 0.05),
             training.off_policy_reuse, ("base/pass@1", "mu1/pass@1", "mu4/pass@1")),
     Finding("outcome_vs_process", "the challenges of using process reward models in reinforcement learning, highlighting the "
-            "difficulty of dividing problems into sub-problems and assigning rewards to individual steps", VIDEO_NOTES),
+            "difficulty of dividing problems into sub-problems and assigning rewards to individual steps", VIDEO_NOTES,
+            search_rewards.PROCESS_SETUP, "outcome pass@1 - process pass@1 >= 0.05", _gap("outcome/pass@1", "process/pass@1", 0.05),
+            search_rewards.outcome_vs_process, ("sft/pass@1", "process/pass@1", "outcome/pass@1")),
     Finding("mcts_vs_rl", "Monte Carlo Tree Search, a technique that explores successful solution paths more extensively, "
-            "but still yields inferior results compared to reinforcement learning approaches", VIDEO_NOTES),
+            "but still yields inferior results compared to reinforcement learning approaches", VIDEO_NOTES,
+            search_rewards.MCTS_SETUP, "rl greedy accuracy - mcts (value model) accuracy >= 0.05", _gap("rl/greedy_acc", "mcts/acc", 0.05),
+            search_rewards.mcts_vs_rl, ("base/greedy_acc", "mcts/acc", "rl/greedy_acc")),
     Finding("distill_beats_small_rl", "knowledge distillation, a technique to transfer knowledge from a large, pre-trained "
             "model (\"big brother\") to a smaller model", VIDEO_NOTES, DEMO_SETUP,
             "distilled pass@1 - student_rl pass@1 >= 0.05", _gap("distilled/pass@1", "student_rl/pass@1", 0.05),

@@ -1,0 +1,94 @@
+"""Findings on what R1 chose not to use, each against the plain RL it was compared with:
+
+- outcome_vs_process: GRPO from the demo's cold-start SFT model rewarded by the task's answer
+  check (outcome, R1-Zero's rewards) against the same GRPO rewarded by a process reward model's
+  step scores (DeepSeekMath's process supervision; `r1kit prm` on the SFT model's own samples, each
+  `a+b=c` partial sum a step, labelled by the task's step checker).
+- mcts_vs_rl: the demo's base answering by Monte Carlo tree search over reasoning steps, leaves
+  valued by a value model fitted by `r1kit search` (AlphaZero's v(s); nothing at test time sees
+  the gold answer), against the demo's R1-Zero GRPO model of the same seed answering greedily.
+
+Each trains under `workdir/<finding>/seed-<s>/` from the demo's cached base.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from r1kit.config import DataArgs, EvalArgs, MCTSArgs, deep_merge, from_dict
+from r1kit.eval.evaluate import Evaluator
+from r1kit.eval.provenance import recorded_run
+from r1kit.eval.search import mcts_metrics
+from r1kit.findings import demo_stages
+from r1kit.models.load import load_model, load_tokenizer
+from r1kit.recipes.pipeline import StageSpec
+
+PRM_SIZES = {  # configs/tiny-arith/prm.yaml's PRM; best-of-n reranking is not part of the finding, so n is small
+    "full": {"data": {"train_size": 200, "test_size": 40}, "samples_per_prompt": 4, "steps": 60, "best_of_n": {"n": 2}},
+    "smoke": {"data": {"train_size": 4, "test_size": 4}, "samples_per_prompt": 1, "steps": 2, "batch_size": 4, "best_of_n": {"n": 1},
+              "sampling": {"max_new_tokens": 8}},
+}  # fmt: skip
+PRM_CONFIG = {"labels": {"source": "task", "separator": " ", "mode": "soft"}, "batch_size": 32, "max_length": 96,
+              "sampling": {"temperature": 1.0, "max_new_tokens": 40, "stop": ["</answer>"]}, "optim": {"lr": 1.0e-3, "warmup_steps": 5},
+              "run": {"eval_every": 0}}  # fmt: skip
+PROCESS_SETUP = ("From the demo's base: the demo's cold-start SFT (seeded), a process reward model from the SFT model "
+                 "(configs/tiny-arith/prm.yaml: 200 prompts x 4 sampled solutions, each `a+b=c` partial sum a step labelled by "
+                 "the task's step checker, 60 steps), then GRPO from the SFT model with the demo's R1-Zero settings (40 steps of "
+                 "8 prompts x 8) rewarded by the answer check + 0.5 x format (outcome) or by the PRM's step scores + 0.5 x "
+                 "format (process); 80 held-out prompts, pass@1 over 4 samples at temperature 1.")
+
+MCTS = {"budget_tokens": 120, "simulations": 2000, "k": 2, "c_puct": 1.0, "widening": 0.5}
+SEARCH = {"data": {"train_size": 40}, "mcts": {"budget_tokens": MCTS["budget_tokens"]}, "value_steps": 150}
+"""The value model's search: training prompts searched with verifier-scored rollouts, then the fit."""
+MCTS_SMOKE = {"budget_tokens": 16, "simulations": 4}
+"""At smoke size the base solves nothing for the search to fit a value model on (`r1kit search`
+refuses), so the leaves are valued by rollouts: the smoke run checks the plumbing, not the search."""
+MCTS_SETUP = ("The demo pipeline's base and R1-Zero model of each seed (see r1_zero_learns). A value model fitted by `r1kit "
+              f"search` from the base (40 training prompts searched with verifier-scored rollouts, 150 steps, seeded); the base "
+              f"then answers each of the 80 held-out prompts by MCTS over steps valued by that model ({MCTS['budget_tokens']} "
+              f"generated tokens per problem, k={MCTS['k']}, c_puct={MCTS['c_puct']}, widening={MCTS['widening']}), against the "
+              "R1-Zero model's greedy answer to the same prompts.")
+
+
+def outcome_vs_process(seed: int, workdir: Path, size: str) -> dict[str, float]:
+    demo = demo_stages.config(seed, workdir, size)
+    cold_start = next(s for s in demo.stages if s.name == "sft")
+    name = "outcome_vs_process"
+    prm_model = Path(demo_stages.config(seed, workdir, size, [], name=name).output_dir) / "prm" / "model"
+    stages = [
+        StageSpec(name="sft", recipe="sft", start="base", config=cold_start.config),
+        StageSpec(name="prm", recipe="prm", start="sft", show=False, config=deep_merge(PRM_CONFIG, PRM_SIZES[size])),
+        StageSpec(name="outcome", recipe="grpo", start="sft"),  # the demo's R1-Zero rewards (recipe_defaults)
+        StageSpec(name="process", recipe="grpo", start="sft", config={"rewards": [f"prm:{prm_model}", {"name": "format", "weight": 0.5}]}),
+    ]
+    return demo_stages.metrics(demo_stages.config(seed, workdir, size, stages, name=name))
+
+
+def mcts_vs_rl(seed: int, workdir: Path, size: str) -> dict[str, float]:
+    pipe_dir = Path(demo_stages.config(seed, workdir, size).output_dir)
+    ran = demo_stages.run(seed, workdir, size, upto="r1_zero")  # the shared pipeline's first stages: skipped when done
+    if size == "smoke":
+        mcts = MCTSArgs(**{**MCTS, **MCTS_SMOKE})
+    else:
+        search = StageSpec(name="value", recipe="search", start="base", show=False, config=SEARCH)
+        value_pipe = demo_stages.config(seed, workdir, size, [search], name="mcts_vs_rl")
+        demo_stages.metrics(value_pipe)
+        value_model = demo_stages.model_dir(Path(value_pipe.output_dir), "value").parent / "value_model"
+        mcts = MCTSArgs(**MCTS, value="model", value_model=str(value_model))
+    searched = _search(demo_stages.model_dir(pipe_dir, "base"), mcts, seed)
+    return {
+        "base/greedy_acc": ran["base/greedy_acc"], "rl/greedy_acc": ran["r1_zero/greedy_acc"], "mcts/acc": searched["mcts_acc"],
+        "mcts/answered": searched["mcts_answered"], "mcts/tokens": searched["mcts_tokens"],
+    }  # fmt: skip
+
+
+def _search(model_dir: Path, mcts: MCTSArgs, seed: int) -> dict[str, float]:
+    """MCTS metrics of the model on its recorded test split (the rows the pipeline evaluated it on),
+    the search's sampling seeded by `seed`."""
+    recorded = recorded_run(model_dir)
+    data = from_dict(DataArgs, dict(recorded.data) if recorded else {}, "data.")
+    args = dataclasses.replace(from_dict(EvalArgs, dict(recorded.eval) if recorded else {}, "eval."), k=0, search="mcts", mcts=mcts)
+    tokenizer, model = load_tokenizer(str(model_dir)), load_model(str(model_dir))
+    e = Evaluator.for_data(tokenizer, data, args)
+    return mcts_metrics(model, tokenizer, e.rows, e.score, args, e.task, e.template, e.system_prompt, seed)
