@@ -22,7 +22,7 @@ ISSUE_NAMES = (
     "sft_memorizes_rl_generalizes", "rl_sharpens",
 )  # fmt: skip
 IMPLEMENTED = ("r1_zero_learns", "length_grows", "cold_start_helps", "grpo_matches_ppo", "kl_limits_hacking", "baselines_cut_variance", "off_policy_reuse",
-               "distill_beats_small_rl", "rl_sharpens")  # fmt: skip
+               "outcome_vs_process", "mcts_vs_rl", "distill_beats_small_rl", "rl_sharpens")  # fmt: skip
 
 
 def test_the_registry_lists_the_thirteen_findings_and_which_have_experiments():
@@ -45,6 +45,8 @@ EDGES = [
     ("kl_limits_hacking", {"ppo_kl0.02/pass@1": 0.5, "ppo_kl0.3/pass@1": 0.55 + 1e-9},
      {"ppo_kl0.02/pass@1": 0.5, "ppo_kl0.3/pass@1": 0.55 - 1e-9}),
     ("off_policy_reuse", {"mu1/pass@1": 0.5, "mu4/pass@1": 0.55 + 1e-9}, {"mu1/pass@1": 0.5, "mu4/pass@1": 0.55 - 1e-9}),
+    ("outcome_vs_process", {"process/pass@1": 0.5, "outcome/pass@1": 0.55 + 1e-9}, {"process/pass@1": 0.5, "outcome/pass@1": 0.55 - 1e-9}),
+    ("mcts_vs_rl", {"mcts/acc": 0.5, "rl/greedy_acc": 0.55 + 1e-9}, {"mcts/acc": 0.5, "rl/greedy_acc": 0.55 - 1e-9}),
     # GRPO learns by 0.08 exactly and ends 0.05 below PPO exactly: held; a hair lower is not.
     ("grpo_matches_ppo", {"base/pass@1": 0.5, "grpo/pass@1": 0.58 + 1e-9, "ppo/pass@1": 0.63},
      {"base/pass@1": 0.5, "grpo/pass@1": 0.58 + 1e-9, "ppo/pass@1": 0.63 + 2e-9}),
@@ -81,7 +83,7 @@ def test_entry_shape_and_verdicts():
     assert e["held"] == [True, False] and e["verdict"] == "held on 1 of 2 seeds"
     assert e["metrics"] == {"base/pass@1": [0.5, 0.5], "r1_zero/pass@1": [0.75, 0.5], "extra": [None, None]}
     assert e["seconds"] == 12.3 and e["implemented"] is True
-    todo = entry(by_name("mcts_vs_rl"), [], 0.0)
+    todo = entry(dataclasses.replace(f, run=None), [], 0.0)  # a finding with no experiment yet
     assert todo["held"] is None and todo["verdict"] == "not implemented yet" and todo["metrics"] == {}
     assert verdict([True, True]) == "held on every seed" and verdict([False]) == "did not hold on any seed"
 
