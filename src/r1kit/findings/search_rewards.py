@@ -39,7 +39,7 @@ PROCESS_SETUP = ("From the demo's base: the demo's cold-start SFT (seeded), a pr
                  "format (process); 80 held-out prompts, pass@1 over 4 samples at temperature 1.")
 
 MCTS = {"budget_tokens": 120, "simulations": 2000, "k": 2, "c_puct": 1.0, "widening": 0.5}
-SEARCH = {"data": {"train_size": 40}, "mcts": {"budget_tokens": MCTS["budget_tokens"]}, "value_steps": 150}
+SEARCH = {"data": {"train_size": 40}, "mcts": {"budget_tokens": MCTS["budget_tokens"]}, "max_new_tokens": 40, "value_steps": 150}
 """The value model's search: training prompts searched with verifier-scored rollouts, then the fit."""
 MCTS_SMOKE = {"budget_tokens": 16, "simulations": 4}
 """At smoke size the base solves nothing for the search to fit a value model on (`r1kit search`
