@@ -131,6 +131,10 @@ def test_every_experiment_runs_at_smoke_size_and_reruns_skip_finished_seeds(tmp_
         else:
             assert f["held"] is None and f["metrics"] == {}, f["name"]
     assert "r1_zero_learns" in (tmp_path / "report.html").read_text()
+    ood = next(f for f in written["findings"] if f["name"] == "sft_memorizes_rl_generalizes")["metrics"]
+    for model in ("base", "sft", "rl"):  # in distribution, both shifted sets, and ood their mean
+        parts = [ood[f"{model}/{name}/pass@1"][0] for name in ("ood_len", "ood_digits")]
+        assert ood[f"{model}/ood/pass@1"][0] == pytest.approx(sum(parts) / 2) and f"{model}/id/pass@1" in ood
 
     def refuse(*args):
         raise AssertionError("a finished seed ran again")
