@@ -22,7 +22,7 @@ ISSUE_NAMES = (
     "sft_memorizes_rl_generalizes", "rl_sharpens",
 )  # fmt: skip
 IMPLEMENTED = ("r1_zero_learns", "length_grows", "cold_start_helps", "grpo_matches_ppo", "kl_limits_hacking", "baselines_cut_variance", "off_policy_reuse",
-               "outcome_vs_process", "mcts_vs_rl", "distill_beats_small_rl", "rl_sharpens")  # fmt: skip
+               "outcome_vs_process", "mcts_vs_rl", "distill_beats_small_rl", "sft_memorizes_rl_generalizes", "rl_sharpens")  # fmt: skip
 
 
 def test_the_registry_lists_the_thirteen_findings_and_which_have_experiments():
@@ -53,6 +53,9 @@ EDGES = [
     # 0.75 x 4 = 3 exactly: both baselines at 3 hold; one of them a hair above fails.
     ("baselines_cut_variance", {"rel_var/none": 4.0, "rel_var/mean": 3.0, "rel_var/group": 3.0},
      {"rel_var/none": 4.0, "rel_var/mean": 3.0, "rel_var/group": 3.0 + 1e-9}),
+    # RL's ood pass@1 0.05 below the base's and 0.05 above SFT's, both exactly: held; a hair lower is not.
+    ("sft_memorizes_rl_generalizes", {"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.4, "rl/ood/pass@1": 0.45 + 1e-9},
+     {"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.4, "rl/ood/pass@1": 0.45 - 1e-9}),
     # pass@1 gain 0.25 (>= 0.05), pass@large gain 0.125 = half of it: held; a hair more is not.
     ("rl_sharpens", {"base/pass@1": 0.5, "rl/pass@1": 0.75, "base/pass@large": 0.75, "rl/pass@large": 0.875},
      {"base/pass@1": 0.5, "rl/pass@1": 0.75, "base/pass@large": 0.75, "rl/pass@large": 0.875 + 1e-9}),
@@ -69,6 +72,13 @@ def test_each_criterion_holds_at_its_margin_and_not_below(name, at, below):
 
 def test_grpo_matches_ppo_needs_grpo_to_learn():
     assert registry._grpo_matches_ppo({"base/pass@1": 0.5, "grpo/pass@1": 0.5, "ppo/pass@1": 0.5}) is False
+
+
+def test_sft_memorizes_rl_generalizes_needs_both_halves():
+    # RL far ahead of SFT but fallen from the base's level: it did not hold its accuracy.
+    assert registry._generalizes({"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.125, "rl/ood/pass@1": 0.25}) is False
+    # RL holds the base's level but SFT holds it too.
+    assert registry._generalizes({"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.5, "rl/ood/pass@1": 0.5}) is False
 
 
 def test_rl_sharpens_needs_a_pass_at_1_gain_too():
@@ -123,6 +133,10 @@ def test_every_experiment_runs_at_smoke_size_and_reruns_skip_finished_seeds(tmp_
         else:
             assert f["held"] is None and f["metrics"] == {}, f["name"]
     assert "r1_zero_learns" in (tmp_path / "report.html").read_text()
+    ood = next(f for f in written["findings"] if f["name"] == "sft_memorizes_rl_generalizes")["metrics"]
+    for model in ("base", "sft", "rl"):  # in distribution, both shifted sets, and ood their mean
+        parts = [ood[f"{model}/{name}/pass@1"][0] for name in ("ood_len", "ood_digits")]
+        assert ood[f"{model}/ood/pass@1"][0] == pytest.approx(sum(parts) / 2) and f"{model}/id/pass@1" in ood
 
     def refuse(*args):
         raise AssertionError("a finished seed ran again")

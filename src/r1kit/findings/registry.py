@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from r1kit.findings import demo_stages, search_rewards, sharpen, training, variance
+from r1kit.findings import demo_stages, generalize, search_rewards, sharpen, training, variance
 
 Metrics = Mapping[str, float]
 RunFn = Callable[[int, Path, str], dict[str, float]]
@@ -62,6 +62,11 @@ def _variance_cut(m: Metrics) -> bool:
 def _grpo_matches_ppo(m: Metrics) -> bool:
     # GRPO must learn (as r1_zero_learns asks) and end level with PPO or above, within 0.05.
     return m["grpo/pass@1"] - m["base/pass@1"] >= 0.08 and m["grpo/pass@1"] - m["ppo/pass@1"] >= -0.05
+
+
+def _generalizes(m: Metrics) -> bool:
+    # RL's out-of-distribution pass@1 holds (no more than 0.05 below the base's) and beats SFT's by 0.05 or more.
+    return m["rl/ood/pass@1"] - m["base/ood/pass@1"] >= -0.05 and m["rl/ood/pass@1"] - m["sft/ood/pass@1"] >= 0.05
 
 
 def _sharpens(m: Metrics) -> bool:
@@ -117,7 +122,9 @@ FINDINGS: tuple[Finding, ...] = (
             "model (\"big brother\") to a smaller model", VIDEO_NOTES, DEMO_SETUP,
             "distilled pass@1 - student_rl pass@1 >= 0.05", _gap("distilled/pass@1", "student_rl/pass@1", 0.05),
             demo_stages.run, ("student_rl/pass@1", "distilled/pass@1")),
-    Finding("sft_memorizes_rl_generalizes", "A paper summarized it as \u201cSFT Memorizes, RL Generalizes\u201d", RL_REVIEW),
+    Finding("sft_memorizes_rl_generalizes", "A paper summarized it as \u201cSFT Memorizes, RL Generalizes\u201d", RL_REVIEW,
+            generalize.SETUP, "rl ood pass@1 - base ood pass@1 >= -0.05, and rl ood pass@1 - sft ood pass@1 >= 0.05",
+            _generalizes, generalize.run, ("base/ood/pass@1", "sft/ood/pass@1", "rl/ood/pass@1")),
     Finding("rl_sharpens", "while RLVR-trained models outperform their base models at smaller values of k (e.g., k=1), "
             "base models achieve higher pass@k score when k is large",
             "paper: Yue et al. 2025, Does Reinforcement Learning Really Incentivize Reasoning Capacity in LLMs Beyond the Base "
