@@ -68,12 +68,26 @@ def test_negative_learning_rate_is_refused_before_the_run_directory(capsys, tmp_
         ("dpo", "pref.flip_fraction=1.2", "config key 'pref.flip_fraction' must be at least 0 and at most 1, got 1.2"),
         ("dpo", "label_smoothing=0.5", "config key 'label_smoothing' must be at least 0 and less than 0.5, got 0.5"),
         ("sample", "mix_fraction=1", "config key 'mix_fraction' must be at least 0 and less than 1, got 1.0"),
+        ("prm", "best_of_n.n=0", "config key 'best_of_n.n' must be at least 1, got 0"),
+        ("prm", "labels.rollouts=0", "config key 'labels.rollouts' must be at least 1, got 0"),
+        ("search", "value_batch_size=0", "config key 'value_batch_size' must be at least 1, got 0"),
+        ("search", "value_steps=-1", "config key 'value_steps' must be at least 0, got -1"),
+        ("search", "mcts.budget_tokens=0", "config key 'mcts.budget_tokens' must be at least 1, got 0"),
     ],
 )
 def test_a_value_out_of_its_declared_range_names_the_key_and_the_range(recipe, override, message):
     with pytest.raises(R1kitError) as e:
         cfg.load(TINY / f"{recipe}.yaml", [override], cfg.recipe_config_class(recipe))
     assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("recipe", ["sample", "search", "prm"])
+def test_a_one_process_recipe_refuses_torchrun_before_anything_loads(recipe):
+    from r1kit.train.validate import check_config
+
+    with pytest.raises(R1kitError, match=rf"^{recipe} runs in one process \(.+\); start it without torchrun"):
+        check_config(cfg.recipe_config_class(recipe)(), recipe, world_size=2)
+    check_config(cfg.recipe_config_class(recipe)(), recipe, world_size=1)  # one process: nothing to refuse
 
 
 def test_every_shipped_default_is_inside_its_range():

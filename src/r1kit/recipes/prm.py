@@ -38,7 +38,7 @@ from rich import box
 from rich.table import Table
 
 from r1kit.algorithms import aggregate_steps, prm_step_loss
-from r1kit.config import DataArgs, ModelArgs, OptimArgs, RunArgs, SamplingArgs
+from r1kit.config import DataArgs, ModelArgs, OptimArgs, PositiveInt, RunArgs, SamplingArgs
 from r1kit.data.io import write_jsonl
 from r1kit.data.source import load_split
 from r1kit.data.step_labels import checker_labels, load_labelled_steps, shepherd_labels
@@ -71,7 +71,7 @@ class StepLabelArgs:
     `steps` and `labels` columns (PRM800K-like, Lightman et al. 2023)."""
     separator: str = "\n"
     """The text that ends a step (the arithmetic task writes one `a+b=c` per space-separated step)."""
-    rollouts: int = 4
+    rollouts: PositiveInt = 4
     """N, completions per step prefix for labels.source=rollouts (Math-Shepherd used 8)."""
     mode: Literal["soft", "hard"] = "soft"
     """Math-Shepherd label: the share of completions reaching the right answer, or whether any does."""
@@ -81,7 +81,7 @@ class StepLabelArgs:
 class BestOfNArgs:
     """Reranking N samples per test prompt."""
 
-    n: int = 8
+    n: PositiveInt = 8
     """Samples per test prompt (also the held-out solutions whose steps are evaluated)."""
     orm: str = ""
     """An outcome reward model's directory (`r1kit rm`) to rerank by as well; empty: its row is skipped."""
@@ -99,19 +99,19 @@ class PRMConfig:
     """Prompts (a task with a verifier) or, with labels.source=file, step-labelled files."""
     labels: StepLabelArgs = field(default_factory=StepLabelArgs)
     """Step labels."""
-    samples_per_prompt: int = 4
+    samples_per_prompt: PositiveInt = 4
     """Solutions sampled from the policy per training prompt."""
     sampling: SamplingArgs = field(default_factory=SamplingArgs)
     """How the policy samples solutions and completions."""
     best_of_n: BestOfNArgs = field(default_factory=BestOfNArgs)
     """Best-of-N reranking on the test split."""
-    steps: int = 100
+    steps: PositiveInt = 100
     """Optimizer steps."""
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     """Solutions per step."""
-    max_length: int = 256
+    max_length: PositiveInt = 256
     """Longest prompt + steps in tokens (steps that do not fit whole are left out)."""
-    eval_batch_size: int = 64
+    eval_batch_size: PositiveInt = 64
     """Solutions per forward pass when scoring."""
     optim: OptimArgs = field(default_factory=lambda: OptimArgs(lr=1e-4))
     """Optimiser and schedule."""
@@ -123,8 +123,6 @@ def train(config: PRMConfig) -> Path:
     """Train a PRM; returns the run directory (the model is in run_dir/model)."""
     _check(config)
     with Run(config, "prm") as run:
-        if run.dist.world_size > 1:
-            raise R1kitError("prm runs in one process (its solutions are sampled once, up front); start it without torchrun")
         tokenizer = load_tokenizer(config.model.path)
         verify, extract = scorer_for(config.data) if config.labels.source != "file" else (None, None)
         policy = _policy(run, config) if config.labels.source != "file" else None
@@ -162,8 +160,6 @@ def train(config: PRMConfig) -> Path:
 def _check(config: PRMConfig) -> None:
     if config.labels.source == "file" and not (config.data.path and config.data.test_path):
         raise R1kitError("labels.source=file needs data.path and data.test_path (JSONL with prompt, steps and labels); set both")
-    if config.labels.source != "file" and config.best_of_n.n < 1:
-        raise R1kitError(f"best_of_n.n={config.best_of_n.n} must be at least 1: the held-out steps are those of the test prompts' samples")
     if config.best_of_n.orm and config.labels.source == "file":
         raise R1kitError("best_of_n.orm needs policy samples to rerank, which labels.source=file has none of; remove best_of_n.orm")
 

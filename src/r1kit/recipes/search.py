@@ -25,11 +25,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
-from r1kit.config import DataArgs, MCTSArgs, ModelArgs, RunArgs
+from r1kit.config import DataArgs, MCTSArgs, ModelArgs, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, RunArgs
 from r1kit.data.io import write_jsonl
 from r1kit.data.source import load_split
 from r1kit.errors import R1kitError
@@ -59,17 +59,17 @@ class SearchConfig:
     """Run directory, seed, logging."""
     mcts: MCTSArgs = field(default_factory=MCTSArgs)
     """The search per prompt; its value must be `rollout` (the verifier's verdicts are the data)."""
-    temperature: float = 1.0
+    temperature: NonNegativeFloat = 1.0
     """Sampling temperature of steps and rollouts."""
-    top_p: float = 1.0
+    top_p: Annotated[float, Range(gt=0, le=1)] = 1.0
     """Nucleus sampling of steps and rollouts."""
-    max_new_tokens: int = 64
+    max_new_tokens: PositiveInt = 64
     """Longest solution in tokens."""
-    value_steps: int = 100
+    value_steps: NonNegativeInt = 100
     """Optimizer steps of the value model on the search's (prefix, outcome) pairs; 0 = no value model."""
-    value_batch_size: int = 32
+    value_batch_size: PositiveInt = 32
     """Pairs per value-model step, drawn at random from all of them."""
-    value_lr: float = 1e-3
+    value_lr: PositiveFloat = 1e-3
     """Adam learning rate of the value model (backbone and head)."""
 
 
@@ -140,5 +140,3 @@ def fit_value_model(config: SearchConfig, run: Run, tokenizer, examples: list[tu
 def _check(config: SearchConfig) -> None:
     if config.mcts.value != "rollout":
         raise R1kitError(f"search cannot honour mcts.value={config.mcts.value!r}: its data are the verifier's verdicts on rollouts; set mcts.value=rollout")
-    if config.value_steps < 0 or config.value_batch_size < 1:
-        raise R1kitError(f"value_steps must be >= 0 and value_batch_size >= 1, got {config.value_steps} and {config.value_batch_size}")

@@ -27,7 +27,9 @@ from r1kit.errors import R1kitError
 from r1kit.report.tracking import check_wandb
 
 NO_CHECKPOINTS = {"sample": "it trains nothing", "search": "it writes its data and value model once, at the end"}
-"""Recipes that have no training state to checkpoint, and why."""
+"""Recipes that have no training state to checkpoint, and why (each runs in one process too)."""
+ONE_PROCESS = {**NO_CHECKPOINTS, "prm": "its solutions are sampled once, up front"}
+"""Recipes that run in one process only, and why."""
 PROMPT_RECIPES = ("grpo", "ppo")
 """The recipes that apply data.max_prompt_tokens and data.long_prompts."""
 FSDP_RECIPES = ("pretrain", "sft", "grpo", "ppo", "dpo", "rm", "distill")
@@ -59,8 +61,8 @@ def check_settings(config: Any, recipe: str, world_size: int) -> None:
         for key in ("save_every", "resume"):
             if getattr(config.run, key):
                 raise R1kitError(f"{recipe} cannot honour run.{key}={getattr(config.run, key)!r}: {why}, so it writes no checkpoints; remove the setting")
-        if world_size > 1:
-            raise R1kitError(f"{recipe} runs in one process ({why}); start it without torchrun")
+    if recipe in ONE_PROCESS and world_size > 1:
+        raise R1kitError(f"{recipe} runs in one process ({ONE_PROCESS[recipe]}); start it without torchrun")
     data = getattr(config, "data", None)
     if data is not None and recipe not in PROMPT_RECIPES:
         if data.max_prompt_tokens:
