@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file
+
 from r1kit.config import RECIPES, load, recipe_config_class
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -60,3 +63,21 @@ def step_rows(run_dir: Path) -> list[dict[str, Any]]:
     """metrics.jsonl rows without the keys that measure time."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k != "time" and not k.startswith("perf/")} for r in rows]
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors files in `model_dir`, keyed by file and name."""
+    files = sorted(model_dir.glob("*.safetensors"))
+    assert files, f"no weights in {model_dir}"
+    return {f"{f.name}:{k}": v for f in files for k, v in load_file(f).items()}
+
+
+def assert_same_run(recipe: str, expected_dir: Path, got_dir: Path, from_step: int = 2) -> None:
+    """The run in `got_dir` ends with `expected_dir`'s weights (PPO: its value model's too), bit
+    for bit, and logged the same rows from `from_step` on."""
+    for models in ("model", "value_model") if recipe == "ppo" else ("model",):
+        expected, got = weights(expected_dir / models), weights(got_dir / models)
+        assert got.keys() == expected.keys()
+        for name in expected:
+            assert torch.equal(got[name], expected[name]), (models, name)
+    assert [r for r in step_rows(got_dir) if r["step"] >= from_step] == [r for r in step_rows(expected_dir) if r["step"] >= from_step]
