@@ -16,6 +16,7 @@ SETTINGS = ["data.task_params={n_operands: 2, digits: 1}", "sampling.max_new_tok
 """Prompts of 12 tokens, completions of at most 4: within GPT-2's 16 positions."""
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("recipe", ["grpo", "ppo"])
 def test_the_learner_scores_the_rollout_as_the_engine_did_and_the_first_kl_is_zero(recipe, gpt2_model_dir, tmp_path, monkeypatch, restore_threads):
     module = grpo if recipe == "grpo" else ppo
