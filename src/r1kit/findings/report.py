@@ -1,6 +1,6 @@
 """findings.json as one HTML page: a section per finding with its verdict, the claim as quoted,
 the setup, the criterion, a plot (a bar per compared metric, a dot per seed) and every metric per
-seed."""
+seed; and as `verdicts.md`, the Markdown table of verdicts the README shows."""
 
 from __future__ import annotations
 
@@ -30,7 +30,30 @@ def write_findings_report(root: Path, summary: Mapping[str, Any]) -> Path:
     )
     path = root / "report.html"
     path.write_text(_page("r1kit findings", body), encoding="utf-8")
+    (root / "verdicts.md").write_text(verdict_table(summary), encoding="utf-8")
     return path
+
+
+def verdict_table(summary: Mapping[str, Any]) -> str:
+    """A Markdown row per finding: its criterion, the metrics it compares (the plot's), then per seed
+    ✓ or ✗ with those metrics' values in the same order, then the verdict."""
+    seeds = summary["seeds"]
+    lines = ["| finding | criterion (per seed) | compared | " + " | ".join(f"seed {s}" for s in seeds) + " | verdict |",
+             "|---|---|---|" + "---|" * len(seeds) + "---|"]  # fmt: skip
+    for f in summary["findings"]:
+        if f["held"] is None:
+            cells = ["–"] * len(seeds)
+        else:
+            cells = [("✓ " if held else "✗ ") + " · ".join(_md_number(f["metrics"].get(k, [None] * len(seeds))[i]) for k in f["plot"])
+                     for i, held in enumerate(f["held"])]  # fmt: skip
+        criterion = f"`{f['criterion']}`" if f["criterion"] else "–"
+        compared = " · ".join(f["plot"]) or "–"
+        lines.append(f"| {f['name']} | {criterion} | {compared} | " + " | ".join(cells) + f" | {f['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _md_number(v: Any) -> str:
+    return "–" if not isinstance(v, (int, float)) or v != v else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
 
 
 def _section(f: Mapping[str, Any], seeds: list[int]) -> str:
