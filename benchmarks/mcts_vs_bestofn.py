@@ -45,6 +45,7 @@ from r1kit.data.templates import render_prompt
 from r1kit.demo import DEFAULT_CONFIG
 from r1kit.eval.metrics import majority_vote
 from r1kit.eval.search import mcts_metrics
+from r1kit.findings import demo_stages
 from r1kit.models.load import load_model, load_tokenizer
 from r1kit.recipes import grpo as grpo_recipe
 from r1kit.recipes import pretrain, search as search_recipe
@@ -56,10 +57,10 @@ MAX_NEW_TOKENS = 40
 
 
 def build_base(stage: str, steps: int, cache_dir: str) -> Path:
-    """The demo's pretraining stage `stage`, with `steps` optimizer steps (0 = the demo's), cached."""
-    raw = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
-    config = next(s for s in raw["stages"] if s["name"] == stage)["config"]
-    over = {"run": {"progress": False, "tensorboard": False}, "cache_dir": cache_dir, **({"steps": steps} if steps else {})}
+    """The demo's pretraining stage `stage`, with `steps` optimizer steps (0 = the demo's), cached:
+    with the defaults, the weak base the finding mcts_vs_rl runs on (findings/search_rewards.py)."""
+    config = demo_stages.base_stage(stage, {"steps": steps} if steps else {}).config
+    over = {"run": {"progress": False, "tensorboard": False}, "cache_dir": cache_dir}
     return pretrain.train(from_dict(pretrain.PretrainConfig, deep_merge(config, over))) / "model"
 
 

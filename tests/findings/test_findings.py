@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from r1kit.errors import R1kitError
-from r1kit.findings import registry, variance
+from r1kit.findings import demo_stages, generalize, registry, search_rewards, variance
 from r1kit.findings import run as run_module
 from r1kit.findings.registry import FINDINGS, NAMES, by_name
 from r1kit.findings.run import entry, run_findings, verdict
@@ -110,6 +111,31 @@ def test_bad_arguments_are_refused(tmp_path):
         run_findings(["r1_zero_learn"], output_dir=str(tmp_path))
     with pytest.raises(R1kitError, match="--seeds"):
         run_findings([], seeds=0, output_dir=str(tmp_path))
+
+
+def test_a_finished_seed_runs_again_when_its_fingerprint_differs_and_is_skipped_when_it_matches(tmp_path):
+    calls = []
+    f = dataclasses.replace(by_name("r1_zero_learns"), run=lambda seed, root, size: calls.append(seed) or {"x": float(len(calls))})
+    path = tmp_path / f.name / "seed-0.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"size": "smoke", "fingerprint": "made-by-other-code", "metrics": {"x": 0.0}, "seconds": 1.0}))
+    assert run_module._seed(f, 0, tmp_path, "smoke")["metrics"] == {"x": 1.0} and calls == [0]  # stale: ran again
+    assert json.loads(path.read_text())["fingerprint"] == run_module.fingerprint(f)
+    assert run_module._seed(f, 0, tmp_path, "smoke")["metrics"] == {"x": 1.0} and calls == [0]  # same fingerprint: skipped
+    # Another setup or criterion text is another fingerprint; the experiment's function is not part of it.
+    assert run_module.fingerprint(dataclasses.replace(f, setup=f.setup + ".")) != run_module.fingerprint(f)
+    assert run_module.fingerprint(dataclasses.replace(f, criterion=f.criterion + ".")) != run_module.fingerprint(f)
+    assert run_module.fingerprint(by_name("r1_zero_learns")) == run_module.fingerprint(f)
+
+
+def test_the_two_findings_own_bases_are_the_demos_pretraining_with_one_change():
+    weak, student = demo_stages.base_stage(*search_rewards.WEAK_BASE), demo_stages.demo_stage("student_base")
+    assert (weak.name, weak.recipe, weak.config) == ("base", "pretrain", {**student.config, "steps": 150})
+    wide, base = demo_stages.base_stage("base", generalize.BASE), demo_stages.demo_stage("base")
+    assert wide.config == {**base.config, "task_params": {"n_operands": [2, 5], "digits": 1, "ops": "+"}}
+    assert weak.config["run"]["seed"] == wide.config["run"]["seed"] == 0  # pinned: cached and shared by every seed
+    pipe = demo_stages.config(1, Path("w"), "full", [demo_stages.demo_stage("sft")], name="x", base=wide)
+    assert [s.name for s in pipe.stages] == ["base", "sft"] and pipe.stages[0].config == wide.config
 
 
 @pytest.fixture

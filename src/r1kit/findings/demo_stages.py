@@ -32,13 +32,17 @@ SMOKE = {  # per recipe: the stage config that makes a stage of that recipe take
 }
 
 
-def config(seed: int, workdir: Path, size: str, stages: Sequence[StageSpec] | None = None, name: str = "demo") -> PipelineConfig:
+def config(seed: int, workdir: Path, size: str, stages: Sequence[StageSpec] | None = None, name: str = "demo",
+           base: StageSpec | None = None) -> PipelineConfig:
     """The demo pipeline of one seed under `workdir/name` (shrunk at smoke size); with `stages`,
     the demo's base followed by those stages instead of the demo's own (the demo's defaults and
-    recipe defaults still apply): a finding's own training from the shared base."""
+    recipe defaults still apply): a finding's own training from the shared base. With `base` (a
+    pretraining stage named "base", see `base_stage`), that base instead of the demo's."""
     pipe = load(DEFAULT_CONFIG, [], PipelineConfig)
     if stages is not None:
         pipe.stages = pipe.stages[:1] + [deepcopy(s) for s in stages]
+    if base is not None:
+        pipe.stages[0] = deepcopy(base)
     pipe.seed = seed
     pipe.report = False
     pipe.output_dir = str(workdir / (name if size == "full" else f"{name}-smoke") / f"seed-{seed}")
@@ -64,6 +68,18 @@ def metrics(pipe: PipelineConfig) -> dict[str, float]:
     results = json.loads((out / "results.json").read_text())
     k = int(pipe.defaults.get("eval", {}).get("k", 4))
     return {f"{stage}/{m}": v for stage, r in results.items() for m, v in stage_metrics(r, k).items() if m in METRICS}
+
+
+def demo_stage(name: str) -> StageSpec:
+    """The demo config's stage `name` as written there (no defaults merged in)."""
+    return next(s for s in load(DEFAULT_CONFIG, [], PipelineConfig).stages if s.name == name)
+
+
+def base_stage(stage: str, overrides: dict) -> StageSpec:
+    """The demo's pretraining stage `stage` with `overrides` merged into its config, as the stage
+    named "base" that the demo's later stages start from. Its seed stays pinned, so it is cached
+    and shared by every seed like the demo's own bases."""
+    return StageSpec(name="base", recipe="pretrain", config=deep_merge(demo_stage(stage).config, overrides))
 
 
 def base_model(workdir: Path, size: str) -> Path:

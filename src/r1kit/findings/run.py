@@ -1,8 +1,15 @@
 """Run findings seed by seed and write `findings.json` and `report.html`.
 
-Each finding's seed writes `root/<name>/seed-<s>.json` ({size, metrics, seconds}) when it
-finishes; a re-run reads that back instead of running it again (the demo pipeline that several
-findings share also skips its finished stages). findings.json:
+Each finding's seed writes `root/<name>/seed-<s>.json` ({size, fingerprint, metrics, seconds})
+when it finishes; a re-run reads that back instead of running it again when its size and
+fingerprint match (the demo pipeline that several findings share also skips its finished stages).
+The fingerprint (`fingerprint`) hashes r1kit's version, the source of this package and the
+finding's setup and criterion text: any edit to an experiment, its settings or a criterion makes
+its seeds run again, never a stale result read back. It is the whole package rather than the one
+module a finding lives in because the experiments share modules (demo_stages.py) and the criteria
+live in registry.py; an edit elsewhere costs a rerun, not a wrong verdict, and a rerun's finished
+pipeline stages are still skipped by their own config fingerprints. Code outside the package
+(recipes, the demo config) is covered by the version and by those stage fingerprints. findings.json:
 
     {"seeds": [0, 1, 2], "size": "full",
      "findings": [{"name", "claim", "source", "setup", "criterion", "implemented",
@@ -14,12 +21,14 @@ they ran (the first finding on the shared demo pipeline pays for training it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import r1kit
 from r1kit.errors import R1kitError
 from r1kit.findings.registry import FINDINGS, NAMES, Finding
 from r1kit.report.logger import console
@@ -71,17 +80,28 @@ def verdict(held: Sequence[bool] | None) -> str:
     return "did not hold on any seed" if not any(held) else f"held on {sum(held)} of {len(held)} seeds"
 
 
+def fingerprint(f: Finding) -> str:
+    """What produced a finding's seed results: r1kit's version, this package's source and the
+    finding's setup and criterion (see the module docstring for why these)."""
+    h = hashlib.sha256(f"{r1kit.__version__}\n{f.setup}\n{f.criterion}\n".encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(source.name.encode() + b"\n" + source.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _seed(f: Finding, seed: int, root: Path, size: str) -> dict[str, Any]:
     path = root / f.name / f"seed-{seed}.json"
+    made_by = fingerprint(f)
     if path.is_file():
         done = json.loads(path.read_text())
-        if done.get("size") == size:
+        if done.get("size") == size and done.get("fingerprint") == made_by:
             console.print(f"{f.name} seed {seed}: done, skipped")
             return done
+        console.print(f"{f.name} seed {seed}: its result was made at another size or by other code; running it again")
     console.rule(f"finding {f.name}, seed {seed}")
     t0 = time.perf_counter()
     metrics = f.run(seed, root, size)
-    done = {"size": size, "metrics": metrics, "seconds": time.perf_counter() - t0}
+    done = {"size": size, "fingerprint": made_by, "metrics": metrics, "seconds": time.perf_counter() - t0}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(done, indent=2))
     return done
