@@ -14,8 +14,8 @@ operands only: out of distribution every model sat at the floor (ood pass@1 0.02
 0.016-0.017 for SFT, 0.017-0.020 for RL; 0.0 for all on two-digit operands), while in
 distribution RL rose from 0.65 to 0.92-0.93 and SFT fell to 0.44-0.47. A base with no
 out-of-distribution skill leaves neither finetuning anything to keep or lose, so that setup could
-not tell memorising from generalising. The lead declared, before this run, the setup change above
-(a base that has seen other lengths), with the criterion unchanged. (A two-seed try beforehand,
+not tell memorising from generalising. The setup change above (a base that has seen other
+lengths) was declared before it ran, with the criterion unchanged. (A two-seed try beforehand,
 outside the finding, with this base: on four or five operands the base had 0.19, SFT 0.02-0.04,
 RL 0.47-0.51.)
 """
