@@ -56,6 +56,10 @@ EDGES = [
     # RL's ood pass@1 0.05 below the base's and 0.05 above SFT's, both exactly: held; a hair lower is not.
     ("sft_memorizes_rl_generalizes", {"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.4, "rl/ood/pass@1": 0.45 + 1e-9},
      {"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.4, "rl/ood/pass@1": 0.45 - 1e-9}),
+    # R1-Zero mixes 1/16 of samples (>= 0.05), the consistency reward half of that exactly, at a cost of 0.10 pass@1 (a
+    # hair under): held; consistent mixing a hair above half is not.
+    ("language_mixing", {"r1_zero/mixed": 0.0625, "consistent/mixed": 0.03125, "r1_zero/pass@1": 0.5, "consistent/pass@1": 0.4 + 1e-9},
+     {"r1_zero/mixed": 0.0625, "consistent/mixed": 0.03125 + 1e-9, "r1_zero/pass@1": 0.5, "consistent/pass@1": 0.4 + 1e-9}),
     # pass@1 gain 0.25 (>= 0.05), pass@large gain 0.125 = half of it: held; a hair more is not.
     ("rl_sharpens", {"base/pass@1": 0.5, "rl/pass@1": 0.75, "base/pass@large": 0.75, "rl/pass@large": 0.875},
      {"base/pass@1": 0.5, "rl/pass@1": 0.75, "base/pass@large": 0.75, "rl/pass@large": 0.875 + 1e-9}),
@@ -79,6 +83,15 @@ def test_sft_memorizes_rl_generalizes_needs_both_halves():
     assert registry._generalizes({"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.125, "rl/ood/pass@1": 0.25}) is False
     # RL holds the base's level but SFT holds it too.
     assert registry._generalizes({"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.5, "rl/ood/pass@1": 0.5}) is False
+
+
+def test_language_mixing_needs_mixing_to_remove_and_a_small_cost():
+    held = {"r1_zero/mixed": 0.0625, "consistent/mixed": 0.0, "r1_zero/pass@1": 0.5, "consistent/pass@1": 0.5}
+    assert registry._mixing_removed(held) is True
+    # R1-Zero a hair under 5% mixed: nothing for the reward to remove (0 <= half of it would pass alone).
+    assert registry._mixing_removed({**held, "r1_zero/mixed": 0.05 - 1e-9}) is False
+    # No mixing left, but pass@1 fell by a hair more than 0.10.
+    assert registry._mixing_removed({**held, "consistent/pass@1": 0.4 - 1e-9}) is False
 
 
 def test_rl_sharpens_needs_a_pass_at_1_gain_too():
