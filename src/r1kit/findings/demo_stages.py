@@ -32,13 +32,18 @@ SMOKE = {  # per recipe: the stage config that makes a stage of that recipe take
 }
 
 
-def config(seed: int, workdir: Path, size: str, stages: Sequence[StageSpec] | None = None, name: str = "demo") -> PipelineConfig:
+def config(seed: int, workdir: Path, size: str, stages: Sequence[StageSpec] | None = None, name: str = "demo",
+           base: dict | None = None) -> PipelineConfig:  # fmt: skip
     """The demo pipeline of one seed under `workdir/name` (shrunk at smoke size); with `stages`,
     the demo's base followed by those stages instead of the demo's own (the demo's defaults and
-    recipe defaults still apply): a finding's own training from the shared base."""
+    recipe defaults still apply): a finding's own training from the shared base. `base` is merged
+    into the base stage's config (before shrinking): a finding's own base, pretrained once and
+    cached under its own key like the demo's."""
     pipe = load(DEFAULT_CONFIG, [], PipelineConfig)
     if stages is not None:
         pipe.stages = pipe.stages[:1] + [deepcopy(s) for s in stages]
+    if base:
+        pipe.stages[0].config = deep_merge(pipe.stages[0].config, base)
     pipe.seed = seed
     pipe.report = False
     pipe.output_dir = str(workdir / (name if size == "full" else f"{name}-smoke") / f"seed-{seed}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from r1kit.findings import demo_stages, generalize, search_rewards, sharpen, training, variance
+from r1kit.findings import demo_stages, generalize, language, search_rewards, sharpen, training, variance
 
 Metrics = Mapping[str, float]
 RunFn = Callable[[int, Path, str], dict[str, float]]
@@ -98,9 +98,9 @@ FINDINGS: tuple[Finding, ...] = (
             "grpo pass@1 - r1_zero pass@1 >= 0.05", _gap("grpo/pass@1", "r1_zero/pass@1", 0.05),
             demo_stages.run, ("r1_zero/pass@1", "grpo/pass@1")),
     Finding("language_mixing", "potential side effects of training language models solely on reinforcement learning, "
-            "such as the model mixing languages", VIDEO_NOTES, "",
+            "such as the model mixing languages", VIDEO_NOTES, language.SETUP,
             "r1_zero mixed share >= 0.05; consistent mixed share <= 0.5 x r1_zero's; r1_zero pass@1 - consistent pass@1 <= 0.10",
-            _mixing_removed, None, ("base/mixed", "r1_zero/mixed", "consistent/mixed")),
+            _mixing_removed, language.run, ("base/mixed", "r1_zero/mixed", "consistent/mixed")),
     Finding("grpo_matches_ppo", "A key advantage of GRPO is that it doesn't require training a separate value function, "
             "simplifying the training process.", VIDEO_NOTES, training.PPO_SETUP,
             "grpo pass@1 - base pass@1 >= 0.08, and grpo pass@1 - ppo pass@1 >= -0.05", _grpo_matches_ppo,
