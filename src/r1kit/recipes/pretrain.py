@@ -39,7 +39,8 @@ class PretrainConfig:
     task: str = "arithmetic"
     """Built-in task whose generator writes the corpus (it must have pretrain_documents)."""
     task_params: dict = field(default_factory=dict)
-    """Difficulty of the task, e.g. {n_operands: [2, 3], digits: 1}."""
+    """Difficulty of the task, e.g. {n_operands: [2, 3], digits: 1}; arithmetic's `languages` and
+    `code_switch` write its worked solutions in words (the vocabulary gains the letters they use)."""
     documents: PositiveInt = 20000
     """Documents in the corpus."""
     style_weights: list[float] = field(default_factory=lambda: [0.4, 0.3, 0.3])
