@@ -38,13 +38,13 @@ NAME = "language_mixing"
 TAGS = re.compile(r"</?(?:think|answer)>")
 CODE_SWITCH = 0.1
 """The share of worked documents that switch language part way: the base mixes, but modestly."""
-BASE = {"task_params": {"languages": ["en", "el"], "code_switch": CODE_SWITCH}, "steps": 400}
-"""Laid over the demo's base stage: the bilingual corpus, and fewer steps than the demo's 600 (a
-weaker base, and a finding that fits a few minutes with its pretraining)."""
+BASE = {"task_params": {"languages": ["en", "el"], "code_switch": CODE_SWITCH}, "steps": 1000}
+"""Laid over the demo's base stage: the bilingual corpus, and 1000 steps instead of the demo's 600
+(after 600 the bilingual base copied the prompt's operands wrong too often: greedy accuracy 0.34)."""
 CONSISTENCY = {"name": "language", "weight": 1.0, "kwargs": {"target": "en"}}
 """R1's language-consistency reward (the share of target-language words), summed with accuracy."""
 MODELS = ("base", "r1_zero", "consistent")
-SETUP = ("A bilingual base: the demo's base pretrained for 400 steps on the demo's corpus (sums of three one-digit numbers) "
+SETUP = ("A bilingual base: the demo's base (1000 steps) pretrained on the demo's corpus (sums of three one-digit numbers) "
          "with every worked solution, untagged or tagged, written in words of English (`7+8=15 then 15+6=21 so 21`) or "
          f"Greek (`7+8=15 μετά 15+6=21 άρα 21`), one language per document, {CODE_SWITCH:g} of them switching language at "
          "a random word; pretrained once and cached. Per seed from it: R1-Zero GRPO with the demo's R1-Zero rewards and "
