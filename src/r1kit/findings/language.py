@@ -15,6 +15,15 @@ words of two scripts. Each model is evaluated on the demo's held-out prompts wit
 sampling (the pipeline's own evaluation settings), and the sampled completions give `mixed` (the
 share that is mixed), `latin_share` (the mean share of Latin-script words, over samples with
 words) and `pass@1`.
+
+The base, before any RL (80 prompts x 4 samples at temperature 1): pass@1 0.76 (greedy 1.00); 35%
+of samples English, 27% Greek, 5% mixed, 33% bare answers without words; 0.96-0.97 right in each
+language. What the first 3-seed run showed: R1-Zero kept both languages (English 0.36-0.45, Greek
+0.46-0.54) and mixed 0.069-0.081 of samples, pass@1 0.96-0.97; the consistency reward moved most
+Greek to English in 40 steps (Latin-word share 0.41-0.50 -> 0.83-0.86, pure Greek 0.10-0.13) at
+no more than 0.016 pass@1, but left the mixed share at 0.081 on every seed, mostly Greek switching
+to English: a reward proportional to the English words scores a half-switched chain above a
+Greek one, so mixing is the way from Greek to English rather than what it removes first.
 """
 
 from __future__ import annotations
