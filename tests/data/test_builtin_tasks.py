@@ -3,10 +3,13 @@ accepts, TinyZero's countdown scores, answer extraction, and parameter errors.""
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import pytest
 
 from r1kit.data.tasks import TASKS, get_task
-from r1kit.data.tasks.arithmetic import ArithmeticTask
+from r1kit.data.tasks.arithmetic import ArithmeticTask, _left_to_right
 from r1kit.data.tasks.countdown import CountdownTask, evaluate_equation
 from r1kit.errors import R1kitError
 
@@ -103,6 +106,33 @@ def test_arithmetic_terse_fraction_mixes_one_step_and_worked_solutions_the_same_
     again = {r["prompt"]: r["cot"] for r in task.generate("train", 300, seed=7)}
     assert all(again[p] == next(r["cot"] for r in rows if r["prompt"] == p) for p in again if p in thinks)
     assert all(" " in r["cot"] for r in ArithmeticTask(n_operands=3, digits=1, ops="+").generate("train", 100, seed=0))
+
+
+def test_the_demo_corpus_is_unchanged_byte_for_byte():
+    # The wordless corpus every cached base was pretrained on (the demo's base: 20,000 documents).
+    docs = ArithmeticTask(n_operands=3, digits=1, ops="+").pretrain_documents(20000, seed=0, style_weights=[0.3, 0.1, 0.6])
+    assert hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16] == "5e4de6ac42415d5c"
+
+
+def test_a_bilingual_corpus_words_every_worked_solution_in_one_language_or_switches_a_share():
+    styles = [0.3, 0.1, 0.6]
+    plain = ArithmeticTask(n_operands=3, digits=1, ops="+").pretrain_documents(2000, seed=0, style_weights=styles)
+    task = ArithmeticTask(n_operands=3, digits=1, ops="+", languages=["en", "el"], code_switch=0.1)
+    docs = task.pretrain_documents(2000, seed=0, style_weights=styles)
+    style = lambda d: "bare" if d.split("A: ")[1].isdigit() else "tagged" if "<think>" in d else "untagged"  # noqa: E731
+    assert [d.split("A: ")[0] for d in docs] == [d.split("A: ")[0] for d in plain]  # the same problems ...
+    assert [style(d) for d in docs] == [style(d) for d in plain]  # ... in the same styles
+    counts = {"en": 0, "el": 0, "switched": 0}
+    for doc in (d for d in docs if style(d) != "bare"):
+        prompt, response = doc.removeprefix("Q: ").split("\nA: ")
+        answer = task.extract_answer(response)
+        assert task.reward([response], [answer])[0] == 1.0 and answer == str(_left_to_right(prompt.removesuffix("=?")))
+        words = re.sub(r"</?\w+>|[\d+=]", " ", response).split()  # `then`/`μετά` between the two steps, `so`/`άρα` before the answer
+        assert len(words) == 2 and words[0] in ("then", "μετά") and words[1] in ("so", "άρα"), doc
+        langs = {"then": "en", "so": "en", "μετά": "el", "άρα": "el"}
+        counts[langs[words[0]] if langs[words[0]] == langs[words[1]] else "switched"] += 1
+    worked = sum(counts.values())  # about 1,400: a share's sd is at most 0.014
+    assert 0.06 < counts["switched"] / worked < 0.14 and 0.4 < counts["en"] / (counts["en"] + counts["el"]) < 0.6
 
 
 def test_arithmetic_with_multiplication_after_a_sum_is_parenthesised():
@@ -226,6 +256,10 @@ def test_evaluate_equation_returns_value_and_numbers_used():
         ("arithmetic", {"ops": "/"}, "ops drawn from '\\+-\\*'"),
         ("arithmetic", {"ops": ""}, "ops drawn from"),
         ("arithmetic", {"terse_fraction": 1.5}, "terse_fraction must be in \\[0, 1\\]"),
+        ("arithmetic", {"languages": ["en", "fr"]}, "languages must be drawn from \\['el', 'en'\\]"),
+        ("arithmetic", {"languages": "en"}, "languages must be drawn from"),
+        ("arithmetic", {"languages": ["en"], "code_switch": 0.1}, "two or more languages"),
+        ("arithmetic", {"languages": ["en", "el"], "code_switch": 1.5}, "code_switch in \\[0, 1\\]"),
         ("countdown", {"n_numbers": 1}, "n_numbers >= 2"),
         ("countdown", {"max_number": 1}, "max_number >= 2"),
         ("countdown", {"ops": "^"}, "ops drawn from"),

@@ -150,6 +150,16 @@ def test_evaluate_aggregates_greedy_pass_at_1_pass_at_k_maj_at_k_and_length(monk
     ]
 
 
+def test_evaluate_hands_back_the_sampled_completions_in_order_with_their_marks(monkeypatch, char_tokenizer):
+    monkeypatch.setattr(evaluate_module.accel, "rollout_engine", ScriptedEngine)
+    task = get_task("arithmetic")
+    sampled: list = []
+    evaluate_module.evaluate(None, char_tokenizer, ROWS, task.reward, task.extract_answer, EvalArgs(k=4, batch_size=1), sampled_out=sampled)
+    expected = [(r["prompt"], t) for r in ROWS for t in SCRIPT[r["prompt"]][1]]
+    assert [(s["prompt"], s["completion"]) for s in sampled] == expected
+    assert [s["correct"] for s in sampled] == [True, True, False, False, False, False, True, False]  # 3 of 8: pass@1 3/8
+
+
 # 16 samples per prompt: row 1 has 2 right (7) and votes 9 (wrong); row 2 has 9 right (3) of 16 and votes 3.
 SIXTEEN = {
     "3+4=?": ["<answer>7</answer>"] * 2 + ["<answer>8</answer>"] * 6 + ["<answer>9</answer>"] * 8,

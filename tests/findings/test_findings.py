@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from r1kit.errors import R1kitError
-from r1kit.findings import demo_stages, generalize, registry, search_rewards, variance
+from r1kit.findings import demo_stages, generalize, language, registry, search_rewards, variance
 from r1kit.findings import run as run_module
 from r1kit.findings.registry import FINDINGS, NAMES, by_name
 from r1kit.findings.run import entry, run_findings, verdict
@@ -22,8 +22,8 @@ ISSUE_NAMES = (
     "baselines_cut_variance", "off_policy_reuse", "outcome_vs_process", "mcts_vs_rl", "distill_beats_small_rl",
     "sft_memorizes_rl_generalizes", "rl_sharpens",
 )  # fmt: skip
-IMPLEMENTED = ("r1_zero_learns", "length_grows", "cold_start_helps", "grpo_matches_ppo", "kl_limits_hacking", "baselines_cut_variance", "off_policy_reuse",
-               "outcome_vs_process", "mcts_vs_rl", "distill_beats_small_rl", "sft_memorizes_rl_generalizes", "rl_sharpens")  # fmt: skip
+IMPLEMENTED = ("r1_zero_learns", "length_grows", "cold_start_helps", "language_mixing", "grpo_matches_ppo", "kl_limits_hacking",
+               "baselines_cut_variance", "off_policy_reuse", "outcome_vs_process", "mcts_vs_rl", "distill_beats_small_rl", "sft_memorizes_rl_generalizes", "rl_sharpens")  # fmt: skip
 
 
 def test_the_registry_lists_the_thirteen_findings_and_which_have_experiments():
@@ -57,6 +57,10 @@ EDGES = [
     # RL's ood pass@1 0.05 below the base's and 0.05 above SFT's, both exactly: held; a hair lower is not.
     ("sft_memorizes_rl_generalizes", {"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.4, "rl/ood/pass@1": 0.45 + 1e-9},
      {"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.4, "rl/ood/pass@1": 0.45 - 1e-9}),
+    # R1-Zero mixes 1/16 of samples (>= 0.05), the consistency reward half of that exactly, at a cost of 0.10 pass@1 (a
+    # hair under): held; consistent mixing a hair above half is not.
+    ("language_mixing", {"r1_zero/mixed": 0.0625, "consistent/mixed": 0.03125, "r1_zero/pass@1": 0.5, "consistent/pass@1": 0.4 + 1e-9},
+     {"r1_zero/mixed": 0.0625, "consistent/mixed": 0.03125 + 1e-9, "r1_zero/pass@1": 0.5, "consistent/pass@1": 0.4 + 1e-9}),
     # pass@1 gain 0.25 (>= 0.05), pass@large gain 0.125 = half of it: held; a hair more is not.
     ("rl_sharpens", {"base/pass@1": 0.5, "rl/pass@1": 0.75, "base/pass@large": 0.75, "rl/pass@large": 0.875},
      {"base/pass@1": 0.5, "rl/pass@1": 0.75, "base/pass@large": 0.75, "rl/pass@large": 0.875 + 1e-9}),
@@ -80,6 +84,26 @@ def test_sft_memorizes_rl_generalizes_needs_both_halves():
     assert registry._generalizes({"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.125, "rl/ood/pass@1": 0.25}) is False
     # RL holds the base's level but SFT holds it too.
     assert registry._generalizes({"base/ood/pass@1": 0.5, "sft/ood/pass@1": 0.5, "rl/ood/pass@1": 0.5}) is False
+
+
+def test_language_mixing_needs_mixing_to_remove_and_a_small_cost():
+    held = {"r1_zero/mixed": 0.0625, "consistent/mixed": 0.0, "r1_zero/pass@1": 0.5, "consistent/pass@1": 0.5}
+    assert registry._mixing_removed(held) is True
+    # R1-Zero a hair under 5% mixed: nothing for the reward to remove (0 <= half of it would pass alone).
+    assert registry._mixing_removed({**held, "r1_zero/mixed": 0.05 - 1e-9}) is False
+    # No mixing left, but pass@1 fell by a hair more than 0.10.
+    assert registry._mixing_removed({**held, "consistent/pass@1": 0.4 - 1e-9}) is False
+
+
+def test_a_sample_is_mixed_when_its_chain_of_thought_has_words_of_two_scripts():
+    completions = [
+        "<think>7+8=15 then 15+6=21 so 21</think><answer>21</answer>",  # English: Latin share 1
+        "<think>7+8=15 μετά 15+6=21 so 21</think><answer>21</answer>",  # mixed: 1 of 2 words Latin
+        "7+8=15 μετά 15+6=21 άρα 21<answer>21</answer>",  # Greek: no <think>, the whole text, tags aside
+        "<answer>21</answer>",  # no words: neither mixed nor in the Latin share
+    ]
+    assert language.mixing(completions) == {"mixed": 0.25, "latin_share": (1 + 0.5 + 0) / 3}
+    assert math.isnan(language.mixing(["21"])["latin_share"]) and language.mixing(["21"])["mixed"] == 0.0
 
 
 def test_rl_sharpens_needs_a_pass_at_1_gain_too():
@@ -159,6 +183,8 @@ def test_every_experiment_runs_at_smoke_size_and_reruns_skip_finished_seeds(tmp_
         else:
             assert f["held"] is None and f["metrics"] == {}, f["name"]
     assert "r1_zero_learns" in (tmp_path / "report.html").read_text()
+    mixing = next(f for f in written["findings"] if f["name"] == "language_mixing")["metrics"]
+    assert {f"{m}/{k}" for m in language.MODELS for k in ("pass@1", "mixed", "latin_share")} == set(mixing)
     ood = next(f for f in written["findings"] if f["name"] == "sft_memorizes_rl_generalizes")["metrics"]
     for model in ("base", "sft", "rl"):  # in distribution, both shifted sets, and ood their mean
         parts = [ood[f"{model}/{name}/pass@1"][0] for name in ("ood_len", "ood_digits")]

@@ -3,10 +3,12 @@ special ids, a chat template, and a saved directory that loads back identically.
 
 from __future__ import annotations
 
+import string
+
 import pytest
 
 from r1kit.models.load import load_tokenizer
-from r1kit.models.tiny import DEFAULT_ALPHABET, SPECIAL_TOKENS, TAG_TOKENS
+from r1kit.models.tiny import DEFAULT_ALPHABET, SPECIAL_TOKENS, TAG_TOKENS, alphabet_for, build_char_tokenizer
 
 
 def ids(tok, text: str) -> list[int]:
@@ -29,6 +31,22 @@ def test_alphabet_characters_have_distinct_ids(char_tokenizer):
     assert len(set(all_ids)) == len(DEFAULT_ALPHABET)
     # vocab = 4 specials + 4 tags + the alphabet, nothing else
     assert len(char_tokenizer) == len(SPECIAL_TOKENS) + len(TAG_TOKENS) + len(DEFAULT_ALPHABET)
+
+
+def test_the_default_vocabulary_is_unchanged():
+    # Every cached base and saved tiny model carries these ids: 4 specials, 4 tags, then the alphabet.
+    assert DEFAULT_ALPHABET == "0123456789" + string.ascii_lowercase + string.ascii_uppercase + " \n+-*/=()<>.,:;?!'\"_#%&[]{}|\\^~`@$"
+    vocab = build_char_tokenizer().get_vocab()
+    assert len(vocab) == 104 and vocab == {t: i for i, t in enumerate(SPECIAL_TOKENS + TAG_TOKENS + list(DEFAULT_ALPHABET))}
+
+
+def test_a_corpus_alphabet_adds_only_the_characters_outside_the_default_sorted():
+    assert alphabet_for(["Q: 7+8=?\nA: <think>7+8=15. So 15</think>", "x"]) == DEFAULT_ALPHABET
+    # ά U+03AC, α U+03B1, ε U+03B5, μ U+03BC, ρ U+03C1, τ U+03C4
+    assert alphabet_for(["7+8=15 μετά 15+6=21 άρα 21", "then"]) == DEFAULT_ALPHABET + "άαεμρτ"
+    greek = build_char_tokenizer(alphabet_for(["μετά"]))
+    assert greek.get_vocab()["a"] == build_char_tokenizer().get_vocab()["a"]  # the default ids stay; new letters come after
+    assert greek.decode(ids(greek, "7 μετά")) == "7 μετά" and greek.unk_token_id not in ids(greek, "μετά")
 
 
 @pytest.mark.parametrize("tag", TAG_TOKENS)

@@ -10,6 +10,10 @@ import torch
 from r1kit import config as cfg
 from r1kit.errors import R1kitError
 from r1kit.recipes import pretrain
+from r1kit.demo import DEFAULT_CONFIG
+from r1kit.models.load import load_tokenizer
+from r1kit.models.tiny import build_char_tokenizer
+from r1kit.recipes.pipeline import PipelineConfig, stage_config
 from r1kit.recipes.pretrain import PretrainConfig, cache_key, train
 
 
@@ -84,3 +88,19 @@ def test_without_cache_the_run_goes_to_the_run_directory(tmp_path, restore_threa
 def test_a_task_without_a_corpus_is_an_error(tmp_path):
     with pytest.raises(R1kitError, match="task 'countdown' cannot write a pretraining corpus; use arithmetic"):
         train(tiny_pretrain(tmp_path, "task=countdown"))
+
+
+def test_the_demo_bases_keep_their_cache_keys():
+    # What every cached demo base is stored under: a change here would pretrain them again.
+    pipe = cfg.load(DEFAULT_CONFIG, [], PipelineConfig)
+    keys = {s.name: cache_key(stage_config(pipe, s, {})) for s in pipe.stages if s.recipe == "pretrain"}
+    assert keys == {"base": "e5c1e9d65879", "student_base": "6ba7955452ae"}
+
+
+def test_a_bilingual_corpus_gives_the_base_its_letters_and_its_own_cache_entry(tmp_path, restore_threads):
+    plain = "task_params={n_operands: 3, digits: 1, ops: '+'}"
+    bilingual = "task_params={n_operands: 3, digits: 1, ops: '+', languages: [en, el], code_switch: 0.1}"
+    assert cache_key(tiny_pretrain(tmp_path, bilingual)) != cache_key(tiny_pretrain(tmp_path, plain))
+    vocab = load_tokenizer(str(train(tiny_pretrain(tmp_path, bilingual)) / "model")).get_vocab()
+    # the default 104 ids, then the six Greek letters of `μετά` and `άρα`
+    assert vocab == {**build_char_tokenizer().get_vocab(), **{c: 104 + i for i, c in enumerate("άαεμρτ")}}

@@ -37,12 +37,14 @@ def evaluate(
     processes: int = 0,
     truncate_to: int = 0,
     task: str = "",
+    sampled_out: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """Metrics over `rows` (each with `prompt` and the columns `score` needs).
 
     `score(completions, **columns)` is a reward function; full marks (>= 1) count as correct.
     `extract(text)` gives the final answer used for majority voting. When `samples_out` is a list,
-    the greedy completions are appended to it as {prompt, completion, correct}. `processes`: the
+    the greedy completions are appended to it as {prompt, completion, correct}, and to `sampled_out`
+    the sampled ones (n per prompt, in order) the same way. `processes`: the
     rollout engine's (`r1kit.accel.rollout_engine`, which builds the engine of this process's
     `run.accel`). `truncate_to` > 0 keeps only a prompt's last that many tokens, as training does
     with data.long_prompts=truncate. With args.search=mcts each row is also answered by a search
@@ -59,7 +61,12 @@ def evaluate(
         samples_out.extend(g_correct_samples(rows, g_correct))
     if args.k > 0:
         params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, n=samples_per_prompt(args), seed=seed)
-        correct, lengths, answers = _run(engine, tokenizer, texts, rows, score, params, args.batch_size, extract, truncate_to)
+        sampled: list[str] = []
+        correct, lengths, answers = _run(engine, tokenizer, texts, rows, score, params, args.batch_size, extract, truncate_to, sampled)
+        if sampled_out is not None:
+            n = params.n
+            sampled_out.extend({"prompt": r["prompt"], "completion": sampled[i * n + j], "correct": correct[i][j]}
+                               for i, r in enumerate(rows) for j in range(n))  # fmt: skip
         out.update(sample_metrics(correct, answers, args.k))
         out["length_mean"] = sum(lengths) / len(lengths)
     engine.close()
@@ -81,7 +88,8 @@ def samples_per_prompt(args: EvalArgs) -> int:
 
 class Evaluator:
     """`evaluate` with everything but the model fixed: `evaluator(model)` gives its metrics,
-    `evaluator(model, samples)` also appends the greedy completions to `samples`."""
+    `evaluator(model, samples)` also appends the greedy completions to `samples` (and
+    `sampled_out=` the sampled ones)."""
 
     def __init__(self, tokenizer, rows: Sequence[dict[str, Any]], score: ScoreFn, extract: Callable[[str], Any], args: EvalArgs,
                  template: str = "tiny", system_prompt: str = "", processes: int = 0, truncate_to: int = 0, task: str = ""):  # fmt: skip
@@ -103,9 +111,10 @@ class Evaluator:
         task = data.builtin_task if test_from_task(data) else ""
         return cls(tokenizer, rows, score, extract, args, data.template, data.system_prompt, processes, truncate_to, task)
 
-    def __call__(self, model, samples_out: list[dict[str, Any]] | None = None) -> dict[str, float]:
+    def __call__(self, model, samples_out: list[dict[str, Any]] | None = None, sampled_out: list[dict[str, Any]] | None = None) -> dict[str, float]:
         return evaluate(model, self.tokenizer, self.rows, self.score, self.extract, self.args, self.template, self.system_prompt,
-                        samples_out=samples_out, processes=self.processes, truncate_to=self.truncate_to, task=self.task)  # fmt: skip
+                        samples_out=samples_out, processes=self.processes, truncate_to=self.truncate_to, task=self.task,
+                        sampled_out=sampled_out)  # fmt: skip
 
 
 def g_correct_samples(rows, g_correct) -> list[dict[str, Any]]:
@@ -113,8 +122,10 @@ def g_correct_samples(rows, g_correct) -> list[dict[str, Any]]:
 
 
 @torch.inference_mode()
-def _run(engine, tokenizer, texts, rows, score, params: SamplingParams, batch_size: int, extract=None, truncate_to: int = 0):
-    """Generate n completions per prompt in batches; per-row lists of correctness (and answers)."""
+def _run(engine, tokenizer, texts, rows, score, params: SamplingParams, batch_size: int, extract=None, truncate_to: int = 0,
+         texts_out: list[str] | None = None):  # fmt: skip
+    """Generate n completions per prompt in batches; per-row lists of correctness (and answers);
+    every completion's text is appended to `texts_out`, in order."""
     correct: list[list[bool]] = []
     lengths: list[int] = []
     answers: list[list[Any]] = []
@@ -124,6 +135,8 @@ def _run(engine, tokenizer, texts, rows, score, params: SamplingParams, batch_si
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"][-truncate_to if truncate_to else 0 :] for t in texts[start : start + batch_size]]
         batch = engine.generate(ids, params)
         completions = batch.texts
+        if texts_out is not None:
+            texts_out.extend(completions)
         columns = {k: [r.get(k) for r in chunk_rows for _ in range(params.n)] for k in chunk_rows[0] if k != "prompt"}
         scores = score(completions, **columns)
         lengths.extend(int(x) for x in batch.completion_lengths)

@@ -3,6 +3,6 @@ the built-in tasks with locally pretrained tiny models, held to a criterion fixe
 it runs, over several seeds.
 
 `registry.py` lists every finding (claim, setup, criterion); `demo_stages.py`, `training.py`,
-`variance.py` and `sharpen.py` are the experiments; `run.py` runs them seed by seed and writes findings.json;
+`variance.py`, `sharpen.py`, `generalize.py`, `search_rewards.py` and `language.py` are the experiments; `run.py` runs them seed by seed and writes findings.json;
 `report.py` writes report.html.
 """

@@ -20,6 +20,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
@@ -39,6 +40,15 @@ TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 DEFAULT_ALPHABET = (
     string.digits + string.ascii_letters + " \n" + "+-*/=()<>.,:;?!'\"_#%&[]{}|\\^~`@$"
 )
+
+
+
+def alphabet_for(texts: Iterable[str]) -> str:
+    """DEFAULT_ALPHABET followed by every other character `texts` use, sorted: a corpus in another
+    script gets its letters, and a corpus within the default alphabet the default vocabulary."""
+    extra = set().union(*map(set, texts)) - set(DEFAULT_ALPHABET)
+    return DEFAULT_ALPHABET + "".join(sorted(extra))
+
 
 # A minimal chat template: role-prefixed turns, each ended by the eos token.
 CHAT_TEMPLATE = (

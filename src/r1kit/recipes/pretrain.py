@@ -24,7 +24,7 @@ from r1kit.data.tasks import get_task
 from r1kit.errors import R1kitError
 from r1kit.eval.evaluate import Evaluator
 from r1kit.models.load import load_model, save_model
-from r1kit.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_model
+from r1kit.models.tiny import TinyModelConfig, alphabet_for, build_char_tokenizer, build_tiny_model
 from r1kit.report.logger import console
 from r1kit.train.run import Run
 from r1kit.train.supervised import fit_supervised, pack, tokenize_examples
@@ -39,7 +39,8 @@ class PretrainConfig:
     task: str = "arithmetic"
     """Built-in task whose generator writes the corpus (it must have pretrain_documents)."""
     task_params: dict = field(default_factory=dict)
-    """Difficulty of the task, e.g. {n_operands: [2, 3], digits: 1}."""
+    """Difficulty of the task, e.g. {n_operands: [2, 3], digits: 1}; arithmetic's `languages` and
+    `code_switch` write its worked solutions in words (the vocabulary gains the letters they use)."""
     documents: PositiveInt = 20000
     """Documents in the corpus."""
     style_weights: list[float] = field(default_factory=lambda: [0.4, 0.3, 0.3])
@@ -89,10 +90,10 @@ def train(config: PretrainConfig) -> Path:
     if not hasattr(task, "pretrain_documents"):
         raise R1kitError(f"task {config.task!r} cannot write a pretraining corpus; use arithmetic")
     with Run(config, "pretrain") as run:
-        tokenizer = build_char_tokenizer()
+        docs = task.pretrain_documents(config.documents, seed=config.run.seed, style_weights=config.style_weights)
+        tokenizer = build_char_tokenizer(alphabet_for(docs))  # the default vocabulary, plus letters of other scripts the corpus writes
         saved = run.weights("model")
         model = load_model(str(saved), device=str(run.device)) if saved else build_tiny_model(tokenizer, config.tiny, seed=config.run.seed).to(run.device)
-        docs = task.pretrain_documents(config.documents, seed=config.run.seed, style_weights=config.style_weights)
         examples, _ = tokenize_examples(tokenizer, [("", d) for d in docs], config.max_length, completion_only=False)
         rows = pack(examples, config.max_length)
         evaluator = Evaluator(tokenizer, task.generate("test", config.test_size, seed=0), task.reward, task.extract_answer, config.eval, "tiny", processes=config.run.rollout_processes, task=config.task)

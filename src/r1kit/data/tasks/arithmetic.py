@@ -5,7 +5,10 @@ A problem is a left-to-right chain such as `47+8-13`; the worked `cot` writes ea
 and the digits per operand. Besides prompts for RL, the task writes a synthetic pretraining corpus
 for the demo's base model: documents in a mixture of styles (bare answer, untagged working, and the
 tagged R1 format) so that the base sometimes reasons, sometimes uses the tags, and is sometimes
-right -- leaving room for RL to raise all three.
+right -- leaving room for RL to raise all three. With `languages`, every worked solution joins its
+partial results with words of one language (`7+8=15 then 15+6=21 so 21`, or in Greek
+`7+8=15 μετά 15+6=21 άρα 21`), and a `code_switch` share of them switch language part way, as real
+corpora code-switch: a base that knows two languages for the same reasoning, to watch RL mix them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from r1kit.data.completion import Completion, completion_text
 LAST_INT_RE = re.compile(r"-?\d+")
 EQUATION_RE = re.compile(r"(-?\d+(?:\s*[-+*]\s*\(?-?\d+\)?)+)\s*=\s*(-?\d+)")
 TAG_RE = re.compile(r"</?(?:think|answer)>")
+WORDS = {"en": ("then", "so"), "el": ("μετά", "άρα")}
+"""Per language, the word between two partial results and the word before the answer."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,16 @@ class ArithmeticTask:
 
     name = "arithmetic"
 
-    def __init__(self, n_operands: int | Sequence[int] = (2, 3), digits: int = 1, ops: str = "+-", terse_fraction: float = 0.0):
+    def __init__(self, n_operands: int | Sequence[int] = (2, 3), digits: int = 1, ops: str = "+-", terse_fraction: float = 0.0,
+                 languages: Sequence[str] = (), code_switch: float = 0.0):  # fmt: skip
         """terse_fraction: the share of rows whose `cot` is one step (`3+3+2=8`) instead of every
         partial result. A cold-start set that mixes terse and worked solutions leaves the model
-        a choice of how much to reason, which RL can then settle by reward (the demo's SFT)."""
+        a choice of how much to reason, which RL can then settle by reward (the demo's SFT).
+
+        languages: the pretraining corpus's worked solutions are written in words of these
+        languages (keys of WORDS), one drawn uniformly per document; empty keeps the wordless
+        corpus. code_switch: the share of worked documents that switch to another of the languages
+        at a random word. Neither changes the prompts, answers or `cot` of `generate`."""
         lo, hi = (n_operands, n_operands) if isinstance(n_operands, int) else tuple(n_operands)
         if lo < 2 or hi < lo:
             raise R1kitError(f"arithmetic n_operands must be >= 2 (or a [min, max] range), got {n_operands!r}")
@@ -75,7 +86,11 @@ class ArithmeticTask:
             raise R1kitError(f"arithmetic needs digits >= 1 and ops drawn from '+-*', got digits={digits}, ops={ops!r}")
         if not 0.0 <= terse_fraction <= 1.0:
             raise R1kitError(f"arithmetic terse_fraction must be in [0, 1], got {terse_fraction!r}")
+        if set(languages) - set(WORDS) or not 0.0 <= code_switch <= 1.0 or (code_switch > 0 and len(set(languages)) < 2):
+            raise R1kitError(f"arithmetic languages must be drawn from {sorted(WORDS)} and code_switch in [0, 1] with two or more "
+                             f"languages to switch between, got languages={list(languages)!r}, code_switch={code_switch!r}")  # fmt: skip
         self.n_range, self.digits, self.ops, self.terse_fraction = (lo, hi), digits, ops, terse_fraction
+        self.languages, self.code_switch = tuple(dict.fromkeys(languages)), code_switch
 
     # -- generation ------------------------------------------------------------------------------
     def draw(self, rng: random.Random) -> Problem:
@@ -100,13 +115,30 @@ class ArithmeticTask:
         """`n` training-split documents `Q: …\\nA: <response>` in three styles, weighted:
         bare answer, untagged working ending in the answer, tagged R1 format."""
         rng = random.Random(f"{seed}-pretrain")
+        words_rng = random.Random(f"{seed}-languages")  # its own stream: the styles drawn are the wordless corpus's
         docs = []
         for p in sample_split("train", n, seed, self.draw, lambda p: p.expression, unique=False):
             think = " ".join(f"{e}={v}" for e, v in p.steps())
             style = rng.choices(range(3), weights=style_weights)[0]
-            response = (str(p.value), f"{think}. So {p.value}", format_response(think, str(p.value)))[style]
+            if self.languages:
+                worked = self.worded(p, words_rng)
+                response = (str(p.value), worked, format_response(worked, str(p.value)))[style]
+            else:
+                response = (str(p.value), f"{think}. So {p.value}", format_response(think, str(p.value)))[style]
             docs.append(render_prompt(f"{p.expression}=?", "tiny") + response)
         return docs
+
+    def worded(self, p: Problem, rng: random.Random) -> str:
+        """A worked solution in words of one of `languages` (`7+8=15 then 15+6=21 so 21`); with
+        probability code_switch, the words from a random one on are another language's."""
+        steps = [f"{e}={v}" for e, v in p.steps()]
+        first = rng.choice(self.languages)
+        langs = [first] * len(steps)  # one word after each step: `then` between steps, `so` before the answer
+        if len(steps) > 1 and rng.random() < self.code_switch:
+            at = rng.randint(1, len(steps) - 1)
+            langs[at:] = [rng.choice([x for x in self.languages if x != first])] * (len(steps) - at)
+        words = [WORDS[lang][0] for lang in langs[:-1]] + [WORDS[langs[-1]][1]]
+        return " ".join(f"{step} {word}" for step, word in zip(steps, words)) + f" {p.value}"
 
     # -- verification ------------------------------------------------------------------------------
     def extract_answer(self, text: str) -> str | None:

@@ -1,0 +1,106 @@
+"""language_mixing (DeepSeek-R1, section 2.3.2): R1-Zero's chain of thought mixed languages, and R1's
+language-consistency reward removed the mixing at a small cost in accuracy.
+
+A base that knows two languages for the same reasoning: the demo's base pretrained on a corpus
+whose worked solutions (untagged and tagged) join their partial results with English words
+(`7+8=15 then 15+6=21 so 21`) or Greek ones (`7+8=15 μετά 15+6=21 άρα 21`), one language per
+document, and a tenth of them switching language part way (`ArithmeticTask(languages=...,
+code_switch=...)`); its character vocabulary gains the Greek letters. It is pretrained once
+(`run.seed: 0`), cached, and shared by every seed. From it, per seed: R1-Zero (GRPO with the
+demo's R1-Zero rewards and settings) and the same GRPO with the language-consistency reward added
+at weight 1.0, R1's direct sum of accuracy and consistency (`consistent`).
+
+A sample is mixed when its chain of thought (the `<think>` text; the whole text without tags) has
+words of two scripts. Each model is evaluated on the demo's held-out prompts with the demo's
+sampling (the pipeline's own evaluation settings), and the sampled completions give `mixed` (the
+share that is mixed), `latin_share` (the mean share of Latin-script words, over samples with
+words) and `pass@1`.
+
+The base, before any RL (80 prompts x 4 samples at temperature 1): pass@1 0.76 (greedy 1.00); 35%
+of samples English, 27% Greek, 5% mixed, 33% bare answers without words; 0.96-0.97 right in each
+language. What the first 3-seed run showed: R1-Zero kept both languages (English 0.36-0.45, Greek
+0.46-0.54) and mixed 0.069-0.081 of samples, pass@1 0.96-0.97; the consistency reward moved most
+Greek to English in 40 steps (Latin-word share 0.41-0.50 -> 0.83-0.86, pure Greek 0.10-0.13) at
+no more than 0.016 pass@1, but left the mixed share at 0.081 on every seed, mostly Greek switching
+to English: a reward proportional to the English words scores a half-switched chain above a
+Greek one, so mixing is the way from Greek to English rather than what it removes first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+from r1kit.config import DataArgs, EvalArgs, from_dict, load
+from r1kit.demo import DEFAULT_CONFIG
+from r1kit.eval.evaluate import Evaluator
+from r1kit.eval.provenance import recorded_run
+from r1kit.findings import demo_stages
+from r1kit.models.load import load_model, load_tokenizer
+from r1kit.recipes.pipeline import PipelineConfig, StageSpec
+from r1kit.rewards.format import think_text
+from r1kit.rewards.language import word_scripts
+
+NAME = "language_mixing"
+TAGS = re.compile(r"</?(?:think|answer)>")
+CODE_SWITCH = 0.1
+"""The share of worked documents that switch language part way: the base mixes, but modestly."""
+BASE = {"task_params": {"languages": ["en", "el"], "code_switch": CODE_SWITCH}, "steps": 1000}
+"""Laid over the demo's base stage: the bilingual corpus, and 1000 steps instead of the demo's 600
+(after 600 the bilingual base copied the prompt's operands wrong too often: greedy accuracy 0.34)."""
+CONSISTENCY = {"name": "language", "weight": 1.0, "kwargs": {"target": "en"}}
+"""R1's language-consistency reward (the share of target-language words), summed with accuracy."""
+MODELS = ("base", "r1_zero", "consistent")
+SETUP = ("A bilingual base: the demo's base (1000 steps) pretrained on the demo's corpus (sums of three one-digit numbers) "
+         "with every worked solution, untagged or tagged, written in words of English (`7+8=15 then 15+6=21 so 21`) or "
+         f"Greek (`7+8=15 μετά 15+6=21 άρα 21`), one language per document, {CODE_SWITCH:g} of them switching language at "
+         "a random word; pretrained once and cached. Per seed from it: R1-Zero GRPO with the demo's R1-Zero rewards and "
+         "settings (40 steps of 8 prompts x 8; accuracy + 0.5 x format), and the same GRPO plus the language-consistency "
+         "reward for English at weight 1.0 (consistent). A sample is mixed when its chain of thought has words of both "
+         "scripts; mixed share, mean Latin-word share and pass@1 over the 80 held-out prompts x 4 samples at temperature 1.")
+
+
+def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
+    pipe = demo_stages.config(seed, workdir, size, stages(), name=NAME, base=demo_stages.base_stage("base", BASE))
+    demo_stages.metrics(pipe)  # trains the stages (skipped when done); the samples are measured below
+    out_dir = Path(pipe.output_dir)
+    evaluator = _evaluator(demo_stages.model_dir(out_dir, "r1_zero"))
+    out: dict[str, float] = {}
+    for stage in MODELS:
+        sampled: list[dict] = []
+        metrics = evaluator(load_model(str(demo_stages.model_dir(out_dir, stage))), sampled_out=sampled)
+        out[f"{stage}/pass@1"] = metrics["pass@1"]
+        out.update({f"{stage}/{k}": v for k, v in mixing([s["completion"] for s in sampled]).items()})
+    return out
+
+
+def stages() -> list[StageSpec]:
+    """R1-Zero from the base, and the same GRPO with the consistency reward added."""
+    r1_zero_rewards = load(DEFAULT_CONFIG, [], PipelineConfig).recipe_defaults["grpo"]["rewards"]
+    return [
+        StageSpec(name="r1_zero", recipe="grpo", start="base"),
+        StageSpec(name="consistent", recipe="grpo", start="base", config={"rewards": [*r1_zero_rewards, CONSISTENCY]}),
+    ]
+
+
+def mixing(completions: Sequence[str]) -> dict[str, float]:
+    """`mixed`: the share of completions whose chain of thought has words of two scripts or more;
+    `latin_share`: the mean share of Latin-script words over completions with words (NaN if none).
+    Tags are markup, not words: `<answer>` left in a completion without `<think>` is not English."""
+    scripts = [word_scripts(TAGS.sub(" ", think_text(c))) for c in completions]
+    worded = [s for s in scripts if s]
+    return {
+        "mixed": sum(len(set(s)) > 1 for s in scripts) / len(scripts) if scripts else math.nan,
+        "latin_share": sum(s.count("latin") / len(s) for s in worded) / len(worded) if worded else math.nan,
+    }
+
+
+def _evaluator(model_dir: Path) -> Evaluator:
+    """The held-out prompts and sampling a model's own pipeline stage evaluated it with (the same
+    for the three models, which share the base's tokenizer)."""
+    recorded = recorded_run(model_dir)
+    data = from_dict(DataArgs, dict(recorded.data) if recorded else {}, "data.")
+    args = from_dict(EvalArgs, dict(recorded.eval) if recorded else {}, "eval.")
+    return Evaluator.for_data(load_tokenizer(str(model_dir)), data, args)
