@@ -25,7 +25,7 @@ def write_findings_report(root: Path, summary: Mapping[str, Any]) -> Path:
         f"<h1>r1kit findings over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({_e(summary.get('size', 'full'))} size)</h1>"
         "<p class=summary>Each criterion is fixed in code before the run; a finding holds on a seed when its criterion "
         "is true on that seed's numbers. Seconds: what its seeds took to run; a finding that reads the models another "
-        "finding trained (the demo pipeline's, shared by five) takes next to none.</p>"
+        "finding trained (the demo pipeline's) takes next to none.</p>"
         f"<table><tr><th>finding</th><th>verdict</th><th>per seed</th><th>seconds</th></tr>{rows}</table>"
         + "".join(_section(f, seeds) for f in summary["findings"])
     )
