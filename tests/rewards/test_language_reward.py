@@ -38,6 +38,11 @@ def test_word_scripts(text, expected):
         ("<think>これは日本語</think>", "ja", 1.0),  # kana and kanji both count for ja
         ("<think>これは日本語</think>", "zh", 0.5),  # 日本語 are Han, これは are kana: 3 of 6
         ("<think>Привет, world</think>", "ru", 0.5),
+        # Tags are markup, not English words: a bare answer has no chain of thought to score, and
+        # a thought cut off before its </think> is scored without the <answer> that follows it.
+        ("<answer>5</answer>", "en", 0.0),
+        ("<think>7+8=15 μετά 15+6=21<answer>21</answer>", "en", 0.0),
+        ("<think>7+8=15 μετά 15+6=21<answer>21</answer>", "el", 1.0),
     ],
 )
 def test_language_reward(completion, target, expected):

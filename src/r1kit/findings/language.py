@@ -29,7 +29,6 @@ Greek one, so mixing is the way from Greek to English rather than what it remove
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -40,11 +39,9 @@ from r1kit.eval.provenance import recorded_run
 from r1kit.findings import demo_stages
 from r1kit.models.load import load_model, load_tokenizer
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec
-from r1kit.rewards.format import think_text
-from r1kit.rewards.language import word_scripts
+from r1kit.rewards.language import cot_scripts
 
 NAME = "language_mixing"
-TAGS = re.compile(r"</?(?:think|answer)>")
 CODE_SWITCH = 0.1
 """The share of worked documents that switch language part way: the base mixes, but modestly."""
 BASE = {"task_params": {"languages": ["en", "el"], "code_switch": CODE_SWITCH}, "steps": 1000}
@@ -89,7 +86,7 @@ def mixing(completions: Sequence[str]) -> dict[str, float]:
     """`mixed`: the share of completions whose chain of thought has words of two scripts or more;
     `latin_share`: the mean share of Latin-script words over completions with words (NaN if none).
     Tags are markup, not words: `<answer>` left in a completion without `<think>` is not English."""
-    scripts = [word_scripts(TAGS.sub(" ", think_text(c))) for c in completions]
+    scripts = [cot_scripts(c) for c in completions]
     worded = [s for s in scripts if s]
     return {
         "mixed": sum(len(set(s)) > 1 for s in scripts) / len(scripts) if scripts else math.nan,

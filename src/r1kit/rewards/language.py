@@ -13,7 +13,8 @@ standard library's Unicode database:
   and a character is the closest unit to a word. A LaTeX command (`\\frac`) is not a word.
 - The reward is (words in the target scripts) / (all words) over the `<think>` part of the
   completion (the whole text when it has no tags); 0.0 when there are no words at all, so an empty
-  chain of thought earns nothing.
+  chain of thought earns nothing. The `<think>`/`<answer>` tags are markup, not words: a bare
+  `<answer>5</answer>` has none.
 
 `target` takes a language code (`en`, `zh`, `ja`, ...; `en` means "Latin script") or a script
 name (`latin`, `han`, `cyrillic`, ...).
@@ -21,6 +22,7 @@ name (`latin`, `han`, `cyrillic`, ...).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 from typing import Any, Sequence
@@ -54,6 +56,9 @@ LANGUAGES: dict[str, frozenset[str]] = {
     "hy": frozenset({"armenian"}),
     "am": frozenset({"ethiopic"}),
 }
+
+TAGS = re.compile(r"</?(?:think|answer)>")
+"""R1's tags, left in a completion's text when it has only some of them."""
 
 # Scripts written without spaces, where one character stands for one word.
 _CHARACTER_WORDS = frozenset({"han", "hiragana", "katakana"})
@@ -117,6 +122,11 @@ def word_scripts(text: str) -> list[str]:
     return scripts
 
 
+def cot_scripts(completion: str) -> list[str]:
+    """The script of each word of a completion's chain of thought, tags left out."""
+    return word_scripts(TAGS.sub(" ", think_text(completion)))
+
+
 def language_reward(
     completions: Sequence[Completion], *, target: str = "en", **columns: Any
 ) -> list[float | None]:
@@ -127,6 +137,6 @@ def language_reward(
     wanted = target_scripts(target)
     rewards: list[float | None] = []
     for completion in completions:
-        scripts = word_scripts(think_text(completion_text(completion)))
+        scripts = cot_scripts(completion_text(completion))
         rewards.append(sum(s in wanted for s in scripts) / len(scripts) if scripts else 0.0)
     return rewards
