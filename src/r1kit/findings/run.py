@@ -8,8 +8,9 @@ finding's setup and criterion text: any edit to an experiment, its settings or a
 its seeds run again, never a stale result read back. It is the whole package rather than the one
 module a finding lives in because the experiments share modules (demo_stages.py) and the criteria
 live in registry.py; an edit elsewhere costs a rerun, not a wrong verdict, and a rerun's finished
-pipeline stages are still skipped by their own config fingerprints. Code outside the package
-(recipes, the demo config) is covered by the version and by those stage fingerprints. findings.json:
+pipeline stages are still skipped by their own config fingerprints. The demo config is covered by
+those stage fingerprints; code outside this package (recipes, rewards) only by r1kit's version, so
+after changing it between releases, run into a fresh `--output-dir`. findings.json:
 
     {"seeds": [0, 1, 2], "size": "full",
      "findings": [{"name", "claim", "source", "setup", "criterion", "implemented",
