@@ -23,7 +23,9 @@ language. What the first 3-seed run showed: R1-Zero kept both languages (English
 Greek to English in 40 steps (Latin-word share 0.41-0.50 -> 0.83-0.86, pure Greek 0.10-0.13) at
 no more than 0.016 pass@1, but left the mixed share at 0.081 on every seed, mostly Greek switching
 to English: a reward proportional to the English words scores a half-switched chain above a
-Greek one, so mixing is the way from Greek to English rather than what it removes first.
+Greek one, so mixing is the way from Greek to English rather than what it removes first. That run
+also found the language reward counting the `<answer>` tag as an English word; with tags left out,
+the rerun's mixed shares were 0.072/0.069/0.081 (R1-Zero) and 0.081/0.078/0.081 (consistent).
 """
 
 from __future__ import annotations
