@@ -10,13 +10,15 @@ completion for rejection sampling to keep.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from copy import deepcopy
 from pathlib import Path
 from typing import Sequence
 
-from r1kit.config import deep_merge, load
+from r1kit.config import DataArgs, EvalArgs, deep_merge, from_dict, load
 from r1kit.demo import DEFAULT_CONFIG
+from r1kit.eval.provenance import recorded_run
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
 from r1kit.report.tables import METRICS, stage_metrics
 
@@ -93,6 +95,15 @@ def base_model(workdir: Path, size: str) -> Path:
 def model_dir(pipe_dir: Path, stage: str) -> Path:
     """The model a stage of a finished pipeline wrote."""
     return Path(json.loads((pipe_dir / "stages.json").read_text())[stage]) / "model"
+
+
+def recorded_settings(model_dir: Path, **eval_changes) -> tuple[DataArgs, EvalArgs]:
+    """The data and evaluation settings the stage that wrote `model_dir` evaluated it with (its
+    run's config.yaml; the defaults when it has none), with the eval fields in `eval_changes` set."""
+    recorded = recorded_run(model_dir)
+    data = from_dict(DataArgs, dict(recorded.data) if recorded else {}, "data.")
+    args = from_dict(EvalArgs, dict(recorded.eval) if recorded else {}, "eval.")
+    return data, dataclasses.replace(args, **eval_changes)
 
 
 def _shrink(pipe: PipelineConfig, cache_dir: Path) -> None:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from r1kit.config import DataArgs, EvalArgs, from_dict
 from r1kit.eval.evaluate import Evaluator
-from r1kit.eval.provenance import recorded_run
 from r1kit.findings import demo_stages
 from r1kit.models.load import load_model, load_tokenizer
 
@@ -70,10 +68,7 @@ def _evaluate(model_dir: Path, task_params: dict, test_size: int, n: int) -> dic
     """The model's pass@1 on `test_size` prompts of the arithmetic task with `task_params`, scored
     and sampled as the model's own run evaluated it (its recorded data and eval settings); the
     prompts are the same for every seed, as the demo's test split is."""
-    recorded = recorded_run(model_dir)
-    data = from_dict(DataArgs, dict(recorded.data) if recorded else {}, "data.")
+    data, args = demo_stages.recorded_settings(model_dir, k=1, n=n, max_new_tokens=MAX_NEW_TOKENS)
     data = dataclasses.replace(data, task_params=dict(task_params), test_size=test_size)
-    args = dataclasses.replace(from_dict(EvalArgs, dict(recorded.eval) if recorded else {}, "eval."), k=1, n=n,
-                               max_new_tokens=MAX_NEW_TOKENS)  # fmt: skip
     tokenizer, model = load_tokenizer(str(model_dir)), load_model(str(model_dir))
     return Evaluator.for_data(tokenizer, data, args)(model)

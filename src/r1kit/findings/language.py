@@ -34,10 +34,9 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from r1kit.config import DataArgs, EvalArgs, from_dict, load
+from r1kit.config import load
 from r1kit.demo import DEFAULT_CONFIG
 from r1kit.eval.evaluate import Evaluator
-from r1kit.eval.provenance import recorded_run
 from r1kit.findings import demo_stages
 from r1kit.models.load import load_model, load_tokenizer
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec
@@ -99,7 +98,4 @@ def mixing(completions: Sequence[str]) -> dict[str, float]:
 def _evaluator(model_dir: Path) -> Evaluator:
     """The held-out prompts and sampling a model's own pipeline stage evaluated it with (the same
     for the three models, which share the base's tokenizer)."""
-    recorded = recorded_run(model_dir)
-    data = from_dict(DataArgs, dict(recorded.data) if recorded else {}, "data.")
-    args = from_dict(EvalArgs, dict(recorded.eval) if recorded else {}, "eval.")
-    return Evaluator.for_data(load_tokenizer(str(model_dir)), data, args)
+    return Evaluator.for_data(load_tokenizer(str(model_dir)), *demo_stages.recorded_settings(model_dir))

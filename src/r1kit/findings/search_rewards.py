@@ -18,12 +18,10 @@ mcts_vs_rl from its own weak base (pretrained once, cached, shared by every seed
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from r1kit.config import DataArgs, EvalArgs, MCTSArgs, deep_merge, from_dict
+from r1kit.config import MCTSArgs, deep_merge
 from r1kit.eval.evaluate import Evaluator
-from r1kit.eval.provenance import recorded_run
 from r1kit.eval.search import mcts_metrics
 from r1kit.findings import demo_stages
 from r1kit.models.load import load_model, load_tokenizer
@@ -96,9 +94,7 @@ def mcts_vs_rl(seed: int, workdir: Path, size: str) -> dict[str, float]:
 def _search(model_dir: Path, mcts: MCTSArgs, seed: int) -> dict[str, float]:
     """MCTS metrics of the model on its recorded test split (the rows the pipeline evaluated it on),
     the search's sampling seeded by `seed`."""
-    recorded = recorded_run(model_dir)
-    data = from_dict(DataArgs, dict(recorded.data) if recorded else {}, "data.")
-    args = dataclasses.replace(from_dict(EvalArgs, dict(recorded.eval) if recorded else {}, "eval."), k=0, search="mcts", mcts=mcts)
+    data, args = demo_stages.recorded_settings(model_dir, k=0, search="mcts", mcts=mcts)
     tokenizer, model = load_tokenizer(str(model_dir)), load_model(str(model_dir))
     e = Evaluator.for_data(tokenizer, data, args)
     return mcts_metrics(model, tokenizer, e.rows, e.score, args, e.task, e.template, e.system_prompt, seed)

@@ -8,12 +8,9 @@ answers would raise both.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from r1kit.config import DataArgs, EvalArgs, from_dict
 from r1kit.eval.evaluate import Evaluator
-from r1kit.eval.provenance import recorded_run
 from r1kit.findings import demo_stages
 from r1kit.models.load import load_model, load_tokenizer
 
@@ -37,8 +34,6 @@ def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
 
 
 def _evaluate(model_dir: Path, k: int, n: int) -> dict[str, float]:
-    recorded = recorded_run(model_dir)
-    data = from_dict(DataArgs, dict(recorded.data) if recorded else {}, "data.")
-    args = dataclasses.replace(from_dict(EvalArgs, dict(recorded.eval) if recorded else {}, "eval."), k=k, n=n)
+    data, args = demo_stages.recorded_settings(model_dir, k=k, n=n)
     tokenizer, model = load_tokenizer(str(model_dir)), load_model(str(model_dir))
     return Evaluator.for_data(tokenizer, data, args)(model)

@@ -42,7 +42,6 @@ DEFAULT_ALPHABET = (
 )
 
 
-
 def alphabet_for(texts: Iterable[str]) -> str:
     """DEFAULT_ALPHABET followed by every other character `texts` use, sorted: a corpus in another
     script gets its letters, and a corpus within the default alphabet the default vocabulary."""
