@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from r1kit.errors import R1kitError
 from r1kit.findings import demo_stages, generalize, language, registry, search_rewards, variance
@@ -189,6 +190,10 @@ def test_every_experiment_runs_at_smoke_size_and_reruns_skip_finished_seeds(tmp_
     for model in ("base", "sft", "rl"):  # in distribution, both shifted sets, and ood their mean
         parts = [ood[f"{model}/{name}/pass@1"][0] for name in ("ood_len", "ood_digits")]
         assert ood[f"{model}/ood/pass@1"][0] == pytest.approx(sum(parts) / 2) and f"{model}/id/pass@1" in ood
+    reuse = next(f for f in written["findings"] if f["name"] == "off_policy_reuse")["metrics"]
+    assert {f"{arm}/{k}" for arm in ("mu1", "mu4", "mu4_noclip") for k in ("pass@1", "kl_max")} <= set(reuse)
+    noclip = yaml.safe_load((tmp_path / "off_policy_reuse-smoke" / "seed-0" / "mu4_noclip" / "config.yaml").read_text())["grpo"]
+    assert (noclip["num_iterations"], noclip["eps_low"], noclip["eps_high"]) == (4, 1.0, 1000.0)  # ratio bounds [0, 1001]
 
     def refuse(*args):
         raise AssertionError("a finished seed ran again")

@@ -97,6 +97,12 @@ def model_dir(pipe_dir: Path, stage: str) -> Path:
     return Path(json.loads((pipe_dir / "stages.json").read_text())[stage]) / "model"
 
 
+def training_log(pipe_dir: Path, stage: str) -> list[dict]:
+    """The per-step rows a finished pipeline stage logged (its run's metrics.jsonl)."""
+    log = model_dir(pipe_dir, stage).parent / "metrics.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
 def recorded_settings(model_dir: Path, **eval_changes) -> tuple[DataArgs, EvalArgs]:
     """The data and evaluation settings the stage that wrote `model_dir` evaluated it with (its
     run's config.yaml; the defaults when it has none), with the eval fields in `eval_changes` set."""

@@ -117,7 +117,7 @@ FINDINGS: tuple[Finding, ...] = (
             _variance_cut, variance.run, ("rel_var/none", "rel_var/mean", "rel_var/group")),
     Finding("off_policy_reuse", "Policy ratio: Ratio of the new policy to the old policy along with the advantage function.",
             R1_EXPLAINED, training.OFF_POLICY_SETUP, "mu4 pass@1 - mu1 pass@1 >= 0.05", _gap("mu4/pass@1", "mu1/pass@1", 0.05),
-            training.off_policy_reuse, ("base/pass@1", "mu1/pass@1", "mu4/pass@1")),
+            training.off_policy_reuse, ("base/pass@1", "mu1/pass@1", "mu4/pass@1", "mu4_noclip/pass@1")),
     Finding("outcome_vs_process", "the challenges of using process reward models in reinforcement learning, highlighting the "
             "difficulty of dividing problems into sub-problems and assigning rewards to individual steps", VIDEO_NOTES,
             search_rewards.PROCESS_SETUP, "outcome pass@1 - process pass@1 >= 0.05", _gap("outcome/pass@1", "process/pass@1", 0.05),
