@@ -190,6 +190,10 @@ def test_every_experiment_runs_at_smoke_size_and_reruns_skip_finished_seeds(tmp_
     for model in ("base", "sft", "rl"):  # in distribution, both shifted sets, and ood their mean
         parts = [ood[f"{model}/{name}/pass@1"][0] for name in ("ood_len", "ood_digits")]
         assert ood[f"{model}/ood/pass@1"][0] == pytest.approx(sum(parts) / 2) and f"{model}/id/pass@1" in ood
+    cold = next(f for f in written["findings"] if f["name"] == "cold_start_helps")["metrics"]
+    assert {f"{m}/format" for m in ("base", "sft", "r1_zero", "grpo")} | {"r1_zero_40/pass@1"} <= set(cold)
+    cold_start = yaml.safe_load((tmp_path / "cold_start_helps-smoke" / "seed-0" / "sft" / "config.yaml").read_text())["data"]
+    assert cold_start["task_params"]["terse_fraction"] == 0.0  # R1's cold start: worked solutions only
     reuse = next(f for f in written["findings"] if f["name"] == "off_policy_reuse")["metrics"]
     assert {f"{arm}/{k}" for arm in ("mu1", "mu4", "mu4_noclip") for k in ("pass@1", "kl_max")} <= set(reuse)
     noclip = yaml.safe_load((tmp_path / "off_policy_reuse-smoke" / "seed-0" / "mu4_noclip" / "config.yaml").read_text())["grpo"]

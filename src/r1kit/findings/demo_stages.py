@@ -1,5 +1,5 @@
-"""The demo pipeline as an experiment: r1_zero_learns, length_grows, cold_start_helps and
-distill_beats_small_rl read its held-out metrics, and rl_sharpens its base and R1-Zero models.
+"""The demo pipeline as an experiment: r1_zero_learns, length_grows and distill_beats_small_rl
+read its held-out metrics, and rl_sharpens its base and R1-Zero models.
 
 It runs once per seed under `workdir/demo/seed-<s>/` (its stages skip themselves when done, so the
 findings that share it train it once); the two bases are pretrained once and cached, as in
@@ -18,7 +18,9 @@ from typing import Sequence
 
 from r1kit.config import DataArgs, EvalArgs, deep_merge, from_dict, load
 from r1kit.demo import DEFAULT_CONFIG
+from r1kit.eval.evaluate import Evaluator
 from r1kit.eval.provenance import recorded_run
+from r1kit.models.load import load_tokenizer
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
 from r1kit.report.tables import METRICS, stage_metrics
 
@@ -95,6 +97,12 @@ def base_model(workdir: Path, size: str) -> Path:
 def model_dir(pipe_dir: Path, stage: str) -> Path:
     """The model a stage of a finished pipeline wrote."""
     return Path(json.loads((pipe_dir / "stages.json").read_text())[stage]) / "model"
+
+
+def evaluator(model_dir: Path) -> Evaluator:
+    """The held-out prompts and sampling the pipeline stage that wrote `model_dir` evaluated it
+    with, for models that share its tokenizer (call it with `sampled_out=` to see the samples)."""
+    return Evaluator.for_data(load_tokenizer(str(model_dir)), *recorded_settings(model_dir))
 
 
 def training_log(pipe_dir: Path, stage: str) -> list[dict]:

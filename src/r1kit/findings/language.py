@@ -7,8 +7,8 @@ whose worked solutions (untagged and tagged) join their partial results with Eng
 document, and a tenth of them switching language part way (`ArithmeticTask(languages=...,
 code_switch=...)`); its character vocabulary gains the Greek letters. It is pretrained once
 (`run.seed: 0`), cached, and shared by every seed. From it, per seed: R1-Zero (GRPO with the
-demo's R1-Zero rewards and settings) and the same GRPO with the language-consistency reward added
-at weight 1.0, R1's direct sum of accuracy and consistency (`consistent`).
+demo's R1-Zero rewards and settings, for 120 steps) and the same GRPO with the language-consistency
+reward added at weight 1.0, R1's direct sum of accuracy and consistency (`consistent`).
 
 A sample is mixed when its chain of thought (the `<think>` text; the whole text without tags) has
 words of two scripts. Each model is evaluated on the demo's held-out prompts with the demo's
@@ -26,6 +26,11 @@ to English: a reward proportional to the English words scores a half-switched ch
 Greek one, so mixing is the way from Greek to English rather than what it removes first. That run
 also found the language reward counting the `<answer>` tag as an English word; with tags left out,
 the rerun's mixed shares were 0.072/0.069/0.081 (R1-Zero) and 0.081/0.078/0.081 (consistent).
+The consistency reward's mean was still rising at step 40 on every seed (0.78-0.83), the switch
+unfinished, so both arms now train for 120 steps instead of the demo's 40; the criterion is
+unchanged. The step count was chosen on pilot seeds 7-9, which are not reported: at 120 steps
+(seeds 7, 8) R1-Zero mixed 0.097/0.062 and the consistent arm 0.016/0.022; at 80 steps (seeds
+7-9) 0.081/0.066/0.078 against 0.019/0.034/0.037, too close to half for a margin.
 """
 
 from __future__ import annotations
@@ -36,9 +41,8 @@ from typing import Sequence
 
 from r1kit.config import load
 from r1kit.demo import DEFAULT_CONFIG
-from r1kit.eval.evaluate import Evaluator
 from r1kit.findings import demo_stages
-from r1kit.models.load import load_model, load_tokenizer
+from r1kit.models.load import load_model
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec
 from r1kit.rewards.language import cot_scripts
 
@@ -48,6 +52,9 @@ CODE_SWITCH = 0.1
 BASE = {"task_params": {"languages": ["en", "el"], "code_switch": CODE_SWITCH}, "steps": 1000}
 """Laid over the demo's base stage: the bilingual corpus, and 1000 steps instead of the demo's 600
 (after 600 the bilingual base copied the prompt's operands wrong too often: greedy accuracy 0.34)."""
+STEPS = 120
+"""GRPO steps of both arms (the demo's R1-Zero settings otherwise): long enough for the consistency
+reward to finish moving the Greek chains to English."""
 CONSISTENCY = {"name": "language", "weight": 1.0, "kwargs": {"target": "en"}}
 """R1's language-consistency reward (the share of target-language words), summed with accuracy."""
 MODELS = ("base", "r1_zero", "consistent")
@@ -55,7 +62,7 @@ SETUP = ("A bilingual base: the demo's base (1000 steps) pretrained on the demo'
          "with every worked solution, untagged or tagged, written in words of English (`7+8=15 then 15+6=21 so 21`) or "
          f"Greek (`7+8=15 μετά 15+6=21 άρα 21`), one language per document, {CODE_SWITCH:g} of them switching language at "
          "a random word; pretrained once and cached. Per seed from it: R1-Zero GRPO with the demo's R1-Zero rewards and "
-         "settings (40 steps of 8 prompts x 8; accuracy + 0.5 x format), and the same GRPO plus the language-consistency "
+         f"settings but {STEPS} steps (of 8 prompts x 8; accuracy + 0.5 x format), and the same GRPO plus the language-consistency "
          "reward for English at weight 1.0 (consistent). A sample is mixed when its chain of thought has words of both "
          "scripts; mixed share, mean Latin-word share and pass@1 over the 80 held-out prompts x 4 samples at temperature 1.")
 
@@ -64,7 +71,7 @@ def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
     pipe = demo_stages.config(seed, workdir, size, stages(), name=NAME, base=demo_stages.base_stage("base", BASE))
     demo_stages.metrics(pipe)  # trains the stages (skipped when done); the samples are measured below
     out_dir = Path(pipe.output_dir)
-    evaluator = _evaluator(demo_stages.model_dir(out_dir, "r1_zero"))
+    evaluator = demo_stages.evaluator(demo_stages.model_dir(out_dir, "r1_zero"))
     out: dict[str, float] = {}
     for stage in MODELS:
         sampled: list[dict] = []
@@ -77,9 +84,10 @@ def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
 def stages() -> list[StageSpec]:
     """R1-Zero from the base, and the same GRPO with the consistency reward added."""
     r1_zero_rewards = load(DEFAULT_CONFIG, [], PipelineConfig).recipe_defaults["grpo"]["rewards"]
+    grpo = {"grpo": {"steps": STEPS}}
     return [
-        StageSpec(name="r1_zero", recipe="grpo", start="base"),
-        StageSpec(name="consistent", recipe="grpo", start="base", config={"rewards": [*r1_zero_rewards, CONSISTENCY]}),
+        StageSpec(name="r1_zero", recipe="grpo", start="base", config=grpo),
+        StageSpec(name="consistent", recipe="grpo", start="base", config={**grpo, "rewards": [*r1_zero_rewards, CONSISTENCY]}),
     ]
 
 
@@ -93,9 +101,3 @@ def mixing(completions: Sequence[str]) -> dict[str, float]:
         "mixed": sum(len(set(s)) > 1 for s in scripts) / len(scripts) if scripts else math.nan,
         "latin_share": sum(s.count("latin") / len(s) for s in worded) / len(worded) if worded else math.nan,
     }
-
-
-def _evaluator(model_dir: Path) -> Evaluator:
-    """The held-out prompts and sampling a model's own pipeline stage evaluated it with (the same
-    for the three models, which share the base's tokenizer)."""
-    return Evaluator.for_data(load_tokenizer(str(model_dir)), *demo_stages.recorded_settings(model_dir))

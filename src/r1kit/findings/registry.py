@@ -93,10 +93,9 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("length_grows", "the model's ability to generate longer responses through reinforcement learning", VIDEO_NOTES,
             DEMO_SETUP, "r1_zero mean sampled length - base mean sampled length >= 1 token",
             _gap("r1_zero/mean_length", "base/mean_length", 1.0), demo_stages.run, ("base/mean_length", "r1_zero/mean_length")),
-    Finding("cold_start_helps", "R1 uses initial supervised CoT data", R1_EXPLAINED,
-            DEMO_SETUP + " Compares GRPO after the cold start (stage grpo) with GRPO on the base (r1_zero), same steps.",
+    Finding("cold_start_helps", "R1 uses initial supervised CoT data", R1_EXPLAINED, training.COLD_START_SETUP,
             "grpo pass@1 - r1_zero pass@1 >= 0.05", _gap("grpo/pass@1", "r1_zero/pass@1", 0.05),
-            demo_stages.run, ("r1_zero/pass@1", "grpo/pass@1")),
+            training.cold_start_helps, ("r1_zero/pass@1", "grpo/pass@1", "r1_zero_40/pass@1")),
     Finding("language_mixing", "potential side effects of training language models solely on reinforcement learning, "
             "such as the model mixing languages", VIDEO_NOTES, language.SETUP,
             "r1_zero mixed share >= 0.05; consistent mixed share <= 0.5 x r1_zero's; r1_zero pass@1 - consistent pass@1 <= 0.10",
