@@ -153,12 +153,15 @@ def test_a_finished_seed_runs_again_when_its_fingerprint_differs_and_is_skipped_
     assert run_module.fingerprint(by_name("r1_zero_learns")) == run_module.fingerprint(f)
 
 
-def test_the_two_findings_own_bases_are_the_demos_pretraining_with_one_change():
+def test_the_findings_own_bases_are_the_demos_pretraining_with_their_changes():
     weak, student = demo_stages.base_stage(*search_rewards.WEAK_BASE), demo_stages.demo_stage("student_base")
     assert (weak.name, weak.recipe, weak.config) == ("base", "pretrain", {**student.config, "steps": 150})
     wide, base = demo_stages.base_stage("base", generalize.BASE), demo_stages.demo_stage("base")
     assert wide.config == {**base.config, "task_params": {"n_operands": [2, 5], "digits": 1, "ops": "+"}}
-    assert weak.config["run"]["seed"] == wide.config["run"]["seed"] == 0  # pinned: cached and shared by every seed
+    bilingual = demo_stages.base_stage("base", language.BASE)
+    languages = {**base.config["task_params"], "languages": ["en", "el"], "code_switch": language.CODE_SWITCH}
+    assert bilingual.config == {**base.config, "task_params": languages, "steps": 1000, "tiny": student.config["tiny"]}
+    assert weak.config["run"]["seed"] == wide.config["run"]["seed"] == bilingual.config["run"]["seed"] == 0  # pinned: cached and shared by every seed
     pipe = demo_stages.config(1, Path("w"), "full", [demo_stages.demo_stage("sft")], name="x", base=wide)
     assert [s.name for s in pipe.stages] == ["base", "sft"] and pipe.stages[0].config == wide.config
 

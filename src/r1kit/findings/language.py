@@ -1,14 +1,15 @@
 """language_mixing (DeepSeek-R1, section 2.3.2): R1-Zero's chain of thought mixed languages, and R1's
 language-consistency reward removed the mixing at a small cost in accuracy.
 
-A base that knows two languages for the same reasoning: the demo's base pretrained on a corpus
-whose worked solutions (untagged and tagged) join their partial results with English words
-(`7+8=15 then 15+6=21 so 21`) or Greek ones (`7+8=15 μετά 15+6=21 άρα 21`), one language per
-document, and a tenth of them switching language part way (`ArithmeticTask(languages=...,
-code_switch=...)`); its character vocabulary gains the Greek letters. It is pretrained once
-(`run.seed: 0`), cached, and shared by every seed. From it, per seed: R1-Zero (GRPO with the
-demo's R1-Zero rewards and settings, for 120 steps) and the same GRPO with the language-consistency
-reward added at weight 1.0, R1's direct sum of accuracy and consistency (`consistent`).
+A base that knows two languages for the same reasoning: the demo's base pretraining, at the demo
+student's width (0.29M parameters), on a corpus whose worked solutions (untagged and tagged) join
+their partial results with English words (`7+8=15 then 15+6=21 so 21`) or Greek ones (`7+8=15
+μετά 15+6=21 άρα 21`), one language per document, and a tenth of them switching language part way
+(`ArithmeticTask(languages=..., code_switch=...)`); its character vocabulary gains the Greek
+letters. It is pretrained once (`run.seed: 0`), cached, and shared by every seed. From it, per
+seed: R1-Zero (GRPO with the demo's R1-Zero rewards and settings, for 200 steps) and the same GRPO
+with the language-consistency reward added at weight 1.0, R1's direct sum of accuracy and
+consistency (`consistent`).
 
 A sample is mixed when its chain of thought (the `<think>` text; the whole text without tags) has
 words of two scripts. Each model is evaluated on the demo's held-out prompts with the demo's
@@ -16,21 +17,19 @@ sampling (the pipeline's own evaluation settings), and the sampled completions g
 share that is mixed), `latin_share` (the mean share of Latin-script words, over samples with
 words) and `pass@1`.
 
-The base, before any RL (80 prompts x 4 samples at temperature 1): pass@1 0.76 (greedy 1.00); 35%
-of samples English, 27% Greek, 5% mixed, 33% bare answers without words; 0.96-0.97 right in each
-language. What the first 3-seed run showed: R1-Zero kept both languages (English 0.36-0.45, Greek
-0.46-0.54) and mixed 0.069-0.081 of samples, pass@1 0.96-0.97; the consistency reward moved most
-Greek to English in 40 steps (Latin-word share 0.41-0.50 -> 0.83-0.86, pure Greek 0.10-0.13) at
-no more than 0.016 pass@1, but left the mixed share at 0.081 on every seed, mostly Greek switching
-to English: a reward proportional to the English words scores a half-switched chain above a
-Greek one, so mixing is the way from Greek to English rather than what it removes first. That run
-also found the language reward counting the `<answer>` tag as an English word; with tags left out,
-the rerun's mixed shares were 0.072/0.069/0.081 (R1-Zero) and 0.081/0.078/0.081 (consistent).
-The consistency reward's mean was still rising at step 40 on every seed (0.78-0.83), the switch
-unfinished, so both arms now train for 120 steps instead of the demo's 40; the criterion is
-unchanged. The step count was chosen on pilot seeds 7-9, which are not reported: at 120 steps
-(seeds 7, 8) R1-Zero mixed 0.097/0.062 and the consistent arm 0.016/0.022; at 80 steps (seeds
-7-9) 0.081/0.066/0.078 against 0.019/0.034/0.037, too close to half for a margin.
+How the setup came to be (the criterion never changed). The first runs used the demo's 1M base
+(1000 steps) and the demo's 40 GRPO steps. Its base: pass@1 0.76 (greedy 1.00), 5% of samples
+mixed. R1-Zero kept both languages and mixed 0.069-0.081 of samples; the consistency reward moved
+most Greek to English in 40 steps (Latin-word share 0.41-0.50 -> 0.83-0.86) at no more than 0.016
+pass@1 but left the mixed share at 0.078-0.081: a reward proportional to the English words scores
+a half-switched chain above a Greek one, so mixing is the way from Greek to English, and its mean
+was still rising at step 40 (0.78-0.83). With 120 steps on that base (chosen on pilot seeds 7-9,
+not reported) it held on seeds 0-2 (R1-Zero mixed 0.084/0.066/0.081, consistent 0.022 each), but
+the finding then took 10.5 minutes, over the 8 a finding may take alone. The base is therefore the
+student's width, which pretrains and trains about three times faster; on pilot seeds 7-9 (not
+reported) it mixed 0.034 before RL, and at 120 steps the consistent arm stayed at 0.037 (R1-Zero
+0.081/0.062/0.078, too close to half), at 200 steps 0.022/0.025/0.016 against R1-Zero's
+0.072/0.062/0.078: 200 steps it is.
 """
 
 from __future__ import annotations
@@ -49,17 +48,21 @@ from r1kit.rewards.language import cot_scripts
 NAME = "language_mixing"
 CODE_SWITCH = 0.1
 """The share of worked documents that switch language part way: the base mixes, but modestly."""
-BASE = {"task_params": {"languages": ["en", "el"], "code_switch": CODE_SWITCH}, "steps": 1000}
-"""Laid over the demo's base stage: the bilingual corpus, and 1000 steps instead of the demo's 600
-(after 600 the bilingual base copied the prompt's operands wrong too often: greedy accuracy 0.34)."""
-STEPS = 120
+STUDENT_WIDTH = {"hidden_size": 96, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
+"""The demo student's shape (configs: student_base's `tiny`)."""
+BASE = {"task_params": {"languages": ["en", "el"], "code_switch": CODE_SWITCH}, "steps": 1000, "tiny": STUDENT_WIDTH}
+"""Laid over the demo's base stage: the bilingual corpus, 1000 steps instead of the demo's 600 (after
+600 a 1M bilingual base copied the prompt's operands wrong too often: greedy accuracy 0.34), and
+the student's width."""
+STEPS = 200
 """GRPO steps of both arms (the demo's R1-Zero settings otherwise): long enough for the consistency
 reward to finish moving the Greek chains to English."""
 CONSISTENCY = {"name": "language", "weight": 1.0, "kwargs": {"target": "en"}}
 """R1's language-consistency reward (the share of target-language words), summed with accuracy."""
 MODELS = ("base", "r1_zero", "consistent")
-SETUP = ("A bilingual base: the demo's base (1000 steps) pretrained on the demo's corpus (sums of three one-digit numbers) "
-         "with every worked solution, untagged or tagged, written in words of English (`7+8=15 then 15+6=21 so 21`) or "
+SETUP = ("A bilingual base: the demo's base pretraining at the demo student's width (0.29M parameters, 1000 steps) "
+         "on the demo's corpus (sums of three one-digit numbers) with every worked solution, untagged or tagged, "
+         "written in words of English (`7+8=15 then 15+6=21 so 21`) or "
          f"Greek (`7+8=15 μετά 15+6=21 άρα 21`), one language per document, {CODE_SWITCH:g} of them switching language at "
          "a random word; pretrained once and cached. Per seed from it: R1-Zero GRPO with the demo's R1-Zero rewards and "
          f"settings but {STEPS} steps (of 8 prompts x 8; accuracy + 0.5 x format), and the same GRPO plus the language-consistency "
