@@ -23,8 +23,8 @@ mixed. R1-Zero kept both languages and mixed 0.069-0.081 of samples; the consist
 most Greek to English in 40 steps (Latin-word share 0.41-0.50 -> 0.83-0.86) at no more than 0.016
 pass@1 but left the mixed share at 0.078-0.081: a reward proportional to the English words scores
 a half-switched chain above a Greek one, so mixing is the way from Greek to English, and its mean
-was still rising at step 40 (0.78-0.83). With 120 steps on that base (chosen on pilot seeds 7-9,
-not reported) it held on seeds 0-2 (R1-Zero mixed 0.084/0.066/0.081, consistent 0.022 each), but
+was still rising at step 40 (0.78-0.83). With 120 steps on that base (chosen on pilot seeds 7 and 8,
+not reported; 80 steps on 7-9 came too close to half) it held on seeds 0-2 (R1-Zero mixed 0.084/0.066/0.081, consistent 0.022 each), but
 the finding then took 10.5 minutes, over the 8 a finding may take alone. The base is therefore the
 student's width, which pretrains and trains about three times faster; on pilot seeds 7-9 (not
 reported) it mixed 0.034 before RL, and at 120 steps the consistent arm stayed at 0.037 (R1-Zero
