@@ -20,7 +20,7 @@ from r1kit.config import DataArgs, EvalArgs, deep_merge, from_dict, load
 from r1kit.demo import DEFAULT_CONFIG
 from r1kit.eval.evaluate import Evaluator
 from r1kit.eval.provenance import recorded_run
-from r1kit.models.load import load_tokenizer
+from r1kit.models.load import load_model, load_tokenizer
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
 from r1kit.report.tables import METRICS, stage_metrics
 
@@ -99,10 +99,18 @@ def model_dir(pipe_dir: Path, stage: str) -> Path:
     return Path(json.loads((pipe_dir / "stages.json").read_text())[stage]) / "model"
 
 
-def evaluator(model_dir: Path) -> Evaluator:
-    """The held-out prompts and sampling the pipeline stage that wrote `model_dir` evaluated it
-    with, for models that share its tokenizer (call it with `sampled_out=` to see the samples)."""
-    return Evaluator.for_data(load_tokenizer(str(model_dir)), *recorded_settings(model_dir))
+def sampled(pipe_dir: Path, stages: Sequence[str], like: str) -> dict[str, tuple[dict[str, float], list[str]]]:
+    """Each stage's model of a finished pipeline evaluated again, on the held-out prompts and with
+    the sampling that stage `like` was evaluated with (the models share its tokenizer): per stage,
+    its metrics and its sampled completions, for measures the pipeline's evaluation does not keep."""
+    like_dir = model_dir(pipe_dir, like)
+    evaluate = Evaluator.for_data(load_tokenizer(str(like_dir)), *recorded_settings(like_dir))
+    out = {}
+    for stage in stages:
+        samples: list[dict] = []
+        metrics = evaluate(load_model(str(model_dir(pipe_dir, stage))), sampled_out=samples)
+        out[stage] = (metrics, [s["completion"] for s in samples])
+    return out
 
 
 def training_log(pipe_dir: Path, stage: str) -> list[dict]:

@@ -23,9 +23,10 @@ mixed. R1-Zero kept both languages and mixed 0.069-0.081 of samples; the consist
 most Greek to English in 40 steps (Latin-word share 0.41-0.50 -> 0.83-0.86) at no more than 0.016
 pass@1 but left the mixed share at 0.078-0.081: a reward proportional to the English words scores
 a half-switched chain above a Greek one, so mixing is the way from Greek to English, and its mean
-was still rising at step 40 (0.78-0.83). With 120 steps on that base (chosen on pilot seeds 7 and 8,
-not reported; 80 steps on 7-9 came too close to half) it held on seeds 0-2 (R1-Zero mixed 0.084/0.066/0.081, consistent 0.022 each), but
-the finding then took 10.5 minutes, over the 8 a finding may take alone. The base is therefore the
+was still rising at step 40 (0.78-0.83). With 120 steps on that base (chosen on pilot seeds 7
+and 8, not reported; 80 steps on 7-9 came too close to half) it held on seeds 0-2 (R1-Zero mixed
+0.084/0.066/0.081, consistent 0.022 each), but the finding then took 10.5 minutes, over the 8 a
+finding may take alone. The base is therefore the
 student's width, which pretrains and trains about three times faster; on pilot seeds 7-9 (not
 reported) it mixed 0.034 before RL, and at 120 steps the consistent arm stayed at 0.037 (R1-Zero
 0.081/0.062/0.078, too close to half), at 200 steps 0.022/0.025/0.016 against R1-Zero's
@@ -41,16 +42,14 @@ from typing import Sequence
 from r1kit.config import load
 from r1kit.demo import DEFAULT_CONFIG
 from r1kit.findings import demo_stages
-from r1kit.models.load import load_model
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec
 from r1kit.rewards.language import cot_scripts
 
 NAME = "language_mixing"
 CODE_SWITCH = 0.1
 """The share of worked documents that switch language part way: the base mixes, but modestly."""
-STUDENT_WIDTH = {"hidden_size": 96, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
-"""The demo student's shape (configs: student_base's `tiny`)."""
-BASE = {"task_params": {"languages": ["en", "el"], "code_switch": CODE_SWITCH}, "steps": 1000, "tiny": STUDENT_WIDTH}
+BASE = {"task_params": {"languages": ["en", "el"], "code_switch": CODE_SWITCH}, "steps": 1000,
+        "tiny": demo_stages.demo_stage("student_base").config["tiny"]}
 """Laid over the demo's base stage: the bilingual corpus, 1000 steps instead of the demo's 600 (after
 600 a 1M bilingual base copied the prompt's operands wrong too often: greedy accuracy 0.34), and
 the student's width."""
@@ -73,14 +72,10 @@ SETUP = ("A bilingual base: the demo's base pretraining at the demo student's wi
 def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
     pipe = demo_stages.config(seed, workdir, size, stages(), name=NAME, base=demo_stages.base_stage("base", BASE))
     demo_stages.metrics(pipe)  # trains the stages (skipped when done); the samples are measured below
-    out_dir = Path(pipe.output_dir)
-    evaluator = demo_stages.evaluator(demo_stages.model_dir(out_dir, "r1_zero"))
     out: dict[str, float] = {}
-    for stage in MODELS:
-        sampled: list[dict] = []
-        metrics = evaluator(load_model(str(demo_stages.model_dir(out_dir, stage))), sampled_out=sampled)
+    for stage, (metrics, completions) in demo_stages.sampled(Path(pipe.output_dir), MODELS, like="r1_zero").items():
         out[f"{stage}/pass@1"] = metrics["pass@1"]
-        out.update({f"{stage}/{k}": v for k, v in mixing([s["completion"] for s in sampled]).items()})
+        out.update({f"{stage}/{k}": v for k, v in mixing(completions).items()})
     return out
 
 

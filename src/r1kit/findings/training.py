@@ -34,7 +34,6 @@ from pathlib import Path
 
 from r1kit.config import deep_merge
 from r1kit.findings import demo_stages
-from r1kit.models.load import load_model
 from r1kit.recipes.pipeline import StageSpec
 from r1kit.rewards.format import is_r1_format
 
@@ -77,12 +76,8 @@ def cold_start_helps(seed: int, workdir: Path, size: str) -> dict[str, float]:
               StageSpec(name="grpo", recipe="grpo", start="sft", config=grpo)]  # fmt: skip
     pipe = demo_stages.config(seed, workdir, size, stages, name="cold_start_helps")
     out = demo_stages.metrics(pipe)
-    pipe_dir = Path(pipe.output_dir)
-    evaluator = demo_stages.evaluator(demo_stages.model_dir(pipe_dir, "grpo"))
-    for stage in ("base", "sft", "r1_zero", "grpo"):
-        sampled: list[dict] = []
-        evaluator(load_model(str(demo_stages.model_dir(pipe_dir, stage))), sampled_out=sampled)
-        out[f"{stage}/format"] = sum(is_r1_format(s["completion"]) for s in sampled) / len(sampled)
+    for stage, (_, completions) in demo_stages.sampled(Path(pipe.output_dir), ("base", "sft", "r1_zero", "grpo"), like="grpo").items():
+        out[f"{stage}/format"] = sum(map(is_r1_format, completions)) / len(completions)
     demo = demo_stages.run(seed, workdir, size, upto="r1_zero")  # the demo's R1-Zero of this seed: shared, skipped when done
     out["r1_zero_40/pass@1"] = demo["r1_zero/pass@1"]
     return out
