@@ -11,7 +11,7 @@ import r1kit.algorithms as algorithms
 def test_every_public_name_is_exported_and_documented():
     expected = {
         "selective_log_softmax", "entropy_from_logits", "completion_logprobs", "group_advantages",
-        "rloo_advantages", "whiten", "gae", "kl_estimate", "policy_loss", "value_loss",
+        "rloo_advantages", "reinforce_advantages", "whiten", "gae", "kl_estimate", "policy_loss", "value_loss",
         "explained_variance", "AdaptiveKLController", "FixedKLController", "bradley_terry_loss",
         "christiano_pair_loss", "dpo_loss", "chosen_nll", "distill_loss",
     }  # fmt: skip

@@ -166,6 +166,21 @@ def test_the_findings_own_bases_are_the_demos_pretraining_with_their_changes():
     assert [s.name for s in pipe.stages] == ["base", "sft"] and pipe.stages[0].config == wide.config
 
 
+def test_a_finding_runs_the_demo_stages_it_reads_and_their_inputs_only():
+    stages = demo_stages.config(0, Path("w"), "full").stages
+    assert [s.name for s in demo_stages.inputs_of(stages, ["r1_zero"])] == ["base", "r1_zero"]
+    # distilled starts from the student base and reads the samples of the teacher's GRPO model
+    assert [s.name for s in demo_stages.inputs_of(stages, ["distilled", "student_rl"])] == [
+        "base", "sft", "grpo", "samples", "student_base", "distilled", "student_rl"]  # fmt: skip
+
+
+def test_every_finding_evaluates_with_the_same_number_of_samples():
+    for pipe in (demo_stages.config(0, Path("w"), "full"), demo_stages.config(0, Path("w"), "full", [], name="x")):
+        assert pipe.defaults["eval"]["k"] == demo_stages.EVAL_SAMPLES == 16
+    assert generalize.SIZES["full"]["n"] == demo_stages.EVAL_SAMPLES
+    assert demo_stages.config(0, Path("w"), "smoke").defaults["eval"]["k"] == 2
+
+
 @pytest.fixture
 def one_thread():
     before = torch.get_num_threads()
@@ -201,6 +216,19 @@ def test_every_experiment_runs_at_smoke_size_and_reruns_skip_finished_seeds(tmp_
     assert {f"{arm}/{k}" for arm in ("mu1", "mu4", "mu4_noclip") for k in ("pass@1", "kl_max")} <= set(reuse)
     noclip = yaml.safe_load((tmp_path / "off_policy_reuse-smoke" / "seed-0" / "mu4_noclip" / "config.yaml").read_text())["grpo"]
     assert (noclip["num_iterations"], noclip["eps_low"], noclip["eps_high"]) == (4, 1.0, 1000.0)  # ratio bounds [0, 1001]
+
+    ran = {p.name for p in (tmp_path / "demo-smoke" / "seed-0").iterdir() if p.is_dir()}
+    assert ran == {"base", "r1_zero", "sft", "grpo", "student_base", "distilled", "student_rl", "distilled_kd"}  # no sft2, r1
+    distill = next(f for f in written["findings"] if f["name"] == "distill_beats_small_rl")["metrics"]
+    assert {"distilled/pass@1", "student_rl/pass@1", "distilled_kd/pass@1"} <= set(distill)
+    kd, sft = (yaml.safe_load((tmp_path / "demo-smoke" / "seed-0" / arm / "config.yaml").read_text()) for arm in ("distilled_kd", "distilled"))
+    assert (kd["mode"], kd["hard_label_weight"], sft["mode"]) == ("logits", 0.0, "sft")
+    assert Path(kd["teacher"]["path"]).parent.name == "grpo" and kd["model"] == sft["model"]  # the same student base
+    baselines = next(f for f in written["findings"] if f["name"] == "baselines_cut_variance")["metrics"]
+    assert {f"train_{e}/{k}" for e in variance.ESTIMATORS for k in ("train_accuracy", "pass@1")} <= set(baselines)
+    trained = {e: yaml.safe_load((tmp_path / "baselines_cut_variance-smoke" / "seed-0" / f"train_{e}" / "config.yaml").read_text())["grpo"]
+               for e in variance.ESTIMATORS}  # fmt: skip
+    assert [(trained[e]["advantage"], trained[e]["scale"]) for e in variance.ESTIMATORS] == [("reinforce", "group"), ("grpo", "none"), ("grpo", "group")]
 
     def refuse(*args):
         raise AssertionError("a finished seed ran again")

@@ -1,6 +1,7 @@
 """How the GRPO recipe builds and splits its batch: RLOO leaves a None reward out of the other rows'
-baselines, groups sampled in several dynamic-sampling rounds keep one prompt index per group, and
-`grpo.mini_batches` optimizer steps are taken whatever the number of rows, as under DDP."""
+baselines, REINFORCE takes the reward itself, groups sampled in several dynamic-sampling rounds
+keep one prompt index per group, and `grpo.mini_batches` optimizer steps are taken whatever the
+number of rows, as under DDP."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from r1kit.config import from_dict
+from r1kit.errors import R1kitError
 from r1kit.models.load import load_model
 from r1kit.recipes import grpo
 from r1kit.recipes.grpo import GRPOConfig, PromptStream
@@ -42,6 +44,15 @@ def test_rloo_leaves_a_none_reward_out_of_the_other_rows_baselines():
     # baseline: row 0 would get 1 - mean(0, 0, 0) = 1 and rows 1-3 0 - 1/3.)
     adv = grpo.advantages_for(config(advantage="rloo", group_size=4), torch.tensor([1.0, math.nan, 0.0, 0.0]))
     assert adv.tolist() == pytest.approx([1.0, 0.0, -0.5, -0.5], abs=1e-7)
+
+
+def test_reinforce_takes_each_reward_as_its_advantage_and_refuses_a_scale():
+    # No baseline: A = r, a None reward gives 0; an all-equal group still pushes up by its reward.
+    adv = grpo.advantages_for(config(advantage="reinforce", group_size=2), torch.tensor([1.5, math.nan, 0.5, 0.5]))
+    assert adv.tolist() == [1.5, 0.0, 0.5, 0.5]
+    for advantage in ("reinforce", "rloo"):
+        with pytest.raises(R1kitError, match=f"grpo.scale=none divides GRPO's advantages, but grpo.advantage={advantage}"):
+            grpo.train(config(advantage=advantage, scale="none"))
 
 
 def test_groups_from_several_sampling_rounds_keep_one_prompt_index_per_group(tiny_model_dir, char_tokenizer):

@@ -5,7 +5,7 @@ Shapes: N = B * G rows (B prompts, G completions each), T completion tokens, V v
 Masks are bool or float [N, T], 1 on real tokens.
 """
 
-from r1kit.algorithms.advantages import gae, group_advantages, process_advantages, rloo_advantages, whiten
+from r1kit.algorithms.advantages import gae, group_advantages, process_advantages, reinforce_advantages, rloo_advantages, whiten
 from r1kit.algorithms.prm import aggregate_steps, prm_step_loss
 from r1kit.algorithms.distill import distill_loss, token_divergence
 from r1kit.algorithms.kl import kl_estimate
@@ -48,6 +48,7 @@ __all__ = [
     "position_ids_from_mask",
     "prm_step_loss",
     "process_advantages",
+    "reinforce_advantages",
     "rloo_advantages",
     "selective_log_softmax",
     "token_divergence",

@@ -1,5 +1,5 @@
-"""Advantages: group-relative (GRPO, Dr. GRPO, RLOO), GRPO's process-supervision form, per-token
-GAE (PPO), plus whitening.
+"""Advantages: group-relative (GRPO, Dr. GRPO, RLOO) or none (REINFORCE), GRPO's
+process-supervision form, per-token GAE (PPO), plus whitening.
 
 Rows of a GRPO batch are laid out group by group: rows [g*G, (g+1)*G) are the G completions of
 prompt g, so `rewards.view(-1, G)` gives one group per row. A reward of NaN means "not applicable
@@ -114,6 +114,19 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     others_mean = (values.sum(dim=1, keepdim=True) - values) / (n - 1).clamp(min=1.0)
     keep = valid & (n > 1) & ~_all_equal(groups, valid)
     return torch.where(keep, values - others_mean, torch.zeros_like(values)).reshape(-1)
+
+
+@torch.no_grad()
+def reinforce_advantages(rewards: torch.Tensor, group_size: int = 1) -> torch.Tensor:
+    """No baseline: each completion's advantage is its own reward (REINFORCE, Williams 1992), the
+    Monte Carlo estimate that the group baselines above reduce the variance of.
+
+    rewards     # [N] float, NaN = not applicable
+    group_size  # unused (the same signature as the group estimators)
+    Returns     # [N]; 0 on NaN rows. A group whose rewards are all equal still pushes every
+                # completion up by its reward: with no baseline there is nothing to compare with.
+    """
+    return torch.nan_to_num(rewards, nan=0.0)
 
 
 @torch.no_grad()

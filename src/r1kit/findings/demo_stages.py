@@ -1,11 +1,13 @@
 """The demo pipeline as an experiment: r1_zero_learns, length_grows and distill_beats_small_rl
 read its held-out metrics, and rl_sharpens its base and R1-Zero models.
 
-It runs once per seed under `workdir/demo/seed-<s>/` (its stages skip themselves when done, so the
-findings that share it train it once); the two bases are pretrained once and cached, as in
-`r1kit demo`. At smoke size every model is a 32-wide, one-layer one trained for two steps, and
-sft2 and distilled train on the task's own worked solutions: a model that small samples no correct
-completion for rejection sampling to keep.
+It runs once per seed under `workdir/demo/seed-<s>/`, each finding only the stages it reads and
+those they start from (its stages skip themselves when done, so the findings that share one train
+it once); the two bases are pretrained once and cached, as in `r1kit demo`. Every finding
+evaluates with EVAL_SAMPLES samples per held-out prompt, where the demo takes 4. At smoke size
+every model is a 32-wide, one-layer one trained for two steps, and sft2 and distilled train on the
+task's own worked solutions: a model that small samples no correct completion for rejection
+sampling to keep.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from r1kit.models.load import load_model, load_tokenizer
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
 from r1kit.report.tables import METRICS, stage_metrics
 
+EVAL_SAMPLES = 16
+"""Samples per held-out prompt behind every finding's pass@1 (eval.k: pass@16 and maj@16 are
+reported beside it). The first runs took the demo's 4: over 80 prompts that is 320 samples, a
+sampling standard error of up to 0.02 per model near pass@1 0.85 (the binomial's; less where the
+prompts differ in difficulty), so up to 0.03 on the difference of two models, as large as some
+findings' seed-to-seed spread; 16 samples halve both. Chosen from that
+arithmetic for every finding at once, before a run, with no criterion changed."""
 SMOKE_TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1}
 SMOKE = {  # per recipe: the stage config that makes a stage of that recipe take a second or two
     "pretrain": {"tiny": SMOKE_TINY, "documents": 100, "steps": 2, "test_size": 4},
@@ -37,14 +46,17 @@ SMOKE = {  # per recipe: the stage config that makes a stage of that recipe take
 
 
 def config(seed: int, workdir: Path, size: str, stages: Sequence[StageSpec] | None = None, name: str = "demo",
-           base: StageSpec | None = None) -> PipelineConfig:
+           base: StageSpec | None = None, extra: Sequence[StageSpec] = ()) -> PipelineConfig:
     """The demo pipeline of one seed under `workdir/name` (shrunk at smoke size); with `stages`,
     the demo's base followed by those stages instead of the demo's own (the demo's defaults and
     recipe defaults still apply): a finding's own training from the shared base. With `base` (a
-    pretraining stage named "base", see `base_stage`), that base instead of the demo's."""
+    pretraining stage named "base", see `base_stage`), that base instead of the demo's; `extra`
+    stages come after the others."""
     pipe = load(DEFAULT_CONFIG, [], PipelineConfig)
+    pipe.defaults = deep_merge(pipe.defaults, {"eval": {"k": EVAL_SAMPLES}})
     if stages is not None:
         pipe.stages = pipe.stages[:1] + [deepcopy(s) for s in stages]
+    pipe.stages += [deepcopy(s) for s in extra]
     if base is not None:
         pipe.stages[0] = deepcopy(base)
     pipe.seed = seed
@@ -55,15 +67,33 @@ def config(seed: int, workdir: Path, size: str, stages: Sequence[StageSpec] | No
     return pipe
 
 
-def run(seed: int, workdir: Path, size: str, upto: str = "") -> dict[str, float]:
-    """Run (or finish) the demo pipeline of `seed`, or only its stages up to `upto`; every shown
-    stage's held-out metrics, as `stage/metric`. A stage's fingerprint does not depend on later
-    ones, so a partial run's stages are the full run's."""
-    pipe = config(seed, workdir, size)
-    if upto:
-        names = [s.name for s in pipe.stages]
-        pipe.stages = pipe.stages[: names.index(upto) + 1]
+def run(seed: int, workdir: Path, size: str, needs: Sequence[str], extra: Sequence[StageSpec] = ()) -> dict[str, float]:
+    """Run (or finish) the demo pipeline of `seed` as far as the stages `needs` and `extra` take
+    it: those and the stages they start from or read, no others. Every such shown stage's held-out
+    metrics, as `stage/metric`. A stage's fingerprint depends on its own config only (its inputs'
+    paths included), so each stage is the same whichever finding runs it first."""
+    pipe = config(seed, workdir, size, extra=extra)
+    pipe.stages = inputs_of(pipe.stages, [*needs, *(s.name for s in extra)])
     return metrics(pipe)
+
+
+def r1_zero(seed: int, workdir: Path, size: str) -> dict[str, float]:
+    """The demo's base and R1-Zero stages of `seed` (r1_zero_learns, length_grows)."""
+    return run(seed, workdir, size, needs=("r1_zero",))
+
+
+def inputs_of(stages: Sequence[StageSpec], names: Sequence[str]) -> list[StageSpec]:
+    """The stages named and every stage they start from, take data from or learn from (a teacher),
+    in pipeline order."""
+    by_name = {s.name: s for s in stages}
+    keep: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in by_name and name not in keep:  # anything else is a path or empty
+            keep.add(name)
+            todo += [by_name[name].start, by_name[name].data_from, by_name[name].teacher]
+    return [s for s in stages if s.name in keep]
 
 
 def metrics(pipe: PipelineConfig) -> dict[str, float]:

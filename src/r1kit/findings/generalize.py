@@ -35,7 +35,7 @@ OOD = {  # the out-of-distribution test sets: the training rule (+, left to righ
 }
 MAX_NEW_TOKENS = 64
 """Room for a five-step or two-digit chain of thought (the demo's 40 fits three one-digit steps)."""
-SIZES = {"full": {"test_size": 80, "n": 4}, "smoke": {"test_size": 4, "n": 2}}
+SIZES = {"full": {"test_size": 80, "n": demo_stages.EVAL_SAMPLES}, "smoke": {"test_size": 4, "n": 2}}
 ID = {"n_operands": 3, "digits": 1, "ops": "+"}
 """In distribution: the demo's task, which SFT and RL train on (the base's own test split mixes two to five operands)."""
 BASE = {"task_params": {"n_operands": [2, 5], "digits": 1, "ops": "+"}}
@@ -46,7 +46,7 @@ SETUP = ("A base pretrained on sums of two to five one-digit numbers (the demo b
          "then per seed the demo's cold-start SFT (40 steps of worked solutions) and R1-Zero GRPO (40 steps) from it, both "
          "trained on sums of three one-digit numbers (in distribution, id); the three models evaluated on 80 prompts of id "
          "and of two sets neither finetuning trained on: four or five one-digit operands (ood_len) and three two-digit "
-         "operands (ood_digits); pass@1 over 4 samples at temperature 1, up to 64 new tokens; ood is the mean of the two. "
+         f"operands (ood_digits); pass@1 over {demo_stages.EVAL_SAMPLES} samples at temperature 1, up to 64 new tokens; ood is the mean of the two. "
          "On the demo's own base (three operands only) every model sat at the floor out of distribution (ood pass@1 about "
          "0.02), so the base was changed; the criterion was not.")
 

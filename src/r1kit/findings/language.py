@@ -66,7 +66,7 @@ SETUP = ("A bilingual base: the demo's base pretraining at the demo student's wi
          "a random word; pretrained once and cached. Per seed from it: R1-Zero GRPO with the demo's R1-Zero rewards and "
          f"settings but {STEPS} steps (of 8 prompts x 8; accuracy + 0.5 x format), and the same GRPO plus the language-consistency "
          "reward for English at weight 1.0 (consistent). A sample is mixed when its chain of thought has words of both "
-         "scripts; mixed share, mean Latin-word share and pass@1 over the 80 held-out prompts x 4 samples at temperature 1.")
+         f"scripts; mixed share, mean Latin-word share and pass@1 over the 80 held-out prompts x {demo_stages.EVAL_SAMPLES} samples at temperature 1.")
 
 
 def run(seed: int, workdir: Path, size: str) -> dict[str, float]:

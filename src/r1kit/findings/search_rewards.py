@@ -39,7 +39,7 @@ PROCESS_SETUP = ("From the demo's base: the demo's cold-start SFT (seeded), a pr
                  "(configs/tiny-arith/prm.yaml: 200 prompts x 4 sampled solutions, each `a+b=c` partial sum a step labelled by "
                  "the task's step checker, 60 steps), then GRPO from the SFT model with the demo's R1-Zero settings (40 steps of "
                  "8 prompts x 8) rewarded by the answer check + 0.5 x format (outcome) or by the PRM's step scores + 0.5 x "
-                 "format (process); 80 held-out prompts, pass@1 over 4 samples at temperature 1.")
+                 f"format (process); 80 held-out prompts, pass@1 over {demo_stages.EVAL_SAMPLES} samples at temperature 1.")
 
 MCTS = {"budget_tokens": 120, "simulations": 2000, "k": 2, "c_puct": 1.0, "widening": 0.5}
 SEARCH = {"data": {"train_size": 60}, "mcts": {"budget_tokens": MCTS["budget_tokens"]}, "max_new_tokens": 40, "value_steps": 150}

@@ -23,7 +23,7 @@ SETUP = (f"The demo pipeline's base and R1-Zero models of each seed (see r1_zero
 
 def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
     pipe_dir = Path(demo_stages.config(seed, workdir, size).output_dir)
-    demo_stages.run(seed, workdir, size, upto="r1_zero")  # the shared pipeline's first stages: skipped when done
+    demo_stages.run(seed, workdir, size, needs=("r1_zero",))  # the shared pipeline's first stages: skipped when done
     k = SIZES[size]["k"]
     out: dict[str, float] = {"k_large": k}
     for label, stage in (("base", "base"), ("rl", "r1_zero")):

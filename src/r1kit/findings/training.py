@@ -21,6 +21,9 @@ under `workdir/<finding>/seed-<s>/`, with the demo's data, rewards and evaluatio
   about the samples needed, so the budget became one where mu = 1 has not converged: 8 steps (512
   samples), chosen on pilot seeds 7-9, which are not reported (mu = 1: 0.82-0.83, mu = 4:
   0.91-0.93, unclipped 0.87-0.91); the criterion is unchanged.
+- distill_beats_small_rl: the demo's distillation (SFT on the teacher's samples) and RL-only student,
+  and beside them logit KD on the same samples from the same teacher (the issue's second kind of
+  distillation; recorded, not in the criterion, which was written before it was added).
 - grpo_matches_ppo: PPO (value model, GAE, per-token KL penalty) from the base for the same 40
   steps of 64 samples as the demo's R1-Zero GRPO, whose result it is compared with.
 - kl_limits_hacking: the demo's cold-start SFT model, a Bradley-Terry reward model trained from it
@@ -45,7 +48,7 @@ COLD_START_SETUP = ("From the demo's base, per seed: R1's cold start (the demo's
                     f"(accuracy + 0.5 x format) for {COLD_START_STEPS} steps of 8 prompts x 8 (grpo), against R1-Zero GRPO from "
                     f"the base for the same {COLD_START_STEPS} steps (r1_zero); recorded beside them: the cold-start model (sft), "
                     "the demo's 40-step R1-Zero of the seed (r1_zero_40) and each model's share of sampled completions in the "
-                    "R1 format (format). 80 held-out prompts, pass@1 over 4 samples at temperature 1.")
+                    f"R1 format (format). 80 held-out prompts, pass@1 over {demo_stages.EVAL_SAMPLES} samples at temperature 1.")
 REUSE_STEPS = 8
 NO_CLIP = {"eps_low": 1.0, "eps_high": 1.0e3}
 """Ratio bounds [0, 1001]: no sampled ratio reaches them, so nothing is clipped."""
@@ -53,8 +56,18 @@ OFF_POLICY_SETUP = (f"GRPO from the demo's base with R1-Zero's rewards, {REUSE_S
                     f"({REUSE_STEPS * 64} samples; at 20 steps both arms ended within 0.05 of the task's ceiling): "
                     "grpo.num_iterations=1 (one update per batch, on-policy) vs 4 (the batch reused for four updates "
                     "through the clipped ratio to the policy that sampled it), and 4 with the clip removed (mu4_noclip, "
-                    "recorded, not in the criterion); 80 held-out prompts, pass@1 over 4 samples; kl_max: the largest "
+                    f"recorded, not in the criterion); 80 held-out prompts, pass@1 over {demo_stages.EVAL_SAMPLES} samples; kl_max: the largest "
                     "per-step KL to the base during training.")
+LOGIT_KD = {"mode": "logits", "divergence": "forward_kl", "temperature": 1.0, "hard_label_weight": 0.0}
+"""Laid over the demo's distilled stage: the student matches the teacher's next-token distribution at
+every token of the same samples (Hinton et al. 2015), no cross-entropy on the sampled tokens."""
+DISTILL_SETUP = ("The demo pipeline's stages that lead to its 0.29M student (configs/demo.yaml): the 1M teacher's cold start "
+                 "and GRPO, ~800 verified completions rejection-sampled from it, then per seed the student base (pretrained "
+                 "once, cached) distilled by SFT on those completions (distilled, R1's distillation; 250 steps of 32) or "
+                 "trained by the demo's 40 GRPO steps alone (student_rl); recorded beside them, not in the criterion: the "
+                 "same 250 steps of logit KD instead of SFT, the student matching the teacher's next-token distribution at "
+                 "every token of the same completions (distilled_kd; forward KL, temperature 1, no hard-label loss). 80 "
+                 f"held-out prompts, pass@1 over {demo_stages.EVAL_SAMPLES} samples at temperature 1.")
 PPO_SETUP = ("PPO from the demo's base with R1-Zero's rule rewards (value model from the policy, GAE, clipped policy and "
              "value losses, per-token KL penalty 0.04), 40 steps of 64 prompts x 1 sample = the 64 samples a step of the "
              "demo's R1-Zero GRPO draws (8 prompts x 8); compared with that GRPO run of the same seed.")
@@ -78,7 +91,7 @@ def cold_start_helps(seed: int, workdir: Path, size: str) -> dict[str, float]:
     out = demo_stages.metrics(pipe)
     for stage, (_, completions) in demo_stages.sampled(Path(pipe.output_dir), ("base", "sft", "r1_zero", "grpo"), like="grpo").items():
         out[f"{stage}/format"] = sum(map(is_r1_format, completions)) / len(completions)
-    demo = demo_stages.run(seed, workdir, size, upto="r1_zero")  # the demo's R1-Zero of this seed: shared, skipped when done
+    demo = demo_stages.run(seed, workdir, size, needs=("r1_zero",))  # the demo's R1-Zero of this seed: shared, skipped when done
     out["r1_zero_40/pass@1"] = demo["r1_zero/pass@1"]
     return out
 
@@ -94,6 +107,13 @@ def off_policy_reuse(seed: int, workdir: Path, size: str) -> dict[str, float]:
     return out
 
 
+def distill_beats_small_rl(seed: int, workdir: Path, size: str) -> dict[str, float]:
+    distilled = demo_stages.demo_stage("distilled")
+    kd = StageSpec(name="distilled_kd", recipe="distill", start=distilled.start, data_from=distilled.data_from, teacher="grpo",
+                   config=deep_merge(distilled.config, LOGIT_KD))  # fmt: skip
+    return demo_stages.run(seed, workdir, size, needs=("distilled", "student_rl"), extra=[kd])
+
+
 def grpo_matches_ppo(seed: int, workdir: Path, size: str) -> dict[str, float]:
     demo = demo_stages.config(seed, workdir, size)
     grpo = demo.recipe_defaults["grpo"]
@@ -104,7 +124,7 @@ def grpo_matches_ppo(seed: int, workdir: Path, size: str) -> dict[str, float]:
     }  # fmt: skip
     out = demo_stages.metrics(demo_stages.config(seed, workdir, size, [StageSpec(name="ppo", recipe="ppo", start="base", config=ppo)],
                                                  name="grpo_matches_ppo"))  # fmt: skip
-    ran = demo_stages.run(seed, workdir, size, upto="r1_zero")  # the demo's R1-Zero GRPO of this seed: shared, skipped when done
+    ran = demo_stages.run(seed, workdir, size, needs=("r1_zero",))  # the demo's R1-Zero GRPO of this seed: shared, skipped when done
     out.update({k.replace("r1_zero/", "grpo/"): v for k, v in ran.items() if k.startswith("r1_zero/")})
     return out
 

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 
-from r1kit.algorithms import completion_logprobs, group_advantages, masked_mean, policy_loss, rloo_advantages
+from r1kit.algorithms import completion_logprobs, group_advantages, masked_mean, policy_loss, reinforce_advantages, rloo_advantages
 from r1kit.config import DataArgs, EvalArgs, ModelArgs, NonNegativeFloat, NonNegativeInt, OptimArgs, PositiveInt, Probability, Range, RunArgs, SamplingArgs
 from r1kit.data.stream import PromptStream
 from r1kit.errors import R1kitError
@@ -90,8 +90,8 @@ class GRPOArgs:
     """Importance ratio per token (GRPO) or per sequence, length-normalised (GSPO, Zheng et al. 2025)."""
     loss_agg: Literal["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"] = "seq_mean_token_mean"
     """GRPO (per-sequence token mean, then mean), DAPO (token mean over the batch), Dr. GRPO (sum / max_new_tokens; Liu et al. 2025)."""
-    advantage: Literal["grpo", "rloo"] = "grpo"
-    """Group-normalised advantages (GRPO) or the leave-one-out baseline (RLOO, Ahmadian et al. 2024)."""
+    advantage: Literal["grpo", "rloo", "reinforce"] = "grpo"
+    """Group-normalised advantages (GRPO), the leave-one-out baseline (RLOO, Ahmadian et al. 2024), or no baseline (REINFORCE: A = r)."""
     scale: Literal["group", "batch", "none"] = "group"
     """GRPO advantage scaling: group std (DeepSeekMath), batch std, or none (Dr. GRPO)."""
     ref_reset_every: NonNegativeInt = 0
@@ -203,12 +203,14 @@ def _check(config: GRPOConfig) -> None:
     g = config.grpo
     if config.model.lora_r and g.beta > 0 and g.ref_reset_every:
         raise R1kitError("grpo.ref_reset_every needs a separate reference model, but with LoRA (model.lora_r > 0) the reference is the base model; set one of them to 0")
+    if g.advantage != "grpo" and g.scale != "group":  # rloo and reinforce do not divide by a std
+        raise R1kitError(f"grpo.scale={g.scale} divides GRPO's advantages, but grpo.advantage={g.advantage} has none to divide; remove grpo.scale")
 
 
 def advantages_for(config: GRPOConfig, rewards: torch.Tensor, steps: StepRewards | None = None) -> torch.Tensor:
     """Advantages [N] of rewards [N] (NaN = None: advantage 0); with step rewards [N, C] (train/process.py)."""
     g = config.grpo
-    adv = rloo_advantages(rewards, g.group_size) if g.advantage == "rloo" else group_advantages(rewards, g.group_size, g.scale)
+    adv = {"rloo": rloo_advantages, "reinforce": reinforce_advantages}.get(g.advantage, lambda r, G: group_advantages(r, G, g.scale))(rewards, g.group_size)
     return adv if steps is None else steps.token_advantages(adv, g.group_size)
 
 
