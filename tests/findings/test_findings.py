@@ -76,6 +76,15 @@ def test_each_criterion_holds_at_its_margin_and_not_below(name, at, below):
     assert f.held({k: math.nan for k in at}) is False  # an unmeasured metric never makes a finding hold
 
 
+def test_a_difference_exactly_at_its_margin_holds_despite_float_rounding():
+    # 1233/1280 - 1169/1280 = 64/1280 = 0.05 exactly (pass@1 over 80 x 16 samples); in floats the
+    # difference is 0.04999999999999993. One sample fewer (1/1280 below the margin) does not hold.
+    at = {"student_rl/pass@1": 1169 / 1280, "distilled/pass@1": 1233 / 1280}
+    assert at["distilled/pass@1"] - at["student_rl/pass@1"] < 0.05 and by_name("distill_beats_small_rl").held(at) is True
+    assert by_name("distill_beats_small_rl").held({**at, "distilled/pass@1": 1232 / 1280}) is False
+    assert registry.ROUNDING < 1e-9  # far inside EDGES' nudges and every metric's resolution
+
+
 def test_grpo_matches_ppo_needs_grpo_to_learn():
     assert registry._grpo_matches_ppo({"base/pass@1": 0.5, "grpo/pass@1": 0.5, "ppo/pass@1": 0.5}) is False
 
