@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from r1kit.errors import R1kitError
-from r1kit.findings import demo_stages, generalize, language, registry, search_rewards, variance
+from r1kit.findings import demo_stages, generalize, language, registry, search_rewards, training, variance
 from r1kit.findings import run as run_module
 from r1kit.findings.registry import FINDINGS, NAMES, by_name
 from r1kit.findings.run import entry, run_findings, verdict
@@ -190,6 +190,17 @@ def test_every_finding_evaluates_with_the_same_number_of_samples():
     assert demo_stages.config(0, Path("w"), "smoke").defaults["eval"]["k"] == 2
 
 
+def test_peak_memory_is_the_running_sum_of_allocations_and_frees():
+    def work():  # 4 MB, then 4 MB more, one freed, then 8 MB: at most 12 MB held at once
+        a = torch.ones(1_000_000)
+        b = a * 2
+        del a
+        c = torch.ones(2_000_000)
+        return b, c
+
+    assert training.peak_memory_mb(work) == pytest.approx(12.0, abs=0.01)  # float32: 4 bytes an element
+
+
 @pytest.fixture
 def one_thread():
     before = torch.get_num_threads()
@@ -226,6 +237,8 @@ def test_every_experiment_runs_at_smoke_size_and_reruns_skip_finished_seeds(tmp_
     noclip = yaml.safe_load((tmp_path / "off_policy_reuse-smoke" / "seed-0" / "mu4_noclip" / "config.yaml").read_text())["grpo"]
     assert (noclip["num_iterations"], noclip["eps_low"], noclip["eps_high"]) == (4, 1.0, 1000.0)  # ratio bounds [0, 1001]
 
+    memory = next(f for f in written["findings"] if f["name"] == "grpo_matches_ppo")["metrics"]
+    assert memory["grpo/peak_mb"][0] > 0 and memory["ppo/peak_mb"][0] > 0
     ran = {p.name for p in (tmp_path / "demo-smoke" / "seed-0").iterdir() if p.is_dir()}
     assert ran == {"base", "r1_zero", "sft", "grpo", "student_base", "distilled", "student_rl", "distilled_kd"}  # no sft2, r1
     distill = next(f for f in written["findings"] if f["name"] == "distill_beats_small_rl")["metrics"]

@@ -25,7 +25,8 @@ under `workdir/<finding>/seed-<s>/`, with the demo's data, rewards and evaluatio
   and beside them logit KD on the same samples from the same teacher (the issue's second kind of
   distillation; recorded, not in the criterion, which was written before it was added).
 - grpo_matches_ppo: PPO (value model, GAE, per-token KL penalty) from the base for the same 40
-  steps of 64 samples as the demo's R1-Zero GRPO, whose result it is compared with.
+  steps of 64 samples as the demo's R1-Zero GRPO, whose result it is compared with; and the peak
+  memory of one step of each (`peak_memory_mb`, the torch profiler's allocations and frees).
 - kl_limits_hacking: the demo's cold-start SFT model, a Bradley-Terry reward model trained from it
   on the task's preference pairs, and PPO from the SFT model against that learned reward at a
   small and a large KL penalty; the task's own verifier says which answers are right.
@@ -33,11 +34,15 @@ under `workdir/<finding>/seed-<s>/`, with the demo's data, rewards and evaluatio
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Callable
+
+from torch.profiler import ProfilerActivity, profile
 
 from r1kit.config import deep_merge
 from r1kit.findings import demo_stages
-from r1kit.recipes.pipeline import StageSpec
+from r1kit.recipes.pipeline import StageSpec, stage_config
 from r1kit.rewards.format import is_r1_format
 
 COLD_START_STEPS = 8
@@ -70,7 +75,9 @@ DISTILL_SETUP = ("The demo pipeline's stages that lead to its 0.29M student (con
                  f"held-out prompts, pass@1 over {demo_stages.EVAL_SAMPLES} samples at temperature 1.")
 PPO_SETUP = ("PPO from the demo's base with R1-Zero's rule rewards (value model from the policy, GAE, clipped policy and "
              "value losses, per-token KL penalty 0.04), 40 steps of 64 prompts x 1 sample = the 64 samples a step of the "
-             "demo's R1-Zero GRPO draws (8 prompts x 8); compared with that GRPO run of the same seed.")
+             "demo's R1-Zero GRPO draws (8 prompts x 8); compared with that GRPO run of the same seed. Recorded beside "
+             "it: the peak CPU tensor memory of one step of each from the base (torch profiler: models, reference, value "
+             "model, optimizer state, the step's rollout and update; peak_mb).")
 
 
 KL_SMALL, KL_LARGE = 0.02, 0.3
@@ -126,7 +133,30 @@ def grpo_matches_ppo(seed: int, workdir: Path, size: str) -> dict[str, float]:
                                                  name="grpo_matches_ppo"))  # fmt: skip
     ran = demo_stages.run(seed, workdir, size, needs=("r1_zero",))  # the demo's R1-Zero GRPO of this seed: shared, skipped when done
     out.update({k.replace("r1_zero/", "grpo/"): v for k, v in ran.items() if k.startswith("r1_zero/")})
+    # Peak memory: one step of each from the base, as configured above, evaluation cut to one greedy prompt.
+    one_step = {"eval_before": False, "data": {"test_size": 1}, "eval": {"k": 0}}
+    arms = {"grpo": StageSpec(name="grpo", recipe="grpo", start="base", config=deep_merge(one_step, {"grpo": {"steps": 1}})),
+            "ppo": StageSpec(name="ppo", recipe="ppo", start="base", config=deep_merge(ppo, {**one_step, "ppo": {"steps": 1}}))}  # fmt: skip
+    pipe = demo_stages.config(seed, workdir, size, list(arms.values()), name="grpo_matches_ppo_memory")
+    base = {"base": demo_stages.base_model(workdir, size).parent}
+    for arm, stage in arms.items():
+        config = stage_config(pipe, stage, base)
+        train = importlib.import_module(f"r1kit.recipes.{stage.recipe}").train
+        out[f"{arm}/peak_mb"] = peak_memory_mb(lambda: train(config))
     return out
+
+
+def peak_memory_mb(fn: Callable[[], object]) -> float:
+    """The peak of the CPU tensor memory `fn()` allocates, in MB (10^6 bytes): the running sum of
+    every allocation and free the torch profiler records, in time order (memory held before the
+    call is not counted; a peak inside one operator is seen as that operator's net)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    usage = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        usage += event.self_cpu_memory_usage
+        peak = max(peak, usage)
+    return peak / 1e6
 
 
 def kl_limits_hacking(seed: int, workdir: Path, size: str) -> dict[str, float]:
