@@ -237,6 +237,15 @@ def test_every_experiment_runs_at_smoke_size_and_reruns_skip_finished_seeds(tmp_
     noclip = yaml.safe_load((tmp_path / "off_policy_reuse-smoke" / "seed-0" / "mu4_noclip" / "config.yaml").read_text())["grpo"]
     assert (noclip["num_iterations"], noclip["eps_low"], noclip["eps_high"]) == (4, 1.0, 1000.0)  # ratio bounds [0, 1001]
 
+    process = next(f for f in written["findings"] if f["name"] == "outcome_vs_process")["metrics"]
+    recorded = {f"process/{m}_{t}" for m in ("prm_score", "verified") for t in ("start", "end")} | {"outcome/step_s", "process/step_s", "prm/fit_s"}
+    assert recorded <= set(process)  # reward hacking and cost beside the criterion's accuracy
+    assert {"mcts/tokens", "rl/tokens"} <= set(next(f for f in written["findings"] if f["name"] == "mcts_vs_rl")["metrics"])
+    hacking = next(f for f in written["findings"] if f["name"] == "kl_limits_hacking")["metrics"]
+    assert {f"ppo_kl{kl}/rm_score_{t}" for kl in (0.02, 0.3) for t in ("start", "end")} <= set(hacking)
+    learns = next(f for f in written["findings"] if f["name"] == "r1_zero_learns")["metrics"]
+    assert 0 <= learns["base/format"][0] <= 1 and 0 <= learns["r1_zero/format"][0] <= 1
+    assert {"base/maj@4", "rl/maj@4"} <= set(next(f for f in written["findings"] if f["name"] == "rl_sharpens")["metrics"])
     memory = next(f for f in written["findings"] if f["name"] == "grpo_matches_ppo")["metrics"]
     assert memory["grpo/peak_mb"][0] > 0 and memory["ppo/peak_mb"][0] > 0
     ran = {p.name for p in (tmp_path / "demo-smoke" / "seed-0").iterdir() if p.is_dir()}

@@ -25,6 +25,7 @@ from r1kit.eval.provenance import recorded_run
 from r1kit.models.load import load_model, load_tokenizer
 from r1kit.recipes.pipeline import PipelineConfig, StageSpec, run_pipeline
 from r1kit.report.tables import METRICS, stage_metrics
+from r1kit.rewards.format import is_r1_format
 
 EVAL_SAMPLES = 16
 """Samples per held-out prompt behind every finding's pass@1 (eval.k: pass@16 and maj@16 are
@@ -78,8 +79,12 @@ def run(seed: int, workdir: Path, size: str, needs: Sequence[str], extra: Sequen
 
 
 def r1_zero(seed: int, workdir: Path, size: str) -> dict[str, float]:
-    """The demo's base and R1-Zero stages of `seed` (r1_zero_learns, length_grows)."""
-    return run(seed, workdir, size, needs=("r1_zero",))
+    """The demo's base and R1-Zero stages of `seed` (r1_zero_learns, length_grows), with each
+    model's share of sampled completions in the R1 format (`format`, what the format reward pays)."""
+    out = run(seed, workdir, size, needs=("r1_zero",))
+    for stage, (_, completions) in sampled(Path(config(seed, workdir, size).output_dir), ("base", "r1_zero"), like="r1_zero").items():
+        out[f"{stage}/format"] = sum(map(is_r1_format, completions)) / len(completions)
+    return out
 
 
 def inputs_of(stages: Sequence[StageSpec], names: Sequence[str]) -> list[StageSpec]:

@@ -98,7 +98,7 @@ def _sharpens(m: Metrics) -> bool:
 DEMO_SETUP = ("The demo pipeline's first two stages (configs/demo.yaml) on sums of three one-digit numbers: a "
               "1M-parameter base pretrained once and cached, then per seed R1-Zero (40 steps of GRPO on the base with "
               "R1-Zero's accuracy and format rewards, 8 prompts x 8 samples a step); 80 held-out prompts, pass@1 over "
-              f"{demo_stages.EVAL_SAMPLES} samples at temperature 1.")
+              f"{demo_stages.EVAL_SAMPLES} samples at temperature 1; format: the share of those samples in the R1 format.")
 
 FINDINGS: tuple[Finding, ...] = (
     Finding("r1_zero_learns", "It highlights the use of reinforcement learning without supervised data, emphasizing the "

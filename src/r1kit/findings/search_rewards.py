@@ -18,7 +18,9 @@ mcts_vs_rl from its own weak base (pretrained once, cached, shared by every seed
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from statistics import fmean
 
 from r1kit.config import MCTSArgs, deep_merge
 from r1kit.eval.evaluate import Evaluator
@@ -39,7 +41,10 @@ PROCESS_SETUP = ("From the demo's base: the demo's cold-start SFT (seeded), a pr
                  "(configs/tiny-arith/prm.yaml: 200 prompts x 4 sampled solutions, each `a+b=c` partial sum a step labelled by "
                  "the task's step checker, 60 steps), then GRPO from the SFT model with the demo's R1-Zero settings (40 steps of "
                  "8 prompts x 8) rewarded by the answer check + 0.5 x format (outcome) or by the PRM's step scores + 0.5 x "
-                 f"format (process); 80 held-out prompts, pass@1 over {demo_stages.EVAL_SAMPLES} samples at temperature 1.")
+                 f"format (process); 80 held-out prompts, pass@1 over {demo_stages.EVAL_SAMPLES} samples at temperature 1. "
+                 "Recorded beside it: reward hacking, the process arm's mean PRM score and the verifier's accuracy on the "
+                 "same training samples over its first and last 5 steps (process/prm_score_*, process/verified_*); cost, "
+                 "seconds per GRPO step of each arm (step_s) and the PRM's fit (prm/fit_s, after its 800 sampled solutions).")
 
 MCTS = {"budget_tokens": 120, "simulations": 2000, "k": 2, "c_puct": 1.0, "widening": 0.5}
 SEARCH = {"data": {"train_size": 60}, "mcts": {"budget_tokens": MCTS["budget_tokens"]}, "max_new_tokens": 40, "value_steps": 150}
@@ -57,7 +62,7 @@ MCTS_SETUP = ("A weak base (benchmarks/mcts_vs_bestofn.py's: the demo's 0.29M st
               "`r1kit search` from it (60 training prompts searched with verifier-scored rollouts, 150 steps, seeded); the base "
               f"answers each of the 80 held-out prompts by MCTS over steps valued by that model ({MCTS['budget_tokens']} "
               f"generated tokens per problem, k={MCTS['k']}, c_puct={MCTS['c_puct']}, widening={MCTS['widening']}), against the "
-              "R1-Zero model's greedy answer to the same prompts.")
+              "R1-Zero model's greedy answer to the same prompts (tokens: mean generated tokens per problem of each).")
 
 
 def outcome_vs_process(seed: int, workdir: Path, size: str) -> dict[str, float]:
@@ -71,7 +76,17 @@ def outcome_vs_process(seed: int, workdir: Path, size: str) -> dict[str, float]:
         StageSpec(name="outcome", recipe="grpo", start="sft"),  # the demo's R1-Zero rewards (recipe_defaults)
         StageSpec(name="process", recipe="grpo", start="sft", config={"rewards": [f"prm:{prm_model}", {"name": "format", "weight": 0.5}]}),
     ]
-    return demo_stages.metrics(demo_stages.config(seed, workdir, size, stages, name=name))
+    pipe = demo_stages.config(seed, workdir, size, stages, name=name)
+    out = demo_stages.metrics(pipe)
+    log = {stage: demo_stages.training_log(Path(pipe.output_dir), stage) for stage in ("prm", "outcome", "process")}
+    for key, label in (("prm/score", "prm_score"), ("prm/verified_acc", "verified")):  # the process arm's own samples
+        values = [row[key] for row in log["process"] if key in row]
+        out[f"process/{label}_start"], out[f"process/{label}_end"] = fmean(values[:5]), fmean(values[-5:])
+    for arm in ("outcome", "process"):
+        out[f"{arm}/step_s"] = fmean([row["perf/step_s"] for row in log[arm] if "perf/step_s" in row])
+    times = [row["time"] for row in log["prm"]]
+    out["prm/fit_s"] = times[-1] - times[0]
+    return out
 
 
 def mcts_vs_rl(seed: int, workdir: Path, size: str) -> dict[str, float]:
@@ -88,6 +103,7 @@ def mcts_vs_rl(seed: int, workdir: Path, size: str) -> dict[str, float]:
     return {
         "base/greedy_acc": ran["base/greedy_acc"], "rl/greedy_acc": ran["r1_zero/greedy_acc"], "mcts/acc": searched["mcts_acc"],
         "mcts/answered": searched["mcts_answered"], "mcts/tokens": searched["mcts_tokens"],
+        "rl/tokens": json.loads((demo_stages.model_dir(Path(pipe.output_dir), "r1_zero").parent / "eval.json").read_text())["after"]["length_greedy"],
     }  # fmt: skip
 
 

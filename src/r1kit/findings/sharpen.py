@@ -18,7 +18,8 @@ K = 16
 """The large k."""
 SIZES = {"full": {"k": K, "n": 4 * K}, "smoke": {"k": 2, "n": 4}}
 SETUP = (f"The demo pipeline's base and R1-Zero models of each seed (see r1_zero_learns), evaluated on the 80 "
-         f"held-out prompts with n = {4 * K} samples per prompt at temperature 1: pass@k for k = 1, 2, 4, ..., {K}.")
+         f"held-out prompts with n = {4 * K} samples per prompt at temperature 1: pass@k for k = 1, 2, 4, ..., {K} "
+         f"and maj@{4 * K} (the majority answer of the {4 * K}).")
 
 
 def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
@@ -28,7 +29,7 @@ def run(seed: int, workdir: Path, size: str) -> dict[str, float]:
     out: dict[str, float] = {"k_large": k}
     for label, stage in (("base", "base"), ("rl", "r1_zero")):
         metrics = _evaluate(demo_stages.model_dir(pipe_dir, stage), **SIZES[size])
-        out.update({f"{label}/{key}": value for key, value in metrics.items() if key.startswith("pass@")})
+        out.update({f"{label}/{key}": value for key, value in metrics.items() if key.startswith(("pass@", "maj@"))})
         out[f"{label}/pass@large"] = metrics[f"pass@{k}"]
     return out
 

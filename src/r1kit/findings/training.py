@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from statistics import fmean
 from typing import Callable
 
 from torch.profiler import ProfilerActivity, profile
@@ -85,7 +86,8 @@ KL_SETUP = ("From the demo's base: the demo's cold-start SFT (seeded), a Bradley
             "2000 of the task's preference pairs (chosen: the correct worked solution; rejected: a slip, missing tags, "
             f"rambling, a bare answer; 100 steps), then PPO from the SFT model for 40 steps of 32 prompts with the "
             f"learned reward alone at per-token KL penalty {KL_SMALL} and {KL_LARGE} (configs/tiny-arith/ppo.yaml's "
-            "settings); the task's verifier scores the held-out answers.")
+            "settings); the task's verifier scores the held-out answers. Recorded beside it: the learned reward's mean "
+            "score of each arm's training samples over its first and last 5 steps (rm_score_start, rm_score_end).")
 
 
 def cold_start_helps(seed: int, workdir: Path, size: str) -> dict[str, float]:
@@ -177,4 +179,9 @@ def kl_limits_hacking(seed: int, workdir: Path, size: str) -> dict[str, float]:
         *(StageSpec(name=f"ppo_kl{kl}", recipe="ppo", start="sft", config={**ppo, "ppo": {**ppo["ppo"], "kl_coef": kl}})
           for kl in (KL_SMALL, KL_LARGE)),
     ]  # fmt: skip
-    return demo_stages.metrics(demo_stages.config(seed, workdir, size, stages, name=name))
+    pipe = demo_stages.config(seed, workdir, size, stages, name=name)
+    out = demo_stages.metrics(pipe)
+    for kl in (KL_SMALL, KL_LARGE):  # the learned reward of the training samples, over the first and last 5 steps
+        scores = [row["reward/mean"] for row in demo_stages.training_log(Path(pipe.output_dir), f"ppo_kl{kl}") if "reward/mean" in row]
+        out[f"ppo_kl{kl}/rm_score_start"], out[f"ppo_kl{kl}/rm_score_end"] = fmean(scores[:5]), fmean(scores[-5:])
+    return out
