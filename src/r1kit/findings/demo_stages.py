@@ -148,10 +148,12 @@ def sampled(pipe_dir: Path, stages: Sequence[str], like: str) -> dict[str, tuple
     return out
 
 
-def training_log(pipe_dir: Path, stage: str) -> list[dict]:
-    """The per-step rows a finished pipeline stage logged (its run's metrics.jsonl)."""
+def logged(pipe_dir: Path, stage: str, key: str) -> list[float]:
+    """The values of `key` in the rows a finished pipeline stage logged (its run's metrics.jsonl),
+    in step order; rows without it are skipped."""
     log = model_dir(pipe_dir, stage).parent / "metrics.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = (json.loads(line) for line in log.read_text().splitlines() if line.strip())
+    return [row[key] for row in rows if key in row]
 
 
 def recorded_settings(model_dir: Path, **eval_changes) -> tuple[DataArgs, EvalArgs]:

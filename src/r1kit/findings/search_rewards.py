@@ -78,13 +78,13 @@ def outcome_vs_process(seed: int, workdir: Path, size: str) -> dict[str, float]:
     ]
     pipe = demo_stages.config(seed, workdir, size, stages, name=name)
     out = demo_stages.metrics(pipe)
-    log = {stage: demo_stages.training_log(Path(pipe.output_dir), stage) for stage in ("prm", "outcome", "process")}
+    pipe_dir = Path(pipe.output_dir)
     for key, label in (("prm/score", "prm_score"), ("prm/verified_acc", "verified")):  # the process arm's own samples
-        values = [row[key] for row in log["process"] if key in row]
+        values = demo_stages.logged(pipe_dir, "process", key)
         out[f"process/{label}_start"], out[f"process/{label}_end"] = fmean(values[:5]), fmean(values[-5:])
     for arm in ("outcome", "process"):
-        out[f"{arm}/step_s"] = fmean([row["perf/step_s"] for row in log[arm] if "perf/step_s" in row])
-    times = [row["time"] for row in log["prm"]]
+        out[f"{arm}/step_s"] = fmean(demo_stages.logged(pipe_dir, arm, "perf/step_s"))
+    times = demo_stages.logged(pipe_dir, "prm", "time")
     out["prm/fit_s"] = times[-1] - times[0]
     return out
 

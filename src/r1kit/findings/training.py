@@ -34,7 +34,6 @@ under `workdir/<finding>/seed-<s>/`, with the demo's data, rewards and evaluatio
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from statistics import fmean
 from typing import Callable
@@ -43,6 +42,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from r1kit.config import deep_merge
 from r1kit.findings import demo_stages
+from r1kit.recipes import grpo as grpo_recipe
+from r1kit.recipes import ppo as ppo_recipe
 from r1kit.recipes.pipeline import StageSpec, stage_config
 from r1kit.rewards.format import is_r1_format
 
@@ -111,8 +112,7 @@ def off_policy_reuse(seed: int, workdir: Path, size: str) -> dict[str, float]:
     pipe = demo_stages.config(seed, workdir, size, stages, name="off_policy_reuse")
     out = demo_stages.metrics(pipe)
     for arm in arms:
-        kl = [row["kl"] for row in demo_stages.training_log(Path(pipe.output_dir), arm) if "kl" in row]
-        out[f"{arm}/kl_max"] = max(kl)
+        out[f"{arm}/kl_max"] = max(demo_stages.logged(Path(pipe.output_dir), arm, "kl"))
     return out
 
 
@@ -137,14 +137,13 @@ def grpo_matches_ppo(seed: int, workdir: Path, size: str) -> dict[str, float]:
     out.update({k.replace("r1_zero/", "grpo/"): v for k, v in ran.items() if k.startswith("r1_zero/")})
     # Peak memory: one step of each from the base, as configured above, evaluation cut to one greedy prompt.
     one_step = {"eval_before": False, "data": {"test_size": 1}, "eval": {"k": 0}}
-    arms = {"grpo": StageSpec(name="grpo", recipe="grpo", start="base", config=deep_merge(one_step, {"grpo": {"steps": 1}})),
-            "ppo": StageSpec(name="ppo", recipe="ppo", start="base", config=deep_merge(ppo, {**one_step, "ppo": {"steps": 1}}))}  # fmt: skip
+    arms = {grpo_recipe: StageSpec(name="grpo", recipe="grpo", start="base", config=deep_merge(one_step, {"grpo": {"steps": 1}})),
+            ppo_recipe: StageSpec(name="ppo", recipe="ppo", start="base", config=deep_merge(ppo, {**one_step, "ppo": {"steps": 1}}))}  # fmt: skip
     pipe = demo_stages.config(seed, workdir, size, list(arms.values()), name="grpo_matches_ppo_memory")
     base = {"base": demo_stages.base_model(workdir, size).parent}
-    for arm, stage in arms.items():
+    for recipe, stage in arms.items():
         config = stage_config(pipe, stage, base)
-        train = importlib.import_module(f"r1kit.recipes.{stage.recipe}").train
-        out[f"{arm}/peak_mb"] = peak_memory_mb(lambda: train(config))
+        out[f"{stage.name}/peak_mb"] = peak_memory_mb(lambda: recipe.train(config))
     return out
 
 
@@ -182,6 +181,6 @@ def kl_limits_hacking(seed: int, workdir: Path, size: str) -> dict[str, float]:
     pipe = demo_stages.config(seed, workdir, size, stages, name=name)
     out = demo_stages.metrics(pipe)
     for kl in (KL_SMALL, KL_LARGE):  # the learned reward of the training samples, over the first and last 5 steps
-        scores = [row["reward/mean"] for row in demo_stages.training_log(Path(pipe.output_dir), f"ppo_kl{kl}") if "reward/mean" in row]
+        scores = demo_stages.logged(Path(pipe.output_dir), f"ppo_kl{kl}", "reward/mean")
         out[f"ppo_kl{kl}/rm_score_start"], out[f"ppo_kl{kl}/rm_score_end"] = fmean(scores[:5]), fmean(scores[-5:])
     return out

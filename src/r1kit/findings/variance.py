@@ -30,6 +30,7 @@ completions heavily instead of zeroing them.
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import fmean
 
 import torch
 
@@ -99,9 +100,7 @@ def _learning(seed: int, workdir: Path, size: str) -> dict[str, float]:
     ran = demo_stages.metrics(pipe)
     out = {}
     for e in TRAINED:
-        accuracy = [row["reward/arithmetic/mean"] for row in demo_stages.training_log(Path(pipe.output_dir), f"train_{e}")
-                    if "reward/arithmetic/mean" in row]  # fmt: skip
-        out[f"train_{e}/train_accuracy"] = sum(accuracy) / len(accuracy)
+        out[f"train_{e}/train_accuracy"] = fmean(demo_stages.logged(Path(pipe.output_dir), f"train_{e}", "reward/arithmetic/mean"))
         out[f"train_{e}/pass@1"] = ran[f"train_{e}/pass@1"]
     return out
 
